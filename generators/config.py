@@ -1,0 +1,219 @@
+"""NPU configuration: the one description every generator, model and tool reads.
+
+An :class:`NPUConfig` is validated when it is made, so a bad value is reported where
+it enters (a TOML file or a CLI flag) with the parameter's name, the bad value and
+what is allowed, and never surfaces later as an elaboration error.
+"""
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth.utils import ceil_log2
+
+__all__ = ["ConfigError", "NPUConfig", "load_config", "SPARSITY_MODES"]
+
+#: Sparsity settings the generator implements today.
+SPARSITY_MODES = ("dense",)
+
+#: Fixed-point requantisation multiplier width (unsigned) and shift width.
+REQUANT_MULT_WIDTH = 31
+REQUANT_SHIFT_WIDTH = 6
+
+
+class ConfigError(ValueError):
+    """A configuration value is outside what the generator supports.
+
+    The message is one line naming the parameter, the bad value and what is allowed.
+    """
+
+
+# (section in TOML, name, minimum, maximum); maximum may be None (no upper bound).
+_INT_LIMITS = {
+    "rows":        ("array",   1, 64),
+    "cols":        ("array",   1, 64),
+    "data_width":  ("array",   2, 16),
+    "acc_width":   ("array",   None, 64),  # minimum depends on data_width and rows
+    "act_depth":   ("buffers", 2, 65536),
+    "wgt_depth":   ("buffers", None, 65536),  # minimum depends on rows
+    "acc_depth":   ("buffers", 2, 65536),
+    "param_depth": ("buffers", 1, 4096),
+}
+
+
+@dataclass(frozen=True)
+class NPUConfig:
+    """Parameters of one generated NPU.
+
+    Parameters
+    ----------
+    name : str
+        Identifier used for the Verilog top-level module and build directories.
+    rows : int
+        Array rows R: the reduction (K) dimension of one weight tile.
+    cols : int
+        Array columns C: output channels (N) computed at once.
+    data_width : int
+        Width of activations and weights, signed (8 for int8).
+    acc_width : int
+        Width of the accumulators, signed; arithmetic wraps modulo ``2**acc_width``.
+        At least ``2*data_width + ceil_log2(rows)`` so one tile's dot product is exact.
+    act_depth : int
+        Entries per activation bank (one bank per array row): the largest M of a tile.
+    wgt_depth : int
+        Rows of the weight buffer (each ``cols`` weights wide); a tile uses ``rows`` of them.
+    acc_depth : int
+        Entries per accumulator bank (one bank per array column).
+    param_depth : int
+        Entries of the post-processing parameter buffer (per-column bias, multiplier, shift).
+    sparsity : str
+        ``"dense"``; N:M structured sparsity is reserved for the sparse front end.
+    """
+
+    name: str = "npu"
+    rows: int = 8
+    cols: int = 8
+    data_width: int = 8
+    acc_width: int = 32
+    act_depth: int = 512
+    wgt_depth: int = 256
+    acc_depth: int = 512
+    param_depth: int = 16
+    sparsity: str = "dense"
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name):
+            raise ConfigError(f"name = {self.name!r} is invalid: must be a Verilog identifier "
+                              f"(letters, digits, '_', not starting with a digit)")
+        for param, (_, lo, hi) in _INT_LIMITS.items():
+            value = getattr(self, param)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{param} = {value!r} is invalid: must be an integer")
+            lo = self._minimum(param) if lo is None else lo
+            if value < lo or (hi is not None and value > hi):
+                raise ConfigError(f"{param} = {value} is invalid: must be an integer from {lo} to {hi}"
+                                  + self._why_minimum(param))
+        if not isinstance(self.sparsity, str):
+            raise ConfigError(f"sparsity = {self.sparsity!r} is invalid: must be a string such as 'dense'")
+        if self.sparsity not in SPARSITY_MODES:
+            match = re.fullmatch(r"(\d+):(\d+)", self.sparsity)
+            if match and 0 < int(match[1]) < int(match[2]):
+                raise ConfigError(f"sparsity = {self.sparsity!r} is not implemented yet: "
+                                  f"allowed: {', '.join(map(repr, SPARSITY_MODES))}")
+            raise ConfigError(f"sparsity = {self.sparsity!r} is invalid: allowed: "
+                              f"{', '.join(map(repr, SPARSITY_MODES))} (N:M modes come with the sparse front end)")
+
+    def _minimum(self, param):
+        if param == "acc_width":
+            return self.min_acc_width
+        if param == "wgt_depth":
+            return 2 * self.rows
+        raise AssertionError(param)
+
+    def _why_minimum(self, param):
+        if param == "acc_width":
+            return f" (2*data_width + ceil_log2(rows) = {self.min_acc_width} bits hold one tile's dot product)"
+        if param == "wgt_depth":
+            return " (at least two weight tiles of 'rows' rows, for double buffering)"
+        return ""
+
+    # Derived quantities: one place, read by the RTL, the golden model and the manifest.
+
+    @property
+    def min_acc_width(self):
+        """Smallest accumulator width that holds a ``rows``-long dot product exactly."""
+        return 2 * self.data_width + ceil_log2(self.rows)
+
+    @property
+    def psum_width(self):
+        """Width of partial sums inside the array (exact; sign-extended into the accumulator)."""
+        return self.min_acc_width
+
+    @property
+    def act_banks(self):
+        """Activation buffer banks: one per array row."""
+        return self.rows
+
+    @property
+    def acc_banks(self):
+        """Accumulator buffer banks: one per array column."""
+        return self.cols
+
+    @property
+    def wgt_banks(self):
+        """Weight buffer banks: one per array column, ``data_width`` bits each."""
+        return self.cols
+
+    @property
+    def macs_per_cycle(self):
+        """Peak multiply-accumulates per clock cycle."""
+        return self.rows * self.cols
+
+    def replace(self, **changes):
+        """Return a copy with ``changes`` applied (validated like any new config)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        """The configuration as TOML-shaped nested dicts (the form :func:`load_config` reads)."""
+        out = {"name": self.name, "sparsity": self.sparsity}
+        for param, (section, _, _) in _INT_LIMITS.items():
+            out.setdefault(section, {})[param] = getattr(self, param)
+        return out
+
+    @classmethod
+    def from_dict(cls, data, *, source="configuration"):
+        """Build a config from TOML-shaped nested dicts, rejecting unknown keys."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a table of settings")
+        flat = {}
+        sections = {section for section, _, _ in _INT_LIMITS.values()}
+        for key, value in data.items():
+            if key in sections:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{source}: [{key}] must be a table")
+                for sub, sub_value in value.items():
+                    if _INT_LIMITS.get(sub, (None,))[0] != key:
+                        allowed = sorted(p for p, (s, _, _) in _INT_LIMITS.items() if s == key)
+                        raise ConfigError(f"{source}: unknown parameter {key}.{sub}; allowed in [{key}]: "
+                                          f"{', '.join(allowed)}")
+                    flat[sub] = sub_value
+            elif key in ("name", "sparsity"):
+                flat[key] = value
+            else:
+                raise ConfigError(f"{source}: unknown parameter {key!r}; allowed top-level keys: name, "
+                                  f"sparsity and the tables [{'], ['.join(sorted(sections))}]")
+        return cls(**flat)
+
+    @classmethod
+    def parameter_names(cls):
+        """Names of all parameters that can be set (for CLI overrides)."""
+        return ["name", "sparsity", *_INT_LIMITS]
+
+
+def load_config(path=None, **overrides):
+    """Load a config from a TOML file (defaults when ``path`` is None) and apply overrides.
+
+    Raises :class:`ConfigError` with a one-line message for any problem, including a
+    missing or malformed file.
+    """
+    data = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read: {e}") from None
+    config = NPUConfig.from_dict(data, source=source)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return config.replace(**overrides) if overrides else config

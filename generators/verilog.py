@@ -1,0 +1,143 @@
+"""Configuration -> top-level design -> Verilog and the JSON manifest."""
+
+import json
+import time
+from importlib import metadata
+from pathlib import Path
+
+from amaranth.back import rtlil
+from amaranth.hdl import Shape, _ast, _ir
+from amaranth.lib import data, wiring
+from amaranth._toolchain.yosys import find_yosys
+
+from ..hdl.datapath import PERF_COUNTER_WIDTH, PERF_COUNTERS, Datapath
+from ..hdl.layouts import (TileOp, act_write_layout, command_layout, output_layout, param_write_layout,
+                           wgt_write_layout)
+
+__all__ = ["build_top", "convert", "generate", "manifest", "layout_fields"]
+
+#: Verilator lint categories switched off in the generated file, and why. Every other
+#: category stays on; tests lint each generated configuration.
+LINT_WAIVERS = {
+    "WIDTH": "Yosys' Verilog writer relies on Verilog's context-determined operand sizing "
+             "(implicit zero/sign extension), which is well defined but reported as WIDTH",
+    "CASEOVERLAP": "Yosys writes priority multiplexers ($pmux) as casez with overlapping "
+                   "patterns where the first match wins, as the Verilog standard specifies",
+}
+
+
+def build_top(config):
+    """The top-level component for ``config`` (the datapath, until the command processor lands)."""
+    return Datapath(config)
+
+
+def _ports(component):
+    ports = {}
+    for path, member, value in component.signature.flatten(component):
+        if isinstance(value, _ast.ValueCastable):
+            value = value.as_value()
+        direction = _ir.PortDirection.Input if member.flow == wiring.In else _ir.PortDirection.Output
+        ports["__".join(map(str, path))] = (value, direction)
+    return ports
+
+
+def convert(component, *, name):
+    """Convert ``component`` to Verilog text with module ``name`` as the top level.
+
+    Processes are lowered fully to multiplexers (``proc``) so the output has no
+    incomplete ``case`` statements, and source locations are left out so the output
+    does not depend on where the generator is installed.
+    """
+    fragment = _ir.Fragment.get(component, None)
+    text, _ = rtlil.convert_fragment(fragment, _ports(component), name, emit_src=False)
+    yosys = find_yosys(lambda version: version >= (0, 40))
+    script = "\n".join([
+        f"read_rtlil <<rtlil\n{text}\nrtlil",
+        "proc -norom",
+        "memory_collect",
+        "opt_clean",
+        "write_verilog -norename",
+    ])
+    return yosys.run(["-q", "-"], script, ignore_warnings=True)
+
+
+def layout_fields(layout):
+    """Flatten a payload layout into ``{field: {"offset", "width", "signed"}}``.
+
+    Struct members are joined with ``.`` and array elements written ``[i]``, e.g.
+    ``data[3].bias``; offsets are bit positions in the flat Verilog payload vector.
+    """
+    fields = {}
+
+    def walk(shape, name, offset):
+        if isinstance(shape, data.StructLayout):
+            for member, field in shape:
+                walk(field.shape, f"{name}.{member}" if name else member, offset + field.offset)
+        elif isinstance(shape, data.ArrayLayout):
+            stride = Shape.cast(shape.elem_shape).width
+            for i in range(shape.length):
+                walk(shape.elem_shape, f"{name}[{i}]", offset + i * stride)
+        else:
+            cast = Shape.cast(shape)
+            fields[name] = {"offset": offset, "width": cast.width, "signed": cast.signed}
+            if isinstance(shape, type) and issubclass(shape, TileOp):
+                fields[name]["values"] = {member.name: member.value for member in shape}
+
+    walk(layout, "", 0)
+    return fields
+
+
+def manifest(config, top=None):
+    """Everything a user or tool needs to drive the generated Verilog, as JSON-ready dicts."""
+    top = build_top(config) if top is None else top
+    ports = [{"name": "clk", "direction": "input", "width": 1},
+             {"name": "rst", "direction": "input", "width": 1}]
+    for name, (value, direction) in _ports(top).items():
+        ports.append({"name": name, "direction": direction.name.lower(), "width": len(value)})
+    try:
+        version = metadata.version("npu-gen")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {
+        "generator": {"name": "npu-gen", "version": version, "amaranth": metadata.version("amaranth")},
+        "top_module": config.name,
+        "config": config.to_dict(),
+        "derived": {
+            "macs_per_cycle": config.macs_per_cycle,
+            "psum_width": config.psum_width,
+            "act_banks": config.act_banks,
+            "wgt_banks": config.wgt_banks,
+            "acc_banks": config.acc_banks,
+        },
+        "latencies": top.latencies,
+        "ports": ports,
+        "payloads": {
+            "cmd": layout_fields(command_layout(config)),
+            "act_wr": layout_fields(act_write_layout(config)),
+            "wgt_wr": layout_fields(wgt_write_layout(config)),
+            "param_wr": layout_fields(param_write_layout(config)),
+            "out": layout_fields(output_layout(config)),
+        },
+        "perf_counters": {name: {"port": f"perf_{name}", "width": PERF_COUNTER_WIDTH, "meaning": meaning}
+                          for name, meaning in PERF_COUNTERS.items()},
+        "lint_waivers": LINT_WAIVERS,
+    }
+
+
+def generate(config, out_dir):
+    """Write ``npu.v`` and ``npu.json`` for ``config`` into ``out_dir``; return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    top = build_top(config)
+    started = time.monotonic()
+    verilog_text = convert(top, name=config.name)
+    header = [f"// {config.name}: generated by npu-gen; do not edit. Configuration in npu.json.",
+              *(f"// lint_off {cat}: {why}" for cat, why in LINT_WAIVERS.items()),
+              *(f"/* verilator lint_off {cat} */" for cat in LINT_WAIVERS)]
+    verilog_path = out_dir / "npu.v"
+    verilog_path.write_text("\n".join(header) + "\n" + verilog_text)
+    info = manifest(config, top)
+    info["generation_seconds"] = round(time.monotonic() - started, 3)
+    json_path = out_dir / "npu.json"
+    json_path.write_text(json.dumps(info, indent=2) + "\n")
+    return verilog_path, json_path

@@ -1,0 +1,260 @@
+"""The NPU datapath: banked buffers, the systolic array, accumulators and post-processing."""
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .layouts import (TileOp, act_write_layout, command_layout, output_layout, param_write_layout,
+                      ppu_command_layout, wgt_write_layout)
+from .pipeline import delay
+from .ppu import PIPELINE_STAGES as PPU_STAGES, PostProcessor
+from .systolic_array import SystolicArray
+
+__all__ = ["Datapath", "PERF_COUNTERS", "PERF_COUNTER_WIDTH"]
+
+#: Performance counters, in the order they are documented and exported.
+PERF_COUNTERS = {
+    "active_cycles":       "cycles with any accepted command still in progress",
+    "rows_issued":         "activation rows fed into the array (each row is rows*cols MAC slots)",
+    "weight_stall_cycles": "cycles the array waited for a tile's weights to load",
+    "output_stall_cycles": "cycles an output row was held back by the consumer (out.ready low)",
+}
+PERF_COUNTER_WIDTH = 32
+
+
+class Datapath(wiring.Component):
+    """Weight-stationary NPU datapath driven by a stream of tile operations.
+
+    Buffers are written through ``act_wr``, ``wgt_wr`` and ``param_wr`` (one row per
+    cycle, never back-pressured). Commands on ``cmd`` run in order with the semantics
+    of the golden model (``npu.sim.golden``):
+
+    * ``COMPUTE``: load weight rows ``wgt_addr .. wgt_addr+rows-1`` into the array, then
+      for ``m < count``: ``acc[acc_addr+m][n] = (acc if accumulate else 0) +
+      sum_k act[k][act_addr+m] * wgt[wgt_addr+k][n]``. The weights of the next COMPUTE
+      load into the second weight bank while this one streams, so consecutive tiles
+      follow each other without stall cycles (given ``count >= 2*rows + cols + 4``).
+    * ``OUTPUT``: post-process ``count`` accumulator rows from ``acc_addr`` with the
+      parameter entry ``param_addr`` into rows on ``out``. It starts when every earlier
+      COMPUTE has written its results; a later COMPUTE starts once this command has
+      read its last accumulator row.
+
+    ``idle`` is high when every accepted command has finished and its output has left.
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.array_latency = config.rows + config.cols - 1
+        ports = {
+            "cmd":      In(stream.Signature(command_layout(config))),
+            "act_wr":   In(stream.Signature(act_write_layout(config))),
+            "wgt_wr":   In(stream.Signature(wgt_write_layout(config))),
+            "param_wr": In(stream.Signature(param_write_layout(config))),
+            "out":      Out(stream.Signature(output_layout(config))),
+            "idle":     Out(1),
+        }
+        ports.update({f"perf_{name}": Out(PERF_COUNTER_WIDTH) for name in PERF_COUNTERS})
+        super().__init__(ports)
+
+    @property
+    def drain_cycles(self):
+        """Cycles after a tile's last row is issued until its weight bank may be rewritten."""
+        return self.config.rows + self.config.cols
+
+    @property
+    def latencies(self):
+        """Pipeline latencies in cycles, as exported to the manifest."""
+        return {
+            "array": self.array_latency,
+            "activation_read": 1,
+            "accumulate": 2,
+            "compute_row_to_accumulator": 1 + self.array_latency + 2,
+            "weight_load": self.config.rows + 1,
+            "weight_bank_drain": self.drain_cycles,
+            "ppu_pipeline": PPU_STAGES,
+            "min_stall_free_tile_rows": 2 * self.config.rows + self.config.cols + 4,
+        }
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+
+        # Buffer writes complete in one cycle: never back-pressured.
+        m.d.comb += [self.act_wr.ready.eq(1), self.wgt_wr.ready.eq(1), self.param_wr.ready.eq(1)]
+
+        # --- Buffers ------------------------------------------------------------------
+        act_banks = []
+        for k in range(R):
+            bank = Memory(shape=signed(cfg.data_width), depth=cfg.act_depth, init=[])
+            m.submodules[f"act_bank{k}"] = bank
+            wp, rp = bank.write_port(), bank.read_port()
+            m.d.comb += [wp.addr.eq(self.act_wr.payload.addr), wp.data.eq(self.act_wr.payload.data[k]),
+                         wp.en.eq(self.act_wr.valid & self.act_wr.payload.mask[k])]
+            act_banks.append(rp)
+
+        m.submodules.wgt_buf = wgt_buf = Memory(shape=output_layout(cfg), depth=cfg.wgt_depth, init=[])
+        wgt_w, wgt_r = wgt_buf.write_port(granularity=1), wgt_buf.read_port()
+        m.d.comb += [wgt_w.addr.eq(self.wgt_wr.payload.addr), wgt_w.data.eq(self.wgt_wr.payload.data),
+                     wgt_w.en.eq(Mux(self.wgt_wr.valid, self.wgt_wr.payload.mask, 0))]
+
+        acc_w, acc_r = [], []
+        for n in range(C):
+            bank = Memory(shape=signed(cfg.acc_width), depth=cfg.acc_depth, init=[])
+            m.submodules[f"acc_bank{n}"] = bank
+            wp = bank.write_port()
+            acc_w.append(wp)
+            # Transparent: a row written this cycle is read back as written (the next
+            # tile may accumulate into the same row one cycle later).
+            acc_r.append(bank.read_port(transparent_for=(wp,)))
+
+        m.submodules.array = array = SystolicArray(
+            rows=R, cols=C, data_width=cfg.data_width, psum_width=cfg.psum_width)
+        m.submodules.ppu = ppu = PostProcessor(cfg)
+        m.d.comb += [ppu.param_wr.valid.eq(self.param_wr.valid), ppu.param_wr.payload.eq(self.param_wr.payload)]
+        wiring.connect(m, ppu.out, wiring.flipped(self.out))
+
+        # --- Weight loader: fills the free weight bank, then queues the command ---------
+        cmd_layout = command_layout(cfg)
+        q_valid = Signal()
+        q_cmd = Signal(cmd_layout)
+        q_bank = Signal()
+        q_pop = Signal()
+        push_ok = ~q_valid | q_pop
+
+        next_bank = Signal()
+        bank_busy = Signal(2)       # a loaded bank in use until its last tile drains
+        load_cmd = Signal(cmd_layout)
+        load_row = Signal(range(R + 1))
+        loading = Signal()          # a COMPUTE is accepted and waiting for / loading weights
+
+        is_compute = self.cmd.payload.op == TileOp.COMPUTE
+        # Pop first; a push in the same cycle (below) overrides, keeping the slot full.
+        with m.If(q_pop):
+            m.d.sync += q_valid.eq(0)
+        with m.FSM(name="loader") as loader:
+            with m.State("WAIT"):
+                with m.If(is_compute):
+                    m.d.comb += self.cmd.ready.eq(~bank_busy.bit_select(next_bank, 1))
+                    with m.If(self.cmd.valid & self.cmd.ready):
+                        m.d.sync += [load_cmd.eq(self.cmd.payload), load_row.eq(0)]
+                        m.next = "LOAD"
+                with m.Else():
+                    m.d.comb += self.cmd.ready.eq(push_ok)
+                    with m.If(self.cmd.valid & push_ok):
+                        m.d.sync += [q_valid.eq(1), q_cmd.eq(self.cmd.payload)]
+                m.d.comb += loading.eq(self.cmd.valid & is_compute)
+            with m.State("LOAD"):
+                m.d.comb += [wgt_r.addr.eq(load_cmd.wgt_addr + load_row), wgt_r.en.eq(1), loading.eq(1)]
+                m.d.sync += load_row.eq(load_row + 1)
+                with m.If(load_row == R - 1):
+                    m.next = "PUSH"
+            with m.State("PUSH"):
+                m.d.comb += loading.eq(1)
+                with m.If(push_ok):
+                    m.d.sync += [q_valid.eq(1), q_cmd.eq(load_cmd), q_bank.eq(next_bank),
+                                 next_bank.eq(~next_bank)]
+                    m.next = "WAIT"
+        # The read issued for row r arrives one cycle later and is written into the array.
+        load_rd_valid = Signal()
+        load_rd_row = Signal.like(load_row)
+        m.d.sync += [load_rd_valid.eq(loader.ongoing("LOAD")), load_rd_row.eq(load_row)]
+        m.d.comb += [array.w_load.eq(load_rd_valid), array.w_row.eq(load_rd_row),
+                     array.w_bank.eq(next_bank)]
+        m.d.comb += [array.w_data[n].eq(wgt_r.data[n]) for n in range(C)]
+
+        # --- Streamer: feeds activation rows to the array, one per cycle ----------------
+        s_active = Signal()
+        s_remaining = Signal.like(q_cmd.count)
+        s_act_addr = Signal.like(q_cmd.act_addr)
+        s_acc_addr = Signal.like(q_cmd.acc_addr)
+        s_accumulate = Signal()
+        s_bank = Signal()
+        in_flight = Signal(range(self.array_latency + 8))  # rows issued, not yet accumulated
+        acc_write = Signal()
+
+        issue = s_active
+        last_issue = s_active & (s_remaining == 1)
+        q_is_compute = q_cmd.op == TileOp.COMPUTE
+        take_compute = q_valid & q_is_compute & (~s_active | last_issue) & ~ppu.reading
+        m.d.comb += [
+            ppu.cmd.valid.eq(q_valid & ~q_is_compute & ~s_active & (in_flight == 0)),
+            ppu.cmd.payload.count.eq(q_cmd.count),
+            ppu.cmd.payload.acc_addr.eq(q_cmd.acc_addr),
+            ppu.cmd.payload.param_addr.eq(q_cmd.param_addr),
+            ppu.cmd.payload.zero_point.eq(q_cmd.zero_point),
+            ppu.cmd.payload.clamp_lo.eq(q_cmd.clamp_lo),
+            ppu.cmd.payload.clamp_hi.eq(q_cmd.clamp_hi),
+            q_pop.eq(take_compute | (ppu.cmd.valid & ppu.cmd.ready)),
+        ]
+
+        with m.If(issue):
+            m.d.sync += [s_remaining.eq(s_remaining - 1), s_act_addr.eq(s_act_addr + 1),
+                         s_acc_addr.eq(s_acc_addr + 1)]
+            with m.If(last_issue):
+                m.d.sync += s_active.eq(0)
+        with m.If(take_compute):
+            m.d.sync += [s_active.eq(q_cmd.count != 0), s_remaining.eq(q_cmd.count),
+                         s_act_addr.eq(q_cmd.act_addr), s_acc_addr.eq(q_cmd.acc_addr),
+                         s_accumulate.eq(q_cmd.accumulate), s_bank.eq(q_bank)]
+
+        # A bank is released drain_cycles after its tile's last row (or at once if empty).
+        for b in range(2):
+            timer = Signal(range(self.drain_cycles + 1), name=f"drain_timer{b}")
+            release = (last_issue & (s_bank == b)) | (take_compute & (q_cmd.count == 0) & (q_bank == b))
+            with m.If(release):
+                m.d.sync += timer.eq(self.drain_cycles)
+            with m.Elif(timer != 0):
+                m.d.sync += timer.eq(timer - 1)
+                with m.If(timer == 1):
+                    m.d.sync += bank_busy[b].eq(0)
+            with m.If(loader.ongoing("PUSH") & push_ok & (next_bank == b)):
+                m.d.sync += bank_busy[b].eq(1)
+
+        for k in range(R):
+            m.d.comb += [act_banks[k].addr.eq(s_act_addr), act_banks[k].en.eq(issue)]
+        # Row control, aligned with the activation read (one cycle), then the array.
+        row_valid, row_sel = Signal(), Signal()
+        row_addr = Signal.like(s_acc_addr)
+        row_accumulate = Signal()
+        m.d.sync += [row_valid.eq(issue), row_sel.eq(s_bank), row_addr.eq(s_acc_addr),
+                     row_accumulate.eq(s_accumulate)]
+        m.d.comb += [array.valid.eq(row_valid), array.sel.eq(row_sel)]
+        m.d.comb += [array.a_in[k].eq(act_banks[k].data) for k in range(R)]
+        out_addr = delay(m, row_addr, self.array_latency, name="row_addr")
+        out_accumulate = delay(m, row_accumulate, self.array_latency, name="row_accumulate")
+
+        # --- Accumulator read-modify-write (shares the read port with the PPU) ----------
+        rmw_valid = Signal()
+        rmw_addr = Signal.like(out_addr)
+        rmw_accumulate = Signal()
+        rmw_psum = [Signal(signed(cfg.psum_width), name=f"rmw_psum{n}") for n in range(C)]
+        m.d.sync += [rmw_valid.eq(array.valid_out), rmw_addr.eq(out_addr),
+                     rmw_accumulate.eq(out_accumulate)]
+        m.d.sync += [rmw_psum[n].eq(array.psum_out[n]) for n in range(C)]
+        for n in range(C):
+            m.d.comb += [
+                acc_r[n].addr.eq(Mux(array.valid_out, out_addr, ppu.acc_rd_addr)),
+                acc_r[n].en.eq(array.valid_out | ppu.acc_rd_en),
+                ppu.acc_rd_data[n].eq(acc_r[n].data),
+                acc_w[n].addr.eq(rmw_addr),
+                acc_w[n].data.eq(Mux(rmw_accumulate, acc_r[n].data, 0) + rmw_psum[n]),
+                acc_w[n].en.eq(rmw_valid),
+            ]
+        m.d.comb += acc_write.eq(rmw_valid)
+        m.d.sync += in_flight.eq(in_flight + issue - acc_write)
+
+        # --- Status and performance counters ------------------------------------------
+        idle = loader.ongoing("WAIT") & ~q_valid & ~s_active & (in_flight == 0) & ppu.idle
+        m.d.comb += self.idle.eq(idle)
+        events = {
+            "active_cycles": ~idle,
+            "rows_issued": issue,
+            "weight_stall_cycles": ~s_active & ~q_valid & loading,
+            "output_stall_cycles": self.out.valid & ~self.out.ready,
+        }
+        for name, event in events.items():
+            counter = getattr(self, f"perf_{name}")
+            m.d.sync += counter.eq(counter + event)
+        return m

@@ -1,0 +1,101 @@
+"""Payload layouts of the datapath's streams: the one definition of every field.
+
+The RTL, the cocotb drivers (through the generated manifest) and the documentation
+all read field names, offsets and widths from here.
+"""
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data, enum
+from amaranth.utils import ceil_log2
+
+from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
+
+__all__ = ["TileOp", "addr_width", "count_width", "command_layout", "ppu_command_layout",
+           "act_write_layout", "wgt_write_layout", "param_write_layout", "output_layout"]
+
+
+class TileOp(enum.Enum, shape=1):
+    """Operation of a datapath command."""
+    #: Load one weight tile into the array and stream ``count`` activation rows through it.
+    COMPUTE = 0
+    #: Post-process ``count`` accumulator rows into int8 rows on the output stream.
+    OUTPUT = 1
+
+
+def addr_width(depth):
+    """Address width for a memory of ``depth`` entries (at least 1 bit)."""
+    return max(1, ceil_log2(depth))
+
+
+def count_width(config):
+    """Width of a row count: 0 up to the deepest buffer, inclusive."""
+    return ceil_log2(max(config.act_depth, config.acc_depth) + 1)
+
+
+def command_layout(config):
+    """One tile operation (see ``docs/architecture.md``, "Local control interface")."""
+    return data.StructLayout({
+        "op":         TileOp,
+        "accumulate": unsigned(1),
+        "count":      unsigned(count_width(config)),
+        "act_addr":   unsigned(addr_width(config.act_depth)),
+        "wgt_addr":   unsigned(addr_width(config.wgt_depth)),
+        "acc_addr":   unsigned(addr_width(config.acc_depth)),
+        "param_addr": unsigned(addr_width(config.param_depth)),
+        "zero_point": signed(config.data_width),
+        "clamp_lo":   signed(config.data_width),
+        "clamp_hi":   signed(config.data_width),
+    })
+
+
+def ppu_command_layout(config):
+    """What the post-processing unit needs of an OUTPUT command."""
+    return data.StructLayout({
+        "count":      unsigned(count_width(config)),
+        "acc_addr":   unsigned(addr_width(config.acc_depth)),
+        "param_addr": unsigned(addr_width(config.param_depth)),
+        "zero_point": signed(config.data_width),
+        "clamp_lo":   signed(config.data_width),
+        "clamp_hi":   signed(config.data_width),
+    })
+
+
+def act_write_layout(config):
+    """Write one activation row: element k goes to bank k, where ``mask[k]`` is set."""
+    return data.StructLayout({
+        "addr": unsigned(addr_width(config.act_depth)),
+        "mask": unsigned(config.rows),
+        "data": data.ArrayLayout(signed(config.data_width), config.rows),
+    })
+
+
+def wgt_write_layout(config):
+    """Write one weight-buffer row (``cols`` weights), lane n where ``mask[n]`` is set."""
+    return data.StructLayout({
+        "addr": unsigned(addr_width(config.wgt_depth)),
+        "mask": unsigned(config.cols),
+        "data": data.ArrayLayout(signed(config.data_width), config.cols),
+    })
+
+
+def param_lane_layout(config):
+    """Post-processing parameters of one output column."""
+    return data.StructLayout({
+        "bias":  signed(config.acc_width),
+        "mult":  unsigned(REQUANT_MULT_WIDTH),
+        "shift": unsigned(REQUANT_SHIFT_WIDTH),
+    })
+
+
+def param_write_layout(config):
+    """Write one parameter entry: lane n (column n) where ``mask[n]`` is set."""
+    return data.StructLayout({
+        "addr": unsigned(addr_width(config.param_depth)),
+        "mask": unsigned(config.cols),
+        "data": data.ArrayLayout(param_lane_layout(config), config.cols),
+    })
+
+
+def output_layout(config):
+    """One output row: ``cols`` int8 (``data_width``) results."""
+    return data.ArrayLayout(signed(config.data_width), config.cols)

@@ -1,0 +1,154 @@
+"""Post-processing unit: bias, requantisation, zero point and clamp, int8 out."""
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .layouts import addr_width, output_layout, param_lane_layout, param_write_layout, ppu_command_layout
+
+__all__ = ["PostProcessor", "requantize_lane"]
+
+#: Pipeline stages from an accumulator read to the output FIFO write.
+PIPELINE_STAGES = 5
+
+
+def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, acc_width, data_width):
+    """Build the four-register requantisation pipeline of one lane; return its result.
+
+    Semantics (``docs/architecture.md``, "Requantisation"), all integer and exact:
+    ``x = wrap(acc + bias, acc_width)``; ``p = x * mult``; ``q = p / 2**shift`` rounded
+    to nearest, ties to even; ``y = clamp(q + zero_point, clamp_lo, clamp_hi)``.
+    """
+    sync = m.d[domain]
+    # Stage 2: bias add, wrapping at the accumulator width like the accumulator itself.
+    x = Signal(signed(acc_width))
+    sync += x.eq(acc + param.bias)
+    # Stage 3: the fixed-point multiply, exact.
+    p = Signal(signed(acc_width + param.mult.shape().width + 1))
+    shift_2 = Signal.like(param.shift)
+    sync += [p.eq(x * param.mult), shift_2.eq(param.shift)]
+    # Stage 4: arithmetic shift right with round-half-to-even (ONNX QuantizeLinear's rounding).
+    one = Const(1, 64)
+    unit = (one << shift_2)[:64]
+    remainder = p.as_unsigned()[:64] & (unit - 1)[:64]
+    half = unit >> 1
+    q = Signal(signed(p.shape().width))
+    round_up = Signal()
+    sync += [
+        q.eq(p >> shift_2),
+        round_up.eq((shift_2 != 0) & ((remainder > half) | ((remainder == half) & (p >> shift_2)[0]))),
+    ]
+    # Stage 5: zero point and clamp; the upper bound wins if clamp_lo > clamp_hi.
+    y = Signal(signed(q.shape().width + 2))
+    m.d.comb += y.eq(q + round_up + zero_point)
+    y_lo = Mux(y < clamp_lo, clamp_lo, y)
+    result = Signal(signed(data_width))
+    sync += result.eq(Mux(y_lo > clamp_hi, clamp_hi, y_lo))
+    return result
+
+
+class PostProcessor(wiring.Component):
+    """Turns accumulator rows into ``data_width``-bit output rows, one row per cycle.
+
+    An OUTPUT command names ``count`` accumulator rows starting at ``acc_addr`` and a
+    parameter entry ``param_addr`` (per-column bias, multiplier, shift); the unit reads
+    the rows through ``acc_rd_*`` (one-cycle read latency), requantises every lane, and
+    delivers rows on ``out``. ``out`` may be back-pressured at any time: rows are only
+    read from the accumulator when the output FIFO has room for them, so nothing is
+    dropped and the unit never stalls mid-pipeline.
+
+    ``reading`` is high from the command's acceptance until its last accumulator read
+    (the datapath holds COMPUTE commands back meanwhile); ``idle`` is high when no
+    command is in progress and every result has left through ``out``.
+    """
+
+    def __init__(self, config, *, fifo_depth=12):
+        self._config = config
+        self._fifo_depth = fifo_depth
+        if fifo_depth <= PIPELINE_STAGES + 2:
+            raise ValueError(f"fifo_depth must exceed {PIPELINE_STAGES + 2} for one row per cycle")
+        cols = config.cols
+        super().__init__({
+            "cmd":         In(stream.Signature(ppu_command_layout(config))),
+            "param_wr":    In(stream.Signature(param_write_layout(config), always_ready=True)),
+            "acc_rd_addr": Out(addr_width(config.acc_depth)),
+            "acc_rd_en":   Out(1),
+            "acc_rd_data": In(signed(config.acc_width)).array(cols),
+            "out":         Out(stream.Signature(output_layout(config))),
+            "reading":     Out(1),
+            "idle":        Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        lane_layout = param_lane_layout(cfg)
+
+        m.submodules.params = params = Memory(
+            shape=data.ArrayLayout(lane_layout, cfg.cols), depth=cfg.param_depth, init=[])
+        param_w = params.write_port(granularity=1)
+        param_r = params.read_port()
+        m.d.comb += [
+            param_w.addr.eq(self.param_wr.payload.addr),
+            param_w.data.eq(self.param_wr.payload.data),
+            param_w.en.eq(Mux(self.param_wr.valid, self.param_wr.payload.mask, 0)),
+        ]
+
+        m.submodules.fifo = out_fifo = fifo.SyncFIFOBuffered(
+            width=output_layout(cfg).size, depth=self._fifo_depth)
+        m.d.comb += [
+            self.out.valid.eq(out_fifo.r_rdy),
+            self.out.payload.eq(out_fifo.r_data),
+            out_fifo.r_en.eq(self.out.ready),
+        ]
+
+        cmd = Signal(ppu_command_layout(cfg))
+        lane = Signal(data.ArrayLayout(lane_layout, cfg.cols))
+        remaining = Signal.like(cmd.count)
+        addr = Signal.like(cmd.acc_addr)
+        # Rows read from the accumulator but not yet in the FIFO.
+        in_flight = Signal(range(PIPELINE_STAGES + 2))
+        valid = Signal(PIPELINE_STAGES)  # valid[i]: stage i+1 holds a row
+
+        issue = Signal()
+        fifo_write = valid[-1]
+        pipeline_empty = ~valid.any()
+        has_room = (out_fifo.level + in_flight) < self._fifo_depth
+
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                # A new command waits for the previous one's rows to leave the pipeline,
+                # because its parameters replace the ones those rows still use.
+                m.d.comb += self.cmd.ready.eq(pipeline_empty)
+                m.d.comb += [param_r.addr.eq(self.cmd.payload.param_addr), param_r.en.eq(1)]
+                with m.If(self.cmd.valid & pipeline_empty):
+                    m.d.sync += [cmd.eq(self.cmd.payload), remaining.eq(self.cmd.payload.count),
+                                 addr.eq(self.cmd.payload.acc_addr)]
+                    m.next = "PARAMS"
+            with m.State("PARAMS"):
+                m.d.sync += lane.eq(param_r.data)
+                m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += issue.eq((remaining != 0) & has_room)
+                with m.If(issue):
+                    m.d.sync += [remaining.eq(remaining - 1), addr.eq(addr + 1)]
+                with m.If((remaining == 0) | (issue & (remaining == 1))):
+                    m.next = "IDLE"
+
+        m.d.comb += self.reading.eq(~fsm.ongoing("IDLE") | (self.cmd.valid & self.cmd.ready))
+
+        m.d.comb += [self.acc_rd_addr.eq(addr), self.acc_rd_en.eq(issue)]
+        m.d.sync += [valid.eq((valid << 1) | issue), in_flight.eq(in_flight + issue - fifo_write)]
+
+        results = []
+        for n in range(cfg.cols):
+            results.append(requantize_lane(
+                m, "sync", self.acc_rd_data[n], lane[n], cmd.zero_point, cmd.clamp_lo, cmd.clamp_hi,
+                acc_width=cfg.acc_width, data_width=cfg.data_width))
+        row = Signal(output_layout(cfg))
+        m.d.comb += [row[n].eq(results[n]) for n in range(cfg.cols)]
+        m.d.comb += [out_fifo.w_data.eq(row), out_fifo.w_en.eq(fifo_write)]
+        m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & pipeline_empty & (out_fifo.level == 0))
+        return m

@@ -1,0 +1,97 @@
+"""R x C weight-stationary systolic array with input skew and output de-skew."""
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .pe import ProcessingElement
+from .pipeline import delay
+
+__all__ = ["SystolicArray"]
+
+
+class SystolicArray(wiring.Component):
+    """A weight-stationary array of ``rows`` x ``cols`` processing elements.
+
+    Weight ``W[k][n]`` sits in PE (k, n). An activation row ``a[0..rows-1]`` presented
+    on ``a_in`` together with ``valid`` and the weight bank ``sel`` enters row k of the
+    array k cycles later (the skew), moves right one PE per cycle, and the partial sums
+    move down one PE per cycle. Column n's sum leaves the bottom ``rows + n`` cycles
+    after the row was presented and is delayed by ``cols - 1 - n`` more (the de-skew), so
+    ``psum_out[n] = sum_k a[k] * W[k][n]`` for every column appears together,
+    :attr:`latency` = ``rows + cols - 1`` cycles after the input, with ``valid_out``.
+
+    The array never stalls: rows enter at one per cycle and leave at one per cycle.
+    Invalid input slots are fed as zero activations, so idle cells compute zeros.
+
+    Weights load one array row per cycle through ``w_load`` / ``w_row`` / ``w_bank`` /
+    ``w_data`` into the bank given by ``w_bank``; rows in flight that select the
+    other bank are unaffected.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array dimensions (any value >= 1).
+    data_width : int
+        Operand width (signed).
+    psum_width : int
+        Partial-sum width (signed); must hold a ``rows``-long dot product exactly.
+    """
+
+    def __init__(self, *, rows, cols, data_width, psum_width):
+        if rows < 1 or cols < 1:
+            raise ValueError(f"array dimensions must be >= 1, not {rows} x {cols}")
+        self.rows = rows
+        self.cols = cols
+        self.data_width = data_width
+        self.psum_width = psum_width
+        super().__init__({
+            "valid":     In(1),
+            "sel":       In(1),
+            "a_in":      In(signed(data_width)).array(rows),
+            "valid_out": Out(1),
+            "psum_out":  Out(signed(psum_width)).array(cols),
+            "w_load":    In(1),
+            "w_row":     In(unsigned(max(1, (rows - 1).bit_length()))),
+            "w_bank":    In(1),
+            "w_data":    In(signed(data_width)).array(cols),
+        })
+
+    @property
+    def latency(self):
+        """Cycles from a row on ``a_in`` to its results on ``psum_out``."""
+        return self.rows + self.cols - 1
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self.rows, self.cols
+        pes = [[ProcessingElement(data_width=self.data_width, psum_width=self.psum_width)
+                for _ in range(C)] for _ in range(R)]
+        for k in range(R):
+            for n in range(C):
+                m.submodules[f"pe_{k}_{n}"] = pes[k][n]
+
+        for k in range(R):
+            # Zero the operand of empty slots so idle cells compute 0 (deterministic, low power).
+            a = Signal(signed(self.data_width), name=f"a_row{k}")
+            m.d.comb += a.eq(Mux(self.valid, self.a_in[k], 0))
+            a_skewed = delay(m, a, k, name=f"skew_a{k}")
+            sel_skewed = delay(m, self.sel, k, name=f"skew_sel{k}")
+            m.d.comb += [pes[k][0].a_in.eq(a_skewed), pes[k][0].sel_in.eq(sel_skewed)]
+            for n in range(1, C):
+                m.d.comb += [
+                    pes[k][n].a_in.eq(pes[k][n - 1].a_out),
+                    pes[k][n].sel_in.eq(pes[k][n - 1].sel_out),
+                ]
+            for n in range(C):
+                m.d.comb += [
+                    pes[k][n].w_load.eq(self.w_load & (self.w_row == k)),
+                    pes[k][n].w_bank.eq(self.w_bank),
+                    pes[k][n].w_data.eq(self.w_data[n]),
+                    pes[k][n].psum_in.eq(pes[k - 1][n].psum_out if k > 0 else 0),
+                ]
+
+        for n in range(C):
+            m.d.comb += self.psum_out[n].eq(delay(m, pes[R - 1][n].psum_out, C - 1 - n, name=f"deskew{n}"))
+        m.d.comb += self.valid_out.eq(delay(m, self.valid, self.latency, name="valid"))
+        return m
