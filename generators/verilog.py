@@ -5,10 +5,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from amaranth.back import rtlil
+from amaranth.back import verilog
 from amaranth.hdl import Shape, _ast, _ir
 from amaranth.lib import data, wiring
-from amaranth._toolchain.yosys import find_yosys
 
 from ..hdl.datapath import PERF_COUNTER_WIDTH, PERF_COUNTERS, Datapath
 from ..hdl.layouts import (TileOp, act_write_layout, command_layout, output_layout, param_write_layout,
@@ -21,8 +20,8 @@ __all__ = ["build_top", "convert", "generate", "manifest", "layout_fields"]
 LINT_WAIVERS = {
     "WIDTH": "Yosys' Verilog writer relies on Verilog's context-determined operand sizing "
              "(implicit zero/sign extension), which is well defined but reported as WIDTH",
-    "CASEOVERLAP": "Yosys writes priority multiplexers ($pmux) as casez with overlapping "
-                   "patterns where the first match wins, as the Verilog standard specifies",
+    "CASEINCOMPLETE": "state machines are written as casez over the state register after a "
+                      "default assignment, so unlisted (unreachable) encodings keep the default",
 }
 
 
@@ -44,21 +43,10 @@ def _ports(component):
 def convert(component, *, name):
     """Convert ``component`` to Verilog text with module ``name`` as the top level.
 
-    Processes are lowered fully to multiplexers (``proc``) so the output has no
-    incomplete ``case`` statements, and source locations are left out so the output
-    does not depend on where the generator is installed.
+    Source locations are left out so the output does not depend on where the
+    generator is installed.
     """
-    fragment = _ir.Fragment.get(component, None)
-    text, _ = rtlil.convert_fragment(fragment, _ports(component), name, emit_src=False)
-    yosys = find_yosys(lambda version: version >= (0, 40))
-    script = "\n".join([
-        f"read_rtlil <<rtlil\n{text}\nrtlil",
-        "proc -norom",
-        "memory_collect",
-        "opt_clean",
-        "write_verilog -norename",
-    ])
-    return yosys.run(["-q", "-"], script, ignore_warnings=True)
+    return verilog.convert(component, name=name, emit_src=False, strip_internal_attrs=True)
 
 
 def layout_fields(layout):
