@@ -94,7 +94,7 @@ class GemmPlan:
 
 
 def plan_gemm(config, a, w, bias, mult, shift, zero_point=0, clamp_lo=None, clamp_hi=None, *,
-              max_tile_rows=None):
+              max_tile_rows=None, resident=False):
     """Tile the quantised GEMM ``requantize(a @ w + bias)`` onto the datapath.
 
     N is split into tiles of ``cols`` columns and K into tiles of ``rows`` (both zero
@@ -102,6 +102,12 @@ def plan_gemm(config, a, w, bias, mult, shift, zero_point=0, clamp_lo=None, clam
     (M, N) tile the K tiles accumulate into the same accumulator rows, then one OUTPUT
     post-processes them. Consecutive COMPUTE commands use consecutive weight tiles, so
     the array's weight double-buffering hides every load but the first.
+
+    With ``resident=True`` every operand gets its own buffer space (all activations,
+    all weight tiles, one accumulator region and parameter entry per N tile) and the
+    program is all buffer writes, then all COMPUTEs, then all OUTPUTs, with no
+    barriers: the datapath's own throughput, as a benchmark wants. ``ValueError`` if
+    the GEMM does not fit the buffers.
     """
     c = config
     a = np.asarray(a, dtype=np.int64)
@@ -117,6 +123,8 @@ def plan_gemm(config, a, w, bias, mult, shift, zero_point=0, clamp_lo=None, clam
 
     k_tiles = -(-K // c.rows)
     n_tiles = -(-N // c.cols)
+    if resident:
+        return _plan_resident(c, a, w, bias, mult, shift, zero_point, clamp_lo, clamp_hi, k_tiles, n_tiles)
     tile_m = min(M, c.acc_depth, c.act_depth, max_tile_rows or M)
     # K tiles whose activations and weights are resident at once.
     k_chunk = max(1, min(k_tiles, c.wgt_depth // c.rows, c.act_depth // tile_m))
@@ -154,6 +162,42 @@ def plan_gemm(config, a, w, bias, mult, shift, zero_point=0, clamp_lo=None, clam
                                   clamp_lo=clamp_lo, clamp_hi=clamp_hi))
             tiles.append((m0, m1, n0, n1))
     return GemmPlan(program, tiles, (M, N), M * K * N)
+
+
+def _plan_resident(c, a, w, bias, mult, shift, zero_point, clamp_lo, clamp_hi, k_tiles, n_tiles):
+    (M, K), N = a.shape, w.shape[1]
+    needs = {"act_depth": k_tiles * M, "wgt_depth": k_tiles * n_tiles * c.rows,
+             "acc_depth": n_tiles * M, "param_depth": n_tiles}
+    for buffer, need in needs.items():
+        if need > getattr(c, buffer):
+            raise ValueError(f"a resident {M}x{K}x{N} GEMM needs {buffer} >= {need}, "
+                             f"the configuration has {getattr(c, buffer)}")
+    program, computes, outputs, tiles = [], [], [], []
+    for kt in range(k_tiles):
+        k0, k1 = kt * c.rows, min(K, (kt + 1) * c.rows)
+        for m in range(M):
+            row = [0] * c.rows
+            row[:k1 - k0] = a[m, k0:k1].tolist()
+            program.append(ActWrite(kt * M + m, tuple(row), (1 << c.rows) - 1))
+    for nt in range(n_tiles):
+        n0, n1 = nt * c.cols, min(N, (nt + 1) * c.cols)
+        pad = c.cols - (n1 - n0)
+        program.append(ParamWrite(nt, tuple(int(v) for v in bias[n0:n1]) + (0,) * pad,
+                                  tuple(int(v) for v in mult[n0:n1]) + (0,) * pad,
+                                  tuple(int(v) for v in shift[n0:n1]) + (0,) * pad, (1 << c.cols) - 1))
+        for kt in range(k_tiles):
+            slot = (nt * k_tiles + kt) * c.rows
+            for k in range(c.rows):
+                row = [0] * c.cols
+                if kt * c.rows + k < K:
+                    row[:n1 - n0] = w[kt * c.rows + k, n0:n1].tolist()
+                program.append(WgtWrite(slot + k, tuple(row), (1 << c.cols) - 1))
+            computes.append(Compute(act_addr=kt * M, wgt_addr=slot, acc_addr=nt * M, count=M,
+                                    accumulate=kt > 0))
+        outputs.append(Output(acc_addr=nt * M, count=M, param_addr=nt, zero_point=zero_point,
+                              clamp_lo=clamp_lo, clamp_hi=clamp_hi))
+        tiles.append((0, M, n0, n1))
+    return GemmPlan(program + computes + outputs, tiles, (M, N), M * K * N)
 
 
 def pack(config, op):

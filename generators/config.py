@@ -181,6 +181,8 @@ class NPUConfig:
                     flat[sub] = sub_value
             elif key in ("name", "sparsity"):
                 flat[key] = value
+            elif key in _INT_LIMITS:
+                raise ConfigError(f"{source}: parameter {key!r} belongs in the [{_INT_LIMITS[key][0]}] table")
             else:
                 raise ConfigError(f"{source}: unknown parameter {key!r}; allowed top-level keys: name, "
                                   f"sparsity and the tables [{'], ['.join(sorted(sections))}]")

@@ -35,11 +35,12 @@ def build_dir_for(config, tag=""):
 
 
 def run_cocotb(config, test_module, *, testcase=None, build_dir=None, extra_env=None, waves=None,
-               result=False):
+               result=False, quiet=False):
     """Generate ``config``, build it with Icarus and run ``test_module``'s cocotb tests.
 
     Returns the JSON the tests wrote with :func:`npu.sim.testbench.write_result` when
     ``result`` is true (else None). Raises ``AssertionError`` if any test failed.
+    With ``quiet``, the simulator's output goes to ``sim.log`` in the build directory.
     """
     from cocotb_tools.runner import get_results, get_runner
 
@@ -61,12 +62,14 @@ def run_cocotb(config, test_module, *, testcase=None, build_dir=None, extra_env=
         fd, result_path = tempfile.mkstemp(suffix=".json", dir=build_dir)
         os.close(fd)
         env["NPU_RESULT"] = result_path
+    log_file = build_dir / "sim.log" if quiet else None
     results_xml = runner.test(test_module=test_module, hdl_toplevel=config.name, testcase=testcase,
-                              build_dir=build_dir, extra_env=env, waves=waves, timescale=("1ns", "1ps"))
+                              build_dir=build_dir, extra_env=env, waves=waves, timescale=("1ns", "1ps"),
+                              log_file=log_file)
     tests, failed = get_results(results_xml)
     if failed or not tests:
         raise AssertionError(f"{failed} of {tests} cocotb tests failed in {test_module} "
-                             f"(log and results in {build_dir})")
+                             f"(log: {log_file or build_dir})")
     if result_path:
         with open(result_path) as f:
             text = f.read()

@@ -15,7 +15,7 @@ import numpy as np
 from ..firmware.program import ActWrite, Barrier, Compute, Output, ParamWrite, WgtWrite, plan_gemm
 from ..firmware.quant import quantize_multiplier
 from .golden import DatapathModel, reference_gemm
-from .testbench import DatapathTB, config_from_env, write_result
+from .testbench import DatapathTB, config_from_env
 
 
 def _seed():
@@ -189,48 +189,3 @@ async def random_programs(dut):
     model.run(program)
     assert info["rows_issued"] == model.rows_issued, \
         f"perf_rows_issued {info['rows_issued']} != {model.rows_issued} rows the program issues"
-
-
-@cocotb.test(skip=os.environ.get("NPU_BENCH") is None)
-async def streaming_benchmark(dut):
-    """Benchmark (run by ``npu bench``): consecutive weight tiles of M rows each."""
-    tb, c = await start(dut)
-    rng = np.random.default_rng(_seed())
-    M = int(os.environ.get("NPU_BENCH_M", "256"))
-    k_tiles, n_tiles = int(os.environ.get("NPU_BENCH_KT", "4")), int(os.environ.get("NPU_BENCH_NT", "2"))
-    K, N = k_tiles * c.rows, n_tiles * c.cols
-    a = rng.integers(-128, 128, (M, K))
-    w = rng.integers(-128, 128, (K, N))
-    bias, mult, shift = random_requant(rng, c, K, N)
-    plan = plan_gemm(c, a, w, bias, mult, shift)
-    # Preload all buffers, then time only the commands (the datapath's own work).
-    loads = [op for op in plan.program if isinstance(op, (ActWrite, WgtWrite, ParamWrite))]
-    commands = [op for op in plan.program if isinstance(op, (Compute, Output))]
-    rows, _ = await tb.run(loads)
-    assert not rows
-    compute = [op for op in commands if isinstance(op, Compute)]
-    before = tb.perf()
-    rows, info = await tb.run(compute)
-    span = info["last_issue"] - info["first_issue"] + 1
-    issued = info["rows_issued"] - before["rows_issued"]
-    stalls_between_tiles = span - issued
-    outputs, out_info = await tb.run([op for op in commands if isinstance(op, Output)])
-    reference = reference_gemm(a, w, bias, mult, shift, 0, -128, 127, acc_width=c.acc_width)
-    result = plan.assemble(outputs)
-    assert (result == reference).all(), "benchmark GEMM result differs from the reference"
-    macs = M * K * N
-    write_result({
-        "config": {"rows": c.rows, "cols": c.cols},
-        "gemm": {"M": M, "K": K, "N": N, "weight_tiles": len(compute), "rows_per_tile": M},
-        "useful_macs": macs,
-        "compute_cycles": info["cycles"],
-        "issue_span_cycles": span,
-        "rows_issued": issued,
-        "stall_cycles_between_tiles": stalls_between_tiles,
-        "weight_stall_cycles": info["weight_stall_cycles"] - before["weight_stall_cycles"],
-        "mac_utilisation_streaming": macs / (c.rows * c.cols * span),
-        "mac_utilisation_end_to_end": macs / (c.rows * c.cols * info["cycles"]),
-        "output_cycles": out_info["cycles"],
-        "bit_exact": True,
-    })
-    assert stalls_between_tiles == 0, f"{stalls_between_tiles} stall cycles between consecutive weight tiles"

@@ -88,8 +88,9 @@ class DatapathTB:
         """Execute ``program``; return ``(rows, info)``.
 
         ``rows`` are the output rows in order. ``info`` has ``cycles`` (from the first
-        operation to idle), ``first_issue``/``last_issue`` (cycles at which
-        ``perf_rows_issued`` first and last rose) and the performance counters.
+        operation to idle), ``first_issue``/``last_issue`` (cycles, counted from the
+        start of this run, at which ``perf_rows_issued`` first and last rose) and the
+        performance counters.
         ``trace``, if given, is called every cycle with ``(cycle, tb)``.
         """
         dut = self.dut
@@ -123,8 +124,8 @@ class DatapathTB:
                 rows.append(self._unpack_row(int(dut.out__payload.value)))
             issued = int(dut.perf_rows_issued.value)
             if issued != issued_before:
-                first_issue = self.cycle if first_issue is None else first_issue
-                last_issue = self.cycle
+                first_issue = self.cycle - start if first_issue is None else first_issue
+                last_issue = self.cycle - start
                 issued_before = issued
             idle = int(dut.idle.value)
             if trace is not None:
