@@ -134,11 +134,14 @@ def demo(config_path, gemm, seed, **overrides):
     click.echo(f"GEMM {M}x{K}x{N} on the {config.rows}x{config.cols} array "
                f"({time.monotonic() - started:.1f} s of simulation):")
     click.echo(f"  results       {result['elements']} int8 values, {result['mismatches']} differ from the golden model")
-    click.echo(f"  cycles        {result['cycles']} (buffer loads, {result['useful_macs']} MACs, requantisation)")
-    click.echo(f"  utilisation   {100 * result['mac_utilisation']:.1f}% of {config.macs_per_cycle} MACs/cycle "
-               f"end to end")
-    click.echo("  (loads go through the buffer write ports one row per cycle here; `make bench` "
-               "measures the array with buffers preloaded)")
+    phases = result["phase_cycles"]
+    click.echo(f"  cycles        {result['cycles']} in all: "
+               + ", ".join(f"{name} {n}" for name, n in phases.items()))
+    if result["mac_utilisation_compute"] is not None:
+        click.echo(f"  utilisation   {100 * result['mac_utilisation_compute']:.1f}% of {config.macs_per_cycle} "
+                   f"MACs/cycle while computing ({result['useful_macs']} MACs in {phases['compute']} cycles)")
+    click.echo(f"                {100 * result['mac_utilisation']:.1f}% end to end, including loading the "
+               f"buffers one row per cycle through the write ports")
 
 
 @main.command()
