@@ -71,6 +71,8 @@ class Datapath(wiring.Component):
             "accumulate": 2,
             "compute_row_to_accumulator": 1 + self.array_latency + 2,
             "weight_load": self.config.rows + 1,
+            # Accept, one read per weight row, hand over: what only the first tile waits.
+            "first_tile_weight_stall": self.config.rows + 2,
             "weight_bank_drain": self.drain_cycles,
             "ppu_pipeline": PPU_STAGES,
             "min_stall_free_tile_rows": 2 * self.config.rows + self.config.cols + 4,
