@@ -168,7 +168,21 @@ def bench(out_dir, rows_per_tile):
                f"tiles; compute phase incl. first weight load and drain "
                f"{100 * result['mac_utilisation_compute_phase']:.2f}%")
     click.echo(f"  -> {path}")
-    if not result["pass"]:
+
+    from .generators.verilog import generate as generate_files
+
+    timings = {}
+    for rows, cols in ((8, 8), (16, 16)):
+        _step(f"Generation time: {rows}x{cols}")
+        started = time.monotonic()
+        verilog_path, _ = generate_files(NPUConfig(rows=rows, cols=cols), out_dir / f"gen_{rows}x{cols}")
+        timings[f"{rows}x{cols}"] = {"seconds": round(time.monotonic() - started, 2),
+                                     "verilog_bytes": verilog_path.stat().st_size}
+    gen_path = out_dir / "generation.json"
+    gen_path.write_text(json.dumps({"generation": timings, "target": "16x16 < 10 s"}, indent=2) + "\n")
+    click.echo("Generation: " + ", ".join(f"{k} in {v['seconds']} s" for k, v in timings.items())
+               + f"\n  -> {gen_path}")
+    if not result["pass"] or timings["16x16"]["seconds"] >= 10:
         raise click.ClickException("benchmark below target")
 
 

@@ -53,8 +53,9 @@ async def random_gemms(dut):
     tb, c = await start(dut)
     rng = np.random.default_rng(_seed())
     shapes = [(1, 1, 1), (c.rows * 2 + 1, c.rows * 3 + 1, c.cols + 1),
-              (7, c.rows + 1, 2 * c.cols - 1 if c.cols > 1 else 2), (13, 5, 3)]
-    for (M, K, N), ready in zip(shapes, (1.0, 0.5, 0.25, 0.8)):
+              (7, c.rows + 1, 2 * c.cols - 1 if c.cols > 1 else 2), (13, 5, 3),
+              tuple(int(v) for v in rng.integers(1, (40, 4 * c.rows + 4, 3 * c.cols + 3)))]
+    for (M, K, N), ready in zip(shapes, (1.0, 0.5, 0.25, 0.8, 0.6)):
         qmin, qmax = -(1 << (c.data_width - 1)), (1 << (c.data_width - 1)) - 1
         a = rng.integers(qmin, qmax + 1, (M, K))
         w = rng.integers(qmin, qmax + 1, (K, N))
@@ -152,7 +153,7 @@ async def random_programs(dut):
     depth = min(c.act_depth, c.acc_depth, 16)
     full_c = (1 << c.cols) - 1
     program = [Compute(act_addr=0, wgt_addr=0, acc_addr=0, count=depth, accumulate=False)]
-    for _ in range(120):
+    for _ in range(300):
         kind = rng.choices(["act", "wgt", "param", "compute", "output", "barrier"], [6, 4, 1, 4, 2, 1])[0]
         if kind == "act":
             program.append(ActWrite(rng.randrange(depth), tuple(rng.randint(qmin, qmax) for _ in range(c.rows)),

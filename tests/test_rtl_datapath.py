@@ -18,12 +18,15 @@ CONFIGS = {
     "8x8": NPUConfig(rows=8, cols=8, act_depth=64, wgt_depth=64, acc_depth=64),
     "5x3-acc24": NPUConfig(rows=5, cols=3, acc_width=24, act_depth=64, wgt_depth=20, acc_depth=64),
 }
-TESTS = ["random_gemms", "back_to_back_tiles", "requantisation_edges", "random_programs"]
+# (test, seed): the randomised tests run with several seeds, each from a fresh reset.
+TESTS = [("random_gemms", 1), ("random_gemms", 2), ("back_to_back_tiles", 1), ("back_to_back_tiles", 2),
+         ("requantisation_edges", 1), ("random_programs", 1), ("random_programs", 2), ("random_programs", 3)]
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("test", TESTS)
+@pytest.mark.parametrize("test, seed", TESTS, ids=[f"{t}-{s}" for t, s in TESTS])
 @pytest.mark.parametrize("name", CONFIGS)
-def test_datapath_rtl(name, test):
+def test_datapath_rtl(name, test, seed):
     config = CONFIGS[name]
-    run_cocotb(config, "npu.sim.tb_datapath", testcase=test, build_dir=build_dir_for(config, test))
+    run_cocotb(config, "npu.sim.tb_datapath", testcase=test, build_dir=build_dir_for(config, f"{test}-{seed}"),
+               extra_env={"NPU_SEED": str(seed)})
