@@ -5,8 +5,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .layouts import (TileOp, act_write_layout, command_layout, output_layout, param_write_layout,
-                      ppu_command_layout, wgt_write_layout)
+from .layouts import (PPU_COMMAND_FIELDS, TileOp, act_write_layout, command_layout, output_layout,
+                      param_write_layout, wgt_write_layout)
 from .pipeline import delay
 from .ppu import PIPELINE_STAGES as PPU_STAGES, PostProcessor
 from .systolic_array import SystolicArray
@@ -182,12 +182,7 @@ class Datapath(wiring.Component):
         take_compute = q_valid & q_is_compute & (~s_active | last_issue) & ~ppu.reading
         m.d.comb += [
             ppu.cmd.valid.eq(q_valid & ~q_is_compute & ~s_active & (in_flight == 0)),
-            ppu.cmd.payload.count.eq(q_cmd.count),
-            ppu.cmd.payload.acc_addr.eq(q_cmd.acc_addr),
-            ppu.cmd.payload.param_addr.eq(q_cmd.param_addr),
-            ppu.cmd.payload.zero_point.eq(q_cmd.zero_point),
-            ppu.cmd.payload.clamp_lo.eq(q_cmd.clamp_lo),
-            ppu.cmd.payload.clamp_hi.eq(q_cmd.clamp_hi),
+            *(getattr(ppu.cmd.payload, name).eq(getattr(q_cmd, name)) for name in PPU_COMMAND_FIELDS),
             q_pop.eq(take_compute | (ppu.cmd.valid & ppu.cmd.ready)),
         ]
 

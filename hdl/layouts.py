@@ -10,7 +10,7 @@ from amaranth.utils import ceil_log2
 
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
 
-__all__ = ["TileOp", "addr_width", "count_width", "command_layout", "ppu_command_layout",
+__all__ = ["TileOp", "addr_width", "count_width", "command_layout", "ppu_command_layout", "PPU_COMMAND_FIELDS",
            "act_write_layout", "wgt_write_layout", "param_write_layout", "output_layout"]
 
 
@@ -48,16 +48,14 @@ def command_layout(config):
     })
 
 
+#: Fields of a command that the post-processing unit needs for an OUTPUT.
+PPU_COMMAND_FIELDS = ("count", "acc_addr", "param_addr", "zero_point", "clamp_lo", "clamp_hi")
+
+
 def ppu_command_layout(config):
-    """What the post-processing unit needs of an OUTPUT command."""
-    return data.StructLayout({
-        "count":      unsigned(count_width(config)),
-        "acc_addr":   unsigned(addr_width(config.acc_depth)),
-        "param_addr": unsigned(addr_width(config.param_depth)),
-        "zero_point": signed(config.data_width),
-        "clamp_lo":   signed(config.data_width),
-        "clamp_hi":   signed(config.data_width),
-    })
+    """What the post-processing unit needs of an OUTPUT command (a subset of the command)."""
+    command = command_layout(config)
+    return data.StructLayout({name: command[name].shape for name in PPU_COMMAND_FIELDS})
 
 
 def act_write_layout(config):
