@@ -2,7 +2,7 @@
 
 Each configuration builds in its own directory (``build/sim/<key>``), so parameter sets
 run in parallel without sharing anything. Set ``NPU_WAVES=1`` to record waveforms
-(``dump.fst`` in the build directory) -- useful for a failing test.
+(``npu.fst`` in the build directory) -- useful for a failing test.
 """
 
 import hashlib
@@ -50,12 +50,21 @@ def run_cocotb(config, test_module, *, testcase=None, build_dir=None, extra_env=
     build_dir = Path(build_dir or build_dir_for(config))
     waves = os.environ.get("NPU_WAVES", "0") not in ("", "0") if waves is None else waves
     verilog_path, _ = generate(config, build_dir)
+    sources, build_args = [verilog_path], []
+    if waves:
+        # cocotb's own dump module is SystemVerilog; this one works with -g2005 below.
+        dump = build_dir / "npu_waves.v"
+        dump.write_text(f'module npu_waves;\ninitial begin\n  $dumpfile("{build_dir / "npu.fst"}");\n'
+                        f'  $dumpvars(0, {config.name});\nend\nendmodule\n')
+        sources.append(dump)
+        build_args += ["-s", "npu_waves"]
     runner = get_runner("icarus")
-    runner.build(sources=[verilog_path], hdl_toplevel=config.name, build_dir=build_dir,
-                 timescale=("1ns", "1ps"), waves=waves, always=True,
+    runner.build(sources=sources, hdl_toplevel=config.name, build_dir=build_dir,
+                 timescale=("1ns", "1ps"), always=True,
                  # Verilog-2005 semantics: declaration initialisers raise the time-zero
-                 # events that wake combinational always blocks (see docs/verification.md).
-                 build_args=["-g2005"])
+                 # events that wake the combinational always blocks Yosys writes; under
+                 # -g2012 some never run and their outputs stay X.
+                 build_args=["-g2005", *build_args])
     env = {"NPU_CONFIG": json.dumps(config.to_dict()), **(extra_env or {})}
     result_path = None
     if result:

@@ -30,3 +30,11 @@ def test_datapath_rtl(name, test, seed):
     config = CONFIGS[name]
     run_cocotb(config, "npu.sim.tb_datapath", testcase=test, build_dir=build_dir_for(config, f"{test}-{seed}"),
                extra_env={"NPU_SEED": str(seed)})
+
+
+@pytest.mark.rtl
+def test_waveforms_on_request(tmp_path):
+    """NPU_WAVES=1 (here waves=True) leaves a waveform next to the build (documented in README)."""
+    config = CONFIGS["1x1"]
+    run_cocotb(config, "npu.sim.tb_datapath", testcase="requantisation_edges", build_dir=tmp_path, waves=True)
+    assert (tmp_path / "npu.fst").stat().st_size > 1000
