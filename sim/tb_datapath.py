@@ -120,12 +120,16 @@ async def requantisation_edges(dut):
     for r in range(c.rows):
         program.append(WgtWrite(c.rows + r, (qmin,) * c.cols, full))
     lanes = lambda *v: tuple((list(v) * c.cols)[:c.cols])  # noqa: E731
+    bias_max = (1 << (c.acc_width - 1)) - 1
     params = [
         (lanes(0, 1, -1, 3), lanes(1, 1, 1, 1), lanes(1, 2, 1, 3)),                    # ties at /2, /4, /8
         (lanes(0, 0, 0, 0), lanes((1 << 31) - 1, 1 << 30, 3, 0), lanes(0, 0, 1, 0)),   # saturate, zero mult
         (lanes(5, -5, 0, 7), lanes(1 << 30, 1 << 30, 1 << 30, 1 << 30), lanes(31, 32, 33, 63)),
+        # Extreme biases: acc + bias wraps at acc_width; the scale shows the top bits.
+        (lanes(bias_max, -bias_max - 1, bias_max, 1), lanes(1 << 30, 1 << 30, 1 << 30, 1 << 30),
+         lanes(*(30 + c.acc_width - c.data_width,) * 4)),
     ]
-    assert c.param_depth >= len(params), "test needs param_depth >= 3"
+    assert c.param_depth >= len(params), f"test needs param_depth >= {len(params)}"
     for p, (bias, mult, shift) in enumerate(params):
         program.append(ParamWrite(p, bias, mult, shift, full))
     program += [Compute(act_addr=0, wgt_addr=0, acc_addr=0, count=17, accumulate=False),
