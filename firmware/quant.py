@@ -11,8 +11,10 @@ def quantize_multiplier(scale):
     """Return ``(mult, shift)`` with ``mult / 2**shift`` as close to ``scale`` as the hardware allows.
 
     ``mult`` is normalised to ``[2**30, 2**31)`` (31 significant bits, as TFLite does)
-    and ``shift`` lies in ``0 .. 63``. Scales too small to represent become ``(0, 0)``
-    (every output is the zero point); scales of ``2**31`` and above are refused.
+    and ``shift`` lies in ``0 .. 63``. A scale of 0 gives ``(0, 0)`` (every output is the
+    zero point). Below ``2**-33`` the shift is pinned at 63 and ``mult`` keeps fewer
+    significant bits (the nearest multiple of ``2**-63``, possibly 0); scales that round
+    to ``2**31`` or more are refused.
     """
     if not math.isfinite(scale) or scale < 0:
         raise ValueError(f"requantisation scale {scale!r} is invalid: must be a finite number >= 0")
@@ -25,9 +27,10 @@ def quantize_multiplier(scale):
         mult >>= 1
         shift -= 1
     max_shift = (1 << REQUANT_SHIFT_WIDTH) - 1
-    while shift > max_shift and mult:               # too small: give up precision, keep the value
-        mult = (mult + 1) >> 1
-        shift -= 1
+    if shift > max_shift:                           # tiny: the nearest multiple of 2**-63
+        mult, shift = round(scale * 2.0**max_shift), max_shift
+        if mult == 0:
+            return 0, 0
     if shift < 0:
-        raise ValueError(f"requantisation scale {scale!r} is too large: must be below 2**31")
+        raise ValueError(f"requantisation scale {scale!r} is too large: the largest is 2**31 - 1")
     return mult, shift

@@ -143,7 +143,8 @@ class NPUConfig:
 
     @property
     def wgt_banks(self):
-        """Weight buffer banks: one per array column, ``data_width`` bits each."""
+        """Weight buffer lanes: one per array column, ``data_width`` bits each, written
+        under a per-lane mask (one memory, ``cols`` lanes wide)."""
         return self.cols
 
     @property

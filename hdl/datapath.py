@@ -34,7 +34,7 @@ class Datapath(wiring.Component):
       for ``m < count``: ``acc[acc_addr+m][n] = (acc if accumulate else 0) +
       sum_k act[k][act_addr+m] * wgt[wgt_addr+k][n]``. The weights of the next COMPUTE
       load into the second weight bank while this one streams, so consecutive tiles
-      follow each other without stall cycles (given ``count >= 2*rows + cols + 4``).
+      follow each other without stall cycles (given ``count >= 2*rows + cols + 3``).
     * ``OUTPUT``: post-process ``count`` accumulator rows from ``acc_addr`` with the
       parameter entry ``param_addr`` into rows on ``out``. It starts when every earlier
       COMPUTE has written its results; a later COMPUTE starts once this command has
@@ -59,7 +59,8 @@ class Datapath(wiring.Component):
 
     @property
     def drain_cycles(self):
-        """Cycles after a tile's last row is issued until its weight bank may be rewritten."""
+        """Drain timer of a weight bank: set when its tile's last row issues (or when an empty
+        tile is taken); the bank may be reloaded ``drain_cycles + 1`` cycles later."""
         return self.config.rows + self.config.cols
 
     @property
@@ -71,11 +72,11 @@ class Datapath(wiring.Component):
             "accumulate": 2,
             "compute_row_to_accumulator": 1 + self.array_latency + 2,
             "weight_load": self.config.rows + 1,
-            # Accept, one read per weight row, hand over: what only the first tile waits.
-            "first_tile_weight_stall": self.config.rows + 2,
+            # Accept, one read per weight row, queue, hand over: what only the first tile waits.
+            "first_tile_weight_stall": self.config.rows + 3,
             "weight_bank_drain": self.drain_cycles,
             "ppu_pipeline": PPU_STAGES,
-            "min_stall_free_tile_rows": 2 * self.config.rows + self.config.cols + 4,
+            "min_stall_free_tile_rows": 2 * self.config.rows + self.config.cols + 3,
         }
 
     def elaborate(self, platform):
@@ -196,7 +197,7 @@ class Datapath(wiring.Component):
                          s_act_addr.eq(q_cmd.act_addr), s_acc_addr.eq(q_cmd.acc_addr),
                          s_accumulate.eq(q_cmd.accumulate), s_bank.eq(q_bank)]
 
-        # A bank is released drain_cycles after its tile's last row (or at once if empty).
+        # A bank is released drain_cycles after its tile's last row (an empty tile's likewise).
         for b in range(2):
             timer = Signal(range(self.drain_cycles + 1), name=f"drain_timer{b}")
             release = (last_issue & (s_bank == b)) | (take_compute & (q_cmd.count == 0) & (q_bank == b))
@@ -248,7 +249,8 @@ class Datapath(wiring.Component):
         events = {
             "active_cycles": ~idle,
             "rows_issued": issue,
-            "weight_stall_cycles": ~s_active & ~q_valid & loading,
+            # No row issued because the next tile's weights are loading or being handed over.
+            "weight_stall_cycles": ~s_active & ((~q_valid & loading) | take_compute),
             "output_stall_cycles": self.out.valid & ~self.out.ready,
         }
         for name, event in events.items():

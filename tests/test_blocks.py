@@ -152,18 +152,25 @@ def test_datapath_gemm_in_amaranth_sim(rows, cols, ready):
     assert perf["rows_issued"] == sum(op.count for op in plan.program if isinstance(op, Compute))
 
 
-def test_consecutive_tiles_do_not_stall():
-    config = NPUConfig(rows=3, cols=2, act_depth=64, acc_depth=64, wgt_depth=24)
+@pytest.mark.parametrize("rows, cols", [(3, 2), (1, 1), (2, 5), (4, 4)])
+def test_stall_free_threshold_is_exact(rows, cols):
+    """At min_stall_free_tile_rows per tile only the first tile waits; one row fewer stalls."""
+    config = NPUConfig(rows=rows, cols=cols, act_depth=64, acc_depth=64, wgt_depth=8 * rows)
     datapath = Datapath(config)
     datapath._MustUse__silence = True
     latencies = datapath.latencies
-    count = latencies["min_stall_free_tile_rows"]
-    program = [ActWrite(m, (1, 2, 3), 7) for m in range(count)]
-    program += [WgtWrite(r, (r, -r), 3) for r in range(24)]
-    program += [Compute(0, 3 * t, 0, count, t > 0) for t in range(8)]
-    program += [ParamWrite(0, (0, 0), (1, 1), (0, 0), 3), Output(0, count, 0, 0, -128, 127)]
-    out, perf = run_program(config, program)
-    assert out == DatapathModel(config).run(program)
-    assert perf["rows_issued"] == 8 * count
-    # Only the first tile waits for its weights.
-    assert perf["weight_stall_cycles"] == latencies["first_tile_weight_stall"] == config.rows + 2
+    threshold = latencies["min_stall_free_tile_rows"]
+    waits = {}
+    for count in (threshold, threshold - 1):
+        program = [ActWrite(m, tuple(range(1, rows + 1)), (1 << rows) - 1) for m in range(count)]
+        program += [WgtWrite(r, tuple((r + n) % 7 - 3 for n in range(cols)), (1 << cols) - 1)
+                    for r in range(8 * rows)]
+        program += [Compute(0, rows * (t % 8), 0, count, t > 0) for t in range(8)]
+        program += [ParamWrite(0, (0,) * cols, (1,) * cols, (0,) * cols, (1 << cols) - 1),
+                    Output(0, count, 0, 0, -128, 127)]
+        out, perf = run_program(config, program)
+        assert out == DatapathModel(config).run(program)
+        assert perf["rows_issued"] == 8 * count
+        waits[count] = perf["weight_stall_cycles"]
+    assert waits[threshold] == latencies["first_tile_weight_stall"] == rows + 3
+    assert waits[threshold - 1] > waits[threshold]

@@ -55,6 +55,9 @@ def test_quantize_multiplier_accuracy():
         assert (1 << 30) <= mult < (1 << 31)
         assert abs(mult / 2**shift - scale) <= scale * 2**-30
     assert quantize_multiplier(0.0) == (0, 0)
+    assert quantize_multiplier(2.0**-70) == (0, 0)
+    assert quantize_multiplier(3 * 2.0**-62) == (6, 63)
+    assert quantize_multiplier(2.0**31 - 1) == ((1 << 31) - 1, 0)
     with pytest.raises(ValueError, match="too large"):
         quantize_multiplier(2.0**31)
     with pytest.raises(ValueError, match="invalid"):
