@@ -8,7 +8,7 @@ what is allowed, and never surfaces later as an elaboration error.
 import dataclasses
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from amaranth.utils import ceil_log2

@@ -1,10 +1,9 @@
 """Post-processing unit: bias, requantisation, zero point and clamp, int8 out."""
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from .layouts import addr_width, output_layout, param_lane_layout, param_write_layout, ppu_command_layout
 

@@ -115,7 +115,8 @@ def _gemm_shape(text):
         if min(M, K, N) < 1:
             raise ValueError
     except ValueError:
-        raise UserError(f"--gemm {text!r} is invalid: expected M,K,N with positive integers, e.g. 64,64,32")
+        raise UserError(f"--gemm {text!r} is invalid: expected M,K,N with positive integers, e.g. 64,64,32") \
+            from None
     return M, K, N
 
 

@@ -26,7 +26,7 @@ def run_program(config, program, *, ready_probability=1.0, seed=0, max_cycles=10
 
     async def testbench(ctx):
         i = 0
-        for cycle in range(max_cycles):
+        for _ in range(max_cycles):
             for stream in ports.values():
                 ctx.set(stream.valid, 0)
             driven = None

@@ -89,7 +89,7 @@ async def back_to_back_tiles(dut):
                               (1 << c.cols) - 1))
     # Pin every accumulator row down with an overwrite, then random tiles.
     program.append(Compute(act_addr=0, wgt_addr=0, acc_addr=0, count=depth, accumulate=False))
-    for i in range(24):
+    for _ in range(24):
         count = rng.choice([1, 1, 2, 3, 5, depth // 2])
         start_row = rng.randint(0, depth - count)
         program.append(Compute(act_addr=start_row, wgt_addr=rng.randrange(tiles) * c.rows,
@@ -155,7 +155,6 @@ async def random_programs(dut):
     rng = random.Random(_seed() + 7)
     qmin, qmax = -(1 << (c.data_width - 1)), (1 << (c.data_width - 1)) - 1
     depth = min(c.act_depth, c.acc_depth, 16)
-    full_c = (1 << c.cols) - 1
     program = [Compute(act_addr=0, wgt_addr=0, acc_addr=0, count=depth, accumulate=False)]
     for _ in range(300):
         kind = rng.choices(["act", "wgt", "param", "compute", "output", "barrier"], [6, 4, 1, 4, 2, 1])[0]
