@@ -93,6 +93,34 @@ class GemmPlan:
         return result
 
 
+def _act_writes(c, a, ms, k0, k1, base):
+    """Activation rows ``a[ms, k0:k1]`` to entries ``base, base+1, ...``; only real K lanes written."""
+    writes = []
+    for i, m in enumerate(ms):
+        row = [0] * c.rows
+        row[:k1 - k0] = a[m, k0:k1].tolist()
+        writes.append(ActWrite(base + i, tuple(row), (1 << (k1 - k0)) - 1))
+    return writes
+
+
+def _weight_tile(c, w, k0, k1, n0, n1, base):
+    """Weight tile ``w[k0:k1, n0:n1]``, zero padded to rows x cols, at rows ``base ..``."""
+    writes = []
+    for k in range(c.rows):
+        row = [0] * c.cols
+        if k0 + k < k1:
+            row[:n1 - n0] = w[k0 + k, n0:n1].tolist()
+        writes.append(WgtWrite(base + k, tuple(row), (1 << c.cols) - 1))
+    return writes
+
+
+def _param_write(c, addr, bias, mult, shift, n0, n1):
+    """Parameters of columns ``n0 .. n1-1`` into entry ``addr``; padding lanes are zero."""
+    pad = (0,) * (c.cols - (n1 - n0))
+    lanes = (tuple(int(v) for v in values[n0:n1]) + pad for values in (bias, mult, shift))
+    return ParamWrite(addr, *lanes, (1 << c.cols) - 1)
+
+
 def plan_gemm(config, a, w, bias, mult, shift, zero_point=0, clamp_lo=None, clamp_hi=None, *,
               max_tile_rows=None, resident=False):
     """Tile the quantised GEMM ``requantize(a @ w + bias)`` onto the datapath.
@@ -140,21 +168,10 @@ def plan_gemm(config, a, w, bias, mult, shift, zero_point=0, clamp_lo=None, clam
                     program.append(Barrier())
                 for slot, kt in enumerate(kts):
                     k0, k1 = kt * c.rows, min(K, (kt + 1) * c.rows)
-                    for m in range(m0, m1):
-                        row = [0] * c.rows
-                        row[:k1 - k0] = a[m, k0:k1].tolist()
-                        program.append(ActWrite(slot * tile_m + m - m0, tuple(row), (1 << (k1 - k0)) - 1))
-                    for k in range(c.rows):
-                        row = [0] * c.cols
-                        if k0 + k < k1:
-                            row[:n1 - n0] = w[k0 + k, n0:n1].tolist()
-                        program.append(WgtWrite(slot * c.rows + k, tuple(row), (1 << c.cols) - 1))
+                    program += _act_writes(c, a, range(m0, m1), k0, k1, slot * tile_m)
+                    program += _weight_tile(c, w, k0, k1, n0, n1, slot * c.rows)
                 if kc0 == 0:
-                    pad = c.cols - (n1 - n0)
-                    program.append(ParamWrite(0, tuple(int(v) for v in bias[n0:n1]) + (0,) * pad,
-                                              tuple(int(v) for v in mult[n0:n1]) + (0,) * pad,
-                                              tuple(int(v) for v in shift[n0:n1]) + (0,) * pad,
-                                              (1 << c.cols) - 1))
+                    program.append(_param_write(c, 0, bias, mult, shift, n0, n1))
                 for slot, kt in enumerate(kts):
                     program.append(Compute(act_addr=slot * tile_m, wgt_addr=slot * c.rows, acc_addr=0,
                                            count=m1 - m0, accumulate=kt > 0))
@@ -174,24 +191,13 @@ def _plan_resident(c, a, w, bias, mult, shift, zero_point, clamp_lo, clamp_hi, k
                              f"the configuration has {getattr(c, buffer)}")
     program, computes, outputs, tiles = [], [], [], []
     for kt in range(k_tiles):
-        k0, k1 = kt * c.rows, min(K, (kt + 1) * c.rows)
-        for m in range(M):
-            row = [0] * c.rows
-            row[:k1 - k0] = a[m, k0:k1].tolist()
-            program.append(ActWrite(kt * M + m, tuple(row), (1 << c.rows) - 1))
+        program += _act_writes(c, a, range(M), kt * c.rows, min(K, (kt + 1) * c.rows), kt * M)
     for nt in range(n_tiles):
         n0, n1 = nt * c.cols, min(N, (nt + 1) * c.cols)
-        pad = c.cols - (n1 - n0)
-        program.append(ParamWrite(nt, tuple(int(v) for v in bias[n0:n1]) + (0,) * pad,
-                                  tuple(int(v) for v in mult[n0:n1]) + (0,) * pad,
-                                  tuple(int(v) for v in shift[n0:n1]) + (0,) * pad, (1 << c.cols) - 1))
+        program.append(_param_write(c, nt, bias, mult, shift, n0, n1))
         for kt in range(k_tiles):
             slot = (nt * k_tiles + kt) * c.rows
-            for k in range(c.rows):
-                row = [0] * c.cols
-                if kt * c.rows + k < K:
-                    row[:n1 - n0] = w[kt * c.rows + k, n0:n1].tolist()
-                program.append(WgtWrite(slot + k, tuple(row), (1 << c.cols) - 1))
+            program += _weight_tile(c, w, kt * c.rows, min(K, (kt + 1) * c.rows), n0, n1, slot)
             computes.append(Compute(act_addr=kt * M, wgt_addr=slot, acc_addr=nt * M, count=M,
                                     accumulate=kt > 0))
         outputs.append(Output(acc_addr=nt * M, count=M, param_addr=nt, zero_point=zero_point,

@@ -9,8 +9,8 @@ import random
 
 from amaranth.sim import Simulator
 
-from ..firmware.program import Barrier, pack
-from ..hdl.datapath import Datapath
+from ..hdl.datapath import PERF_COUNTERS, Datapath
+from .feeder import ProgramFeeder, unpack_row
 
 __all__ = ["run_program"]
 
@@ -20,40 +20,28 @@ def run_program(config, program, *, ready_probability=1.0, seed=0, max_cycles=10
     dut = Datapath(config)
     rng = random.Random(seed)
     ports = {"cmd": dut.cmd, "act_wr": dut.act_wr, "wgt_wr": dut.wgt_wr, "param_wr": dut.param_wr}
-    ops = [(op, None if isinstance(op, Barrier) else pack(config, op)) for op in program]
+    feeder = ProgramFeeder(config, program)
     rows, perf = [], {}
-    w = config.data_width
 
     async def testbench(ctx):
-        i = 0
         for _ in range(max_cycles):
             for stream in ports.values():
                 ctx.set(stream.valid, 0)
-            driven = None
-            if i < len(ops) and ops[i][1] is not None:
-                port, value = ops[i][1]
-                ctx.set(ports[port].valid, 1)
-                ctx.set(ports[port].payload.as_value(), value)
-                driven = port
+            driven = feeder.drive()
+            if driven is not None:
+                ctx.set(ports[driven[0]].valid, 1)
+                ctx.set(ports[driven[0]].payload.as_value(), driven[1])
             ready = rng.random() < ready_probability
             ctx.set(dut.out.ready, ready)
             # Values settle before the edge: sample handshakes as the clock edge will see them.
             if ready and ctx.get(dut.out.valid):
-                bits = ctx.get(dut.out.payload.as_value())
-                rows.append([((bits >> (n * w)) & ((1 << w) - 1)) - ((bits >> (n * w + w - 1) & 1) << w)
-                             for n in range(config.cols)])
-            if driven == "cmd":
-                i += bool(ctx.get(dut.cmd.ready))
-            elif driven is not None:
-                i += 1
-            elif i < len(ops):
-                i += bool(ctx.get(dut.idle))
-            elif ctx.get(dut.idle):
+                rows.append(unpack_row(config, ctx.get(dut.out.payload.as_value())))
+            if feeder.step(driven, cmd_ready=ctx.get(dut.cmd.ready), idle=ctx.get(dut.idle)):
                 break
             await ctx.tick()
         else:
-            raise AssertionError(f"no progress after {max_cycles} cycles (operation {i} of {len(ops)})")
-        for name in ("active_cycles", "rows_issued", "weight_stall_cycles", "output_stall_cycles"):
+            raise AssertionError(f"no progress after {max_cycles} cycles: {feeder.where()}")
+        for name in PERF_COUNTERS:
             perf[name] = ctx.get(getattr(dut, f"perf_{name}"))
 
     sim = Simulator(dut)

@@ -139,12 +139,11 @@ async def requantisation_edges(dut):
         for lo, hi, zp in clamps:
             program.append(Output(acc_addr=0, count=20, param_addr=p, zero_point=zp,
                                   clamp_lo=lo, clamp_hi=hi))
-    expected = DatapathModel(c).run(program)
+    model = DatapathModel(c)
+    expected = model.run(program)
     rows, _ = await tb.run(program, ready_probability=0.6)
     compare(expected, rows, "requantisation edges")
     # The extreme rows must have reached the accumulator exactly: R * (-128)^2 per column.
-    model = DatapathModel(c)
-    model.run(program)
     assert all(int(v) == c.rows * qmin * qmin for v in model.acc[17]), "extreme products not exact"
 
 
@@ -186,10 +185,9 @@ async def random_programs(dut):
         # Buffer writes must not race commands still reading the buffers.
         if kind in ("act", "wgt", "param") and not isinstance(program[-2], (ActWrite, WgtWrite, ParamWrite)):
             program.insert(len(program) - 1, Barrier())
-    expected = DatapathModel(c).run(program)
+    model = DatapathModel(c)
+    expected = model.run(program)
     rows, info = await tb.run(program, ready_probability=0.5)
     compare(expected, rows, "random program")
-    model = DatapathModel(c)
-    model.run(program)
     assert info["rows_issued"] == model.rows_issued, \
         f"perf_rows_issued {info['rows_issued']} != {model.rows_issued} rows the program issues"

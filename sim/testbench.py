@@ -15,9 +15,9 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from ..firmware.program import Barrier, pack
 from ..generators.config import NPUConfig
 from ..hdl.datapath import PERF_COUNTERS
+from .feeder import ProgramFeeder, unpack_row
 
 __all__ = ["DatapathTB", "config_from_env", "write_result"]
 
@@ -37,10 +37,6 @@ def write_result(data):
     if path:
         with open(path, "w") as f:
             json.dump(data, f, indent=2)
-
-
-def _signed(value, width):
-    return value - (1 << width) if value >> (width - 1) & 1 else value
 
 
 class DatapathTB:
@@ -79,11 +75,6 @@ class DatapathTB:
         """Current values of the performance counters."""
         return {name: int(getattr(self.dut, f"perf_{name}").value) for name in PERF_COUNTERS}
 
-    def _unpack_row(self, value):
-        w = self.config.data_width
-        mask = (1 << w) - 1
-        return [_signed(value >> (n * w) & mask, w) for n in range(self.config.cols)]
-
     async def run(self, program, *, ready_probability=1.0, max_cycles=None, trace=None):
         """Execute ``program``; return ``(rows, info)``.
 
@@ -94,51 +85,39 @@ class DatapathTB:
         ``trace``, if given, is called every cycle with ``(cycle, tb)``.
         """
         dut = self.dut
-        ops = [(op, None if isinstance(op, Barrier) else pack(self.config, op)) for op in program]
+        feeder = ProgramFeeder(self.config, program)
         if max_cycles is None:
-            max_cycles = 2000 + 20 * len(ops) + 4 * sum(getattr(op, "count", 0) for op in program) \
+            max_cycles = 2000 + 20 * len(program) + 4 * sum(getattr(op, "count", 0) for op in program) \
                 + 60 * (self.config.rows + self.config.cols)
-        rows, i, start = [], 0, self.cycle
+        rows, start = [], self.cycle
         first_issue = last_issue = None
         issued_before = int(dut.perf_rows_issued.value)
         while True:
             await FallingEdge(dut.clk)
             self.cycle += 1
             if self.cycle - start > max_cycles:
-                raise SimulationTimeout(
-                    f"no progress after {max_cycles} cycles: operation {i} of {len(ops)} "
-                    f"({ops[i][0] if i < len(ops) else 'waiting for idle'}), {len(rows)} rows out")
-            driven = None
+                raise SimulationTimeout(f"no progress after {max_cycles} cycles: {feeder.where()}, "
+                                        f"{len(rows)} rows out")
             for valid, _ in self._ports.values():
                 valid.value = 0
-            if i < len(ops) and ops[i][1] is not None:
-                port, value = ops[i][1]
-                valid, payload = self._ports[port]
+            driven = feeder.drive()
+            if driven is not None:
+                valid, payload = self._ports[driven[0]]
                 valid.value = 1
-                payload.value = value
-                driven = port
+                payload.value = driven[1]
             ready = self.rng.random() < ready_probability
             dut.out__ready.value = int(ready)
             await ReadOnly()
             if ready and int(dut.out__valid.value):
-                rows.append(self._unpack_row(int(dut.out__payload.value)))
+                rows.append(unpack_row(self.config, int(dut.out__payload.value)))
             issued = int(dut.perf_rows_issued.value)
             if issued != issued_before:
                 first_issue = self.cycle - start if first_issue is None else first_issue
                 last_issue = self.cycle - start
                 issued_before = issued
-            idle = int(dut.idle.value)
             if trace is not None:
                 trace(self.cycle, self)
-            if driven == "cmd":
-                if int(dut.cmd__ready.value):
-                    i += 1
-            elif driven is not None:
-                i += 1  # buffer writes are never back-pressured
-            elif i < len(ops):
-                if idle:  # a Barrier
-                    i += 1
-            elif idle:
+            if feeder.step(driven, cmd_ready=int(dut.cmd__ready.value), idle=int(dut.idle.value)):
                 break
         await FallingEdge(dut.clk)
         self.cycle += 1
