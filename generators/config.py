@@ -13,7 +13,7 @@ from pathlib import Path
 
 from amaranth.utils import ceil_log2
 
-__all__ = ["ConfigError", "NPUConfig", "load_config", "SPARSITY_MODES"]
+__all__ = ["ConfigError", "NPUConfig", "load_config", "SPARSITY_MODES", "BUS_WIDTHS"]
 
 #: Sparsity settings the generator implements today.
 SPARSITY_MODES = ("dense",)
@@ -40,7 +40,11 @@ _INT_LIMITS = {
     "wgt_depth":   ("buffers", None, 65536),  # minimum depends on rows
     "acc_depth":   ("buffers", 2, 65536),
     "param_depth": ("buffers", 1, 4096),
+    "bus_width":   ("bus",     32, 128),
 }
+
+#: Data widths the DMA Wishbone master supports.
+BUS_WIDTHS = (32, 64, 128)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class NPUConfig:
         Entries per accumulator bank (one bank per array column).
     param_depth : int
         Entries of the post-processing parameter buffer (per-column bias, multiplier, shift).
+    bus_width : int
+        Data width of the Wishbone DMA master in bits: 32, 64 or 128.
     sparsity : str
         ``"dense"``; N:M structured sparsity is reserved for the sparse front end.
     """
@@ -81,6 +87,7 @@ class NPUConfig:
     wgt_depth: int = 256
     acc_depth: int = 512
     param_depth: int = 16
+    bus_width: int = 32
     sparsity: str = "dense"
 
     def __post_init__(self):
@@ -95,6 +102,9 @@ class NPUConfig:
             if value < lo or (hi is not None and value > hi):
                 raise ConfigError(f"{param} = {value} is invalid: must be an integer from {lo} to {hi}"
                                   + self._why_minimum(param))
+        if self.bus_width not in BUS_WIDTHS:
+            raise ConfigError(f"bus_width = {self.bus_width} is invalid: allowed: "
+                              f"{', '.join(map(str, BUS_WIDTHS))}")
         if not isinstance(self.sparsity, str):
             raise ConfigError(f"sparsity = {self.sparsity!r} is invalid: must be a string such as 'dense'")
         if self.sparsity not in SPARSITY_MODES:
@@ -151,6 +161,21 @@ class NPUConfig:
     def macs_per_cycle(self):
         """Peak multiply-accumulates per clock cycle."""
         return self.rows * self.cols
+
+    @property
+    def bus_bytes(self):
+        """Bytes per DMA bus word."""
+        return self.bus_width // 8
+
+    @property
+    def element_bytes(self):
+        """Bytes one activation, weight or output element occupies in memory (1 or 2)."""
+        return (self.data_width + 7) // 8
+
+    @property
+    def bias_bytes(self):
+        """Bytes one bias occupies in a parameter block in memory (4 or 8)."""
+        return 4 if self.acc_width <= 32 else 8
 
     def replace(self, **changes):
         """Return a copy with ``changes`` applied (validated like any new config)."""

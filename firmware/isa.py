@@ -1,0 +1,165 @@
+"""Encode and decode NPU instructions and data rows (``docs/isa.md``).
+
+Field positions come from :mod:`npu.hdl.isa`, the table the RTL decoder reads too.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..hdl.isa import (FIELDS, INSTRUCTION_BITS, INSTRUCTION_BYTES, Buffer, Opcode, reserved_mask,
+                       row_bytes, row_format, row_words)
+
+__all__ = ["Load", "Compute", "Store", "Fence", "End", "encode", "decode", "encode_program",
+           "DecodeError", "pack_row", "unpack_row", "pack_rows", "unpack_rows", "Buffer", "Opcode",
+           "row_bytes", "row_words", "INSTRUCTION_BYTES"]
+
+
+class DecodeError(ValueError):
+    """An instruction word that is not a legal instruction."""
+
+
+@dataclass(frozen=True)
+class Load:
+    buffer: int
+    rows: int
+    buf_addr: int
+    mem_addr: int
+    stride: int
+    opcode = Opcode.LOAD
+
+
+@dataclass(frozen=True)
+class Compute:
+    count: int
+    act_addr: int
+    wgt_addr: int
+    acc_addr: int
+    accumulate: bool = False
+    opcode = Opcode.COMPUTE
+
+
+@dataclass(frozen=True)
+class Store:
+    count: int
+    acc_addr: int
+    param_addr: int
+    mem_addr: int
+    stride: int
+    opcode = Opcode.STORE
+
+
+@dataclass(frozen=True)
+class Fence:
+    opcode = Opcode.FENCE
+
+
+@dataclass(frozen=True)
+class End:
+    opcode = Opcode.END
+
+
+_CLASSES = {Opcode.LOAD: Load, Opcode.COMPUTE: Compute, Opcode.STORE: Store, Opcode.FENCE: Fence,
+            Opcode.END: End}
+
+
+def encode(insn):
+    """The 128-bit integer of instruction ``insn``; ``ValueError`` if a field does not fit."""
+    word = int(insn.opcode)
+    for f in FIELDS[insn.opcode]:
+        value = int(getattr(insn, f.name))
+        if not 0 <= value < 1 << f.width:
+            raise ValueError(f"{type(insn).__name__}.{f.name} = {value} does not fit {f.width} bits")
+        word |= value << f.offset
+    return word
+
+
+def decode(word):
+    """The instruction encoded by the 128-bit integer ``word``; :class:`DecodeError` if illegal."""
+    if isinstance(word, (bytes, bytearray)):
+        word = int.from_bytes(word, "little")
+    op = word & 0xF
+    if op not in _CLASSES:
+        raise DecodeError(f"illegal opcode {op}")
+    op = Opcode(op)
+    if word & reserved_mask(op):
+        raise DecodeError(f"{op.name}: reserved bits set (mask {word & reserved_mask(op):#x})")
+    values = {f.name: (word >> f.offset) & ((1 << f.width) - 1) for f in FIELDS[op]}
+    if op == Opcode.LOAD and values["buffer"] not in tuple(Buffer):
+        raise DecodeError(f"LOAD: buffer {values['buffer']} is not 0 (act), 1 (wgt) or 2 (param)")
+    if op == Opcode.COMPUTE:
+        values["accumulate"] = bool(values["accumulate"])
+    return _CLASSES[op](**values)
+
+
+def encode_program(program):
+    """The bytes of a list of instructions, 16 bytes each."""
+    return b"".join(encode(insn).to_bytes(INSTRUCTION_BYTES, "little") for insn in program)
+
+
+assert INSTRUCTION_BITS == 8 * INSTRUCTION_BYTES
+
+
+def _field_bits(value, f):
+    """``value`` as the ``f.size``-byte little-endian field (must fit ``f.width`` bits)."""
+    value = int(value)
+    lo, hi = ((-(1 << (f.width - 1)), (1 << (f.width - 1)) - 1) if f.signed else (0, (1 << f.width) - 1))
+    if not lo <= value <= hi:
+        raise ValueError(f"{f.name}[{f.index}] = {value} outside {lo}..{hi}")
+    return (value & ((1 << (8 * f.size)) - 1)).to_bytes(f.size, "little")
+
+
+def pack_row(config, kind, values):
+    """Bytes of one ``kind`` row, padded to whole bus words.
+
+    ``values``: for act/wgt/out a sequence of elements; for param a dict with ``bias``,
+    ``mult``, ``shift`` (sequences of ``cols``) and ``zero_point``, ``clamp_lo``,
+    ``clamp_hi``.
+    """
+    row = bytearray(row_words(config, kind) * config.bus_bytes)
+    for f in row_format(config, kind):
+        if kind == "param":
+            v = values[f.name] if f.name in ("zero_point", "clamp_lo", "clamp_hi") else values[f.name][f.index]
+        else:
+            v = values[f.index]
+        row[f.offset:f.offset + f.size] = _field_bits(v, f)
+    return bytes(row)
+
+
+def unpack_row(config, kind, data):
+    """The values of one ``kind`` row read from ``data`` (at least :func:`row_bytes` bytes).
+
+    Each field's low ``width`` bits are taken, sign-extended when signed: what LOAD does.
+    """
+    out = {}
+    for f in row_format(config, kind):
+        raw = int.from_bytes(data[f.offset:f.offset + f.size], "little") & ((1 << f.width) - 1)
+        if f.signed and raw >> (f.width - 1):
+            raw -= 1 << f.width
+        out.setdefault(f.name, []).append(raw)
+    if kind == "param":
+        return {k: (v[0] if k in ("zero_point", "clamp_lo", "clamp_hi") else v) for k, v in out.items()}
+    return out["data"]
+
+
+def pack_rows(config, kind, rows, stride=None):
+    """Bytes of consecutive ``kind`` rows ``stride`` bytes apart (default: packed), e.g. a
+    matrix whose rows are LOAD entries. Gaps are zero."""
+    size = row_words(config, kind) * config.bus_bytes
+    stride = size if stride is None else stride
+    if stride < size or stride % config.bus_bytes:
+        raise ValueError(f"stride {stride} must be a multiple of {config.bus_bytes} and >= {size}")
+    out = bytearray(stride * (len(rows) - 1) + size if len(rows) else 0)
+    for i, values in enumerate(rows):
+        out[i * stride:i * stride + size] = pack_row(config, kind, values)
+    return bytes(out)
+
+
+def unpack_rows(config, kind, data, count, stride=None):
+    """``count`` rows of ``kind`` from ``data`` (see :func:`pack_rows`) as an int64 array
+    (act/wgt/out) or a list of dicts (param)."""
+    size = row_words(config, kind) * config.bus_bytes
+    stride = size if stride is None else stride
+    rows = [unpack_row(config, kind, data[i * stride:i * stride + size]) for i in range(count)]
+    return rows if kind == "param" else np.array(rows, dtype=np.int64).reshape(count, -1)
+
