@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from .isa import ErrorCode
 
 __all__ = ["MAGIC", "VERSION", "BitField", "Register", "REGISTERS", "PERF_COUNTERS", "register",
-           "CSR_ADDR_WIDTH"]
+           "CSR_ADDR_WIDTH", "PERF_COUNTER_BITS", "ERROR_CODES", "field_of"]
 
 #: ID_MAGIC reads "NPU0" as a little-endian ASCII string.
 MAGIC = 0x3055504E
@@ -40,9 +40,13 @@ class Register:
     reset: object = 0
 
 
-#: Performance counters (64 bits each: ``PERF_<NAME>_LO`` then ``_HI``; reading LO
-#: latches HI so the pair is read consistently). They count while STATUS.BUSY is set
-#: and are cleared by CTRL.PERF_CLEAR, reset and soft reset.
+#: Width of every performance counter: 48 bits (78 hours at 1 GHz), read as
+#: ``PERF_<NAME>_LO`` (bits 31:0) then ``_HI`` (bits 47:32); reading LO latches HI so the
+#: pair is consistent.
+PERF_COUNTER_BITS = 48
+
+#: Performance counters. They count while STATUS.BUSY is set and are cleared by
+#: CTRL.PERF_CLEAR, reset and soft reset.
 PERF_COUNTERS = {
     "cycles":            "cycles with STATUS.BUSY set",
     "dma_busy":          "cycles the DMA unit is executing a LOAD or STORE",
@@ -107,7 +111,7 @@ REGISTERS = (
                                          "WINDOW_BASE <= address < WINDOW_LIMIT (empty after reset)"),
     *(reg for i, (name, doc) in enumerate(PERF_COUNTERS.items()) for reg in (
         Register(f"PERF_{name.upper()}_LO", _PERF_BASE + 8 * i, "ro", f"{doc} (bits 31:0; reading latches _HI)"),
-        Register(f"PERF_{name.upper()}_HI", _PERF_BASE + 8 * i + 4, "ro", f"{doc} (bits 63:32)"))),
+        Register(f"PERF_{name.upper()}_HI", _PERF_BASE + 8 * i + 4, "ro", f"{doc} (bits 47:32; latched when _LO was read)"))),
 )
 
 #: Error codes, exported with the register map.
