@@ -12,6 +12,7 @@ from amaranth.lib import data, wiring
 from ..hdl.datapath import PERF_COUNTER_WIDTH, PERF_COUNTERS, Datapath
 from ..hdl.layouts import (TileOp, act_write_layout, command_layout, output_layout, param_write_layout,
                            wgt_write_layout)
+from .regmap import write_all
 
 __all__ = ["build_top", "convert", "generate", "manifest", "layout_fields"]
 
@@ -130,4 +131,5 @@ def generate(config, out_dir):
     info["generation_seconds"] = round(time.monotonic() - started, 3)
     json_path = out_dir / "npu.json"
     json_path.write_text(json.dumps(info, indent=2) + "\n")
+    write_all(config, out_dir)
     return verilog_path, json_path

@@ -72,7 +72,9 @@ def main():
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Directory for npu.v and npu.json (created if missing).")
 def generate(config_path, out_dir, **overrides):
-    """Write the NPU's Verilog (npu.v) and manifest (npu.json) to --out."""
+    """Write the NPU's Verilog (npu.v), manifest (npu.json) and register map (npu_regs.h,
+    registers.md, npu_regs.py) to --out."""
+    from .generators.regmap import FILES as regmap_files
     from .generators.verilog import generate as generate_files
 
     config = resolve_config(config_path, **overrides)
@@ -85,6 +87,8 @@ def generate(config_path, out_dir, **overrides):
                f"generated in {time.monotonic() - started:.1f} s:")
     click.echo(f"  {verilog_path}  ({verilog_path.stat().st_size // 1024} KiB)")
     click.echo(f"  {json_path}")
+    for name in regmap_files:
+        click.echo(f"  {out_dir / name}")
 
 
 @main.command()
