@@ -53,6 +53,12 @@ class Datapath(wiring.Component):
             "param_wr": In(stream.Signature(param_write_layout(config))),
             "out":      Out(stream.Signature(output_layout(config))),
             "idle":     Out(1),
+            # One-cycle pulses for the command processor and its performance counters.
+            "compute_retire": Out(1),   # a COMPUTE issued its last row (its buffer reads are done)
+            "event_row_issued": Out(1),
+            "event_weight_stall": Out(1),
+            "event_output_stall": Out(1),
+            "event_ppu_busy": Out(1),
         }
         ports.update({f"perf_{name}": Out(PERF_COUNTER_WIDTH) for name in PERF_COUNTERS})
         super().__init__(ports)
@@ -256,4 +262,11 @@ class Datapath(wiring.Component):
         for name, event in events.items():
             counter = getattr(self, f"perf_{name}")
             m.d.sync += counter.eq(counter + event)
+        m.d.comb += [
+            self.compute_retire.eq(last_issue),
+            self.event_row_issued.eq(events["rows_issued"]),
+            self.event_weight_stall.eq(events["weight_stall_cycles"]),
+            self.event_output_stall.eq(events["output_stall_cycles"]),
+            self.event_ppu_busy.eq(~ppu.idle),
+        ]
         return m

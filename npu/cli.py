@@ -106,7 +106,7 @@ def _simulate(config, testcase, env, tag):
     from .sim.runner import SimulatorMissing, build_dir_for, run_cocotb
 
     try:
-        return run_cocotb(config, "npu.sim.tb_workloads", testcase=testcase,
+        return run_cocotb(config, "npu.sim.tb_workloads", top="datapath", testcase=testcase,
                           build_dir=build_dir_for(config, tag), extra_env=env, result=True, quiet=True)
     except SimulatorMissing as e:
         raise UserError(str(e)) from None

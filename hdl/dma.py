@@ -1,0 +1,265 @@
+"""The DMA unit: 2-D strided LOADs into the buffers and STOREs of post-processed rows.
+
+It executes one LOAD or STORE at a time, in program order, through a Wishbone B4
+pipelined master: it issues one bus word per cycle while the bus does not stall,
+across row boundaries, and counts the answers. Every request address is checked
+against the DMA window before it is presented on the bus; an address outside is never
+issued. A refused address or an ERR answer stops the command: no further requests
+are issued, the ones already issued are answered, then ``fault`` is raised with the
+code and the byte address, and the unit stays there until reset.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from . import wishbone
+from .isa import Buffer, ErrorCode, row_bytes, row_format, row_words
+from .layouts import act_write_layout, output_layout, param_write_layout, wgt_write_layout
+
+__all__ = ["DMAUnit", "dma_command_layout", "side_param_layout", "in_window", "bus_signature",
+           "MAX_BURST"]
+
+#: Requests issued back to back before the unit offers the bus to the instruction
+#: fetcher (only when the fetcher is waiting for it).
+MAX_BURST = 64
+
+
+def bus_signature(config):
+    """The DMA master's Wishbone signature: word addresses covering 32-bit byte addresses."""
+    return wishbone.Signature(addr_width=32 - exact_log2(config.bus_bytes), data_width=config.bus_width)
+
+
+def dma_command_layout(config):
+    return data.StructLayout({
+        "store":    unsigned(1),
+        "buffer":   unsigned(2),
+        "rows":     unsigned(16),
+        "buf_addr": unsigned(16),
+        "mem_addr": unsigned(32),
+        "stride":   unsigned(32),
+    })
+
+
+def side_param_layout(config):
+    """Per-entry output quantisation, kept beside the parameter buffer for STORE dispatch."""
+    return data.StructLayout({
+        "zero_point": signed(config.data_width),
+        "clamp_lo":   signed(config.data_width),
+        "clamp_hi":   signed(config.data_width),
+    })
+
+
+def in_window(addr, nbytes, base, limit):
+    """True when bytes ``addr .. addr+nbytes-1`` all lie in ``[base, limit)`` (33-bit compare)."""
+    return (addr >= base) & ((addr + nbytes) <= limit)
+
+
+class DMAUnit(wiring.Component):
+    def __init__(self, config):
+        self.config = config
+        c = config
+        super().__init__({
+            "cmd":          In(stream.Signature(dma_command_layout(c))),
+            "done":         Out(1),      # pulse: the accepted command has completed
+            "bus":          Out(bus_signature(c)),
+            "bus_req":      Out(1),      # this unit wants the bus (to the arbiter)
+            "gnt":          In(1),       # the arbiter has given this unit the bus
+            "yield_bus":    In(1),       # the other master is waiting for the bus
+            "window_base":  In(32),
+            "window_limit": In(32),
+            "act_wr":       Out(stream.Signature(act_write_layout(c))),
+            "wgt_wr":       Out(stream.Signature(wgt_write_layout(c))),
+            "param_wr":     Out(stream.Signature(param_write_layout(c))),
+            "side_wr":      Out(stream.Signature(data.StructLayout({
+                                "addr": unsigned(16), "data": side_param_layout(c)}))),
+            "rows_in":      In(stream.Signature(output_layout(c))),   # post-processed rows
+            "fault":        Out(1),
+            "fault_code":   Out(4),
+            "fault_addr":   Out(32),
+            "busy":         Out(1),
+            "event_bytes_read":    Out(8),
+            "event_bytes_written": Out(8),
+            "event_bus_wait":      Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        bb, bw = c.bus_bytes, c.bus_width
+        addr_shift = exact_log2(bb)
+        kinds = {Buffer.ACT: "act", Buffer.WGT: "wgt", Buffer.PARAM: "param"}
+        words = {kind: row_words(c, kind) for kind in ("act", "wgt", "param", "out")}
+        max_words = max(words.values())
+
+        cmd = Signal(dma_command_layout(c))
+        # Words per row of the running command, minus one.
+        last_word_index = Signal(range(max_words))
+        with m.If(cmd.store):
+            m.d.comb += last_word_index.eq(words["out"] - 1)
+        with m.Else():
+            with m.Switch(cmd.buffer):
+                for buf, kind in kinds.items():
+                    with m.Case(buf):
+                        m.d.comb += last_word_index.eq(words[kind] - 1)
+
+        # --- Request side -----------------------------------------------------------
+        req_addr = Signal(32)          # byte address of the next request
+        req_row_base = Signal(32)
+        req_word = Signal(range(max_words))
+        req_rows_left = Signal(17)     # rows with requests still to issue
+        burst = Signal(range(MAX_BURST + 1))
+        outstanding = Signal(range(MAX_BURST + 2))
+        stopping = Signal()            # a fault happened: issue nothing more
+        fault_code = Signal(4)
+        fault_addr = Signal(32)
+
+        # --- Response side ----------------------------------------------------------
+        resp_addr = Signal(32)
+        resp_row_base = Signal(32)
+        resp_word = Signal(range(max_words))
+        resp_row = Signal(16)
+        row_reg = Signal(max_words * bw)
+        row_write = Signal()           # row_reg holds a complete row to write this cycle
+        row_write_addr = Signal(16)
+
+        # --- STORE row register -----------------------------------------------------
+        srow = Signal(words["out"] * bw)
+        srow_valid = Signal()
+        capture_left = Signal(17)
+
+        running = Signal()
+        req_done = req_rows_left == 0
+        m.d.comb += self.busy.eq(running)
+
+        accept = self.bus.stb & ~self.bus.stall
+        ack = self.bus.cyc & self.bus.ack
+        err = self.bus.cyc & self.bus.err
+        word_ok = in_window(req_addr, bb, self.window_base, self.window_limit)
+        have_data = ~cmd.store | srow_valid
+        # After MAX_BURST requests, let the waiting instruction fetcher have the bus.
+        hold = (burst == MAX_BURST) & self.yield_bus
+        want_issue = running & ~req_done & ~stopping & ~hold & have_data
+        release = hold & (outstanding == 0)
+        m.d.comb += self.bus_req.eq((want_issue & word_ok) | (outstanding != 0))
+
+        m.d.comb += [
+            self.bus.cyc.eq(self.gnt & self.bus_req),
+            self.bus.stb.eq(self.gnt & want_issue & word_ok),
+            self.bus.we.eq(cmd.store),
+            self.bus.adr.eq(req_addr[addr_shift:]),
+            self.bus.dat_w.eq(Mux(cmd.store, srow.word_select(req_word, bw) if words["out"] > 1 else srow, 0)),
+        ]
+        # Byte selects: a STORE's last word of a row carries only the row's data bytes.
+        tail_bytes = row_bytes(c, "out") - (words["out"] - 1) * bb
+        full_sel = (1 << bb) - 1
+        m.d.comb += self.bus.sel.eq(Mux(cmd.store & (req_word == words["out"] - 1),
+                                        (1 << tail_bytes) - 1, full_sel))
+
+        # Window refusal: the request never reaches the bus.
+        with m.If(want_issue & ~word_ok):
+            m.d.sync += [stopping.eq(1), fault_code.eq(ErrorCode.WINDOW), fault_addr.eq(req_addr)]
+        with m.If(err & ~stopping):
+            m.d.sync += [stopping.eq(1), fault_code.eq(ErrorCode.BUS_ERROR), fault_addr.eq(resp_addr)]
+        with m.If(release):
+            m.d.sync += burst.eq(0)
+        with m.Elif(accept & (burst != MAX_BURST)):
+            m.d.sync += burst.eq(burst + 1)
+
+        with m.If(accept):
+            with m.If(req_word == last_word_index):
+                m.d.sync += [req_word.eq(0), req_row_base.eq(req_row_base + cmd.stride),
+                             req_addr.eq(req_row_base + cmd.stride), req_rows_left.eq(req_rows_left - 1)]
+            with m.Else():
+                m.d.sync += [req_word.eq(req_word + 1), req_addr.eq(req_addr + bb)]
+        m.d.sync += outstanding.eq(outstanding + accept - (ack | err))
+
+        # STORE rows: capture one from the post-processor whenever the register is free
+        # or its last word is being accepted.
+        last_accept = accept & (req_word == last_word_index)
+        with m.If(last_accept):
+            m.d.sync += srow_valid.eq(0)
+        take_row = running & cmd.store & ~stopping & (capture_left != 0) & (~srow_valid | last_accept)
+        m.d.comb += self.rows_in.ready.eq(take_row)
+        eb = c.element_bytes
+        out_bytes = Cat(*(_sign_extend(self.rows_in.payload[n], 8 * eb) for n in range(c.cols)))
+        with m.If(take_row & self.rows_in.valid):
+            m.d.sync += [srow.eq(out_bytes), srow_valid.eq(1), capture_left.eq(capture_left - 1)]
+
+        # Responses, in request order.
+        with m.If(ack | err):
+            with m.If(resp_word == last_word_index):
+                m.d.sync += [resp_word.eq(0), resp_row_base.eq(resp_row_base + cmd.stride),
+                             resp_addr.eq(resp_row_base + cmd.stride), resp_row.eq(resp_row + 1)]
+            with m.Else():
+                m.d.sync += [resp_word.eq(resp_word + 1), resp_addr.eq(resp_addr + bb)]
+        m.d.sync += row_write.eq(0)
+        with m.If(ack & ~cmd.store):
+            m.d.sync += row_reg.word_select(resp_word, bw).eq(self.bus.dat_r)
+            with m.If((resp_word == last_word_index) & ~stopping & ~err):
+                m.d.sync += [row_write.eq(1), row_write_addr.eq(cmd.buf_addr + resp_row)]
+
+        # Buffer writes of complete rows, fields cut out of the row per the row format.
+        def field_value(f):
+            return row_reg[8 * f.offset:8 * f.offset + f.width]
+
+        full_mask_r, full_mask_c = (1 << c.rows) - 1, (1 << c.cols) - 1
+        m.d.comb += [
+            self.act_wr.valid.eq(row_write & (cmd.buffer == Buffer.ACT)),
+            self.act_wr.payload.addr.eq(row_write_addr),
+            self.act_wr.payload.mask.eq(full_mask_r),
+            self.wgt_wr.valid.eq(row_write & (cmd.buffer == Buffer.WGT)),
+            self.wgt_wr.payload.addr.eq(row_write_addr),
+            self.wgt_wr.payload.mask.eq(full_mask_c),
+            self.param_wr.valid.eq(row_write & (cmd.buffer == Buffer.PARAM)),
+            self.param_wr.payload.addr.eq(row_write_addr),
+            self.param_wr.payload.mask.eq(full_mask_c),
+            self.side_wr.valid.eq(row_write & (cmd.buffer == Buffer.PARAM)),
+            self.side_wr.payload.addr.eq(row_write_addr),
+        ]
+        for f in row_format(c, "act"):
+            m.d.comb += self.act_wr.payload.data[f.index].eq(field_value(f))
+        for f in row_format(c, "wgt"):
+            m.d.comb += self.wgt_wr.payload.data[f.index].eq(field_value(f))
+        for f in row_format(c, "param"):
+            if f.name in ("bias", "mult", "shift"):
+                m.d.comb += getattr(self.param_wr.payload.data[f.index], f.name).eq(field_value(f))
+            else:
+                m.d.comb += getattr(self.side_wr.payload.data, f.name).eq(field_value(f))
+
+        # --- Command sequencing -----------------------------------------------------
+        finished = running & req_done & (outstanding == 0) & ~row_write & ~stopping
+        m.d.comb += self.cmd.ready.eq(~running & ~stopping)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            p = self.cmd.payload
+            m.d.sync += [
+                running.eq(1), cmd.eq(p),
+                req_addr.eq(p.mem_addr), req_row_base.eq(p.mem_addr), req_word.eq(0),
+                req_rows_left.eq(p.rows), resp_addr.eq(p.mem_addr), resp_row_base.eq(p.mem_addr),
+                resp_word.eq(0), resp_row.eq(0), capture_left.eq(Mux(p.store, p.rows, 0)),
+                srow_valid.eq(0), burst.eq(0),
+            ]
+        with m.If(finished):
+            m.d.sync += running.eq(0)
+        m.d.comb += self.done.eq(finished)
+        m.d.comb += [
+            self.fault.eq(stopping & (outstanding == 0)),
+            self.fault_code.eq(fault_code),
+            self.fault_addr.eq(fault_addr),
+        ]
+
+        # --- Events -----------------------------------------------------------------
+        m.d.comb += [
+            self.event_bytes_read.eq(Mux(ack & ~cmd.store, bb, 0)),
+            self.event_bytes_written.eq(Mux(ack & cmd.store,
+                                            Mux(resp_word == words["out"] - 1, tail_bytes, bb), 0)),
+            self.event_bus_wait.eq(self.bus.cyc & ((self.bus.stb & self.bus.stall)
+                                                   | (~self.bus.stb & ~self.bus.ack & (outstanding != 0)))),
+        ]
+        return m
+
+
+def _sign_extend(value, width):
+    """The signed element ``value`` sign-extended to ``width`` bits."""
+    return Cat(value, *([value[-1]] * (width - len(value))))

@@ -1,0 +1,174 @@
+"""Instruction fetch: reads command-ring slots ahead of dispatch into a small FIFO.
+
+Slots ``RING_HEAD ..`` up to (not including) ``RING_TAIL`` are read, wrapping at
+``RING_SIZE``, through the shared Wishbone master; each instruction is pushed with its
+slot number. Every request is checked against the DMA window first. A refused
+request, an ERR answer or a bad ring register stops fetching and raises ``fault``
+(with code, byte address and slot); the dispatcher reports it once every instruction
+fetched before it has been dispatched, so errors surface in program order.
+"""
+
+from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from .dma import bus_signature, in_window
+from .isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, ErrorCode
+
+__all__ = ["Fetcher", "fetched_layout", "FETCH_DEPTH"]
+
+#: Instructions fetched ahead of dispatch.
+FETCH_DEPTH = 8
+#: The fetcher asks for the bus when at least this many FIFO slots are free (or it is empty).
+FETCH_BATCH = 4
+
+fetched_layout = data.StructLayout({"insn": INSTRUCTION_BITS, "slot": 32})
+
+
+class Fetcher(wiring.Component):
+    def __init__(self, config):
+        self.config = config
+        super().__init__({
+            "enable":       In(1),     # fetching allowed (running, not stopping)
+            "restart":      In(1),     # pulse: drop everything fetched, continue at ``head``
+            "head":         In(32),
+            "tail":         In(32),
+            "ring_base":    In(32),
+            "ring_size":    In(32),
+            "window_base":  In(32),
+            "window_limit": In(32),
+            "insn":         Out(stream.Signature(fetched_layout)),
+            "bus":          Out(bus_signature(config)),
+            "bus_req":      Out(1),
+            "gnt":          In(1),
+            "idle":         Out(1),    # no request outstanding
+            "caught_up":    Out(1),    # every slot before ``tail`` has been requested
+            "fault":        Out(1),
+            "fault_code":   Out(4),
+            "fault_addr":   Out(32),
+            "fault_slot":   Out(32),
+            "event_bytes_read": Out(8),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        bb, bw = c.bus_bytes, c.bus_width
+        words = INSTRUCTION_BYTES // bb
+
+        flush = Signal()
+        m.submodules.queue = queue = ResetInserter(flush)(
+            fifo.SyncFIFOBuffered(width=fetched_layout.size, depth=FETCH_DEPTH))
+        m.d.comb += [
+            self.insn.valid.eq(queue.r_rdy),
+            self.insn.payload.eq(queue.r_data),
+            queue.r_en.eq(self.insn.ready),
+        ]
+
+        fetch_slot = Signal(32)
+        req_word = Signal(range(max(words, 2)))
+        resp_slot = Signal(32)
+        resp_word = Signal(range(max(words, 2)))
+        reserved = Signal(range(FETCH_DEPTH + 1))   # FIFO entries plus slots being fetched
+        outstanding = Signal(range(2 * words * FETCH_DEPTH + 1))
+        insn_reg = Signal(INSTRUCTION_BITS)
+        stopped = Signal()                          # a fault: fetch nothing more
+        discard = Signal()                          # an ERR answer: push nothing more
+        fault_code = Signal(4)
+        fault_addr = Signal(32)
+        fault_slot = Signal(32)
+        holding = Signal()                          # this fetcher holds the bus (cyc high)
+
+        slot_addr = self.ring_base + (fetch_slot << exact_log2(INSTRUCTION_BYTES))
+        req_addr = Signal(32)
+        m.d.comb += req_addr.eq(slot_addr + req_word * bb)
+        resp_addr = Signal(32)
+        m.d.comb += resp_addr.eq(self.ring_base + (resp_slot << exact_log2(INSTRUCTION_BYTES)) + resp_word * bb)
+
+        mid_slot = req_word != 0
+        free = FETCH_DEPTH - reserved
+        more = (fetch_slot != self.tail) & self.enable & ~stopped
+        bad_ring = (self.tail >= self.ring_size) | (fetch_slot >= self.ring_size)
+        can_issue = mid_slot | (more & ~bad_ring & (reserved != FETCH_DEPTH))
+        word_ok = in_window(req_addr, bb, self.window_base, self.window_limit)
+        # Ask for the bus for a batch of slots; once holding it, keep fetching while there is room.
+        start = more & ((free >= FETCH_BATCH) | (reserved == 0) | (self.tail - fetch_slot < free))
+        want = (mid_slot | (holding & can_issue) | start) & word_ok & ~stopped & ~bad_ring
+        m.d.comb += self.bus_req.eq(want | (outstanding != 0))
+        m.d.comb += [
+            self.bus.cyc.eq(self.gnt & self.bus_req),
+            self.bus.stb.eq(self.gnt & can_issue & word_ok & ~stopped),
+            self.bus.we.eq(0),
+            self.bus.adr.eq(req_addr[exact_log2(bb):]),
+            self.bus.sel.eq((1 << bb) - 1),
+        ]
+        m.d.sync += holding.eq(self.bus.cyc)
+        accept = self.bus.stb & ~self.bus.stall
+        ack = self.bus.cyc & self.bus.ack
+        err = self.bus.cyc & self.bus.err
+        m.d.sync += outstanding.eq(outstanding + accept - (ack | err))
+
+        with m.If(accept):
+            with m.If(req_word == words - 1):
+                m.d.sync += req_word.eq(0)
+                with m.If(fetch_slot + 1 == self.ring_size):
+                    m.d.sync += fetch_slot.eq(0)
+                with m.Else():
+                    m.d.sync += fetch_slot.eq(fetch_slot + 1)
+            with m.Else():
+                m.d.sync += req_word.eq(req_word + 1)
+
+        # Faults, in the order the requests would have been made.
+        with m.If(~stopped & ~mid_slot & more & bad_ring):
+            m.d.sync += [stopped.eq(1), fault_code.eq(ErrorCode.BAD_RING), fault_addr.eq(0),
+                         fault_slot.eq(fetch_slot)]
+        with m.Elif(~stopped & can_issue & ~word_ok):
+            m.d.sync += [stopped.eq(1), fault_code.eq(ErrorCode.WINDOW), fault_addr.eq(req_addr),
+                         fault_slot.eq(fetch_slot)]
+        with m.If(err & ~discard):
+            m.d.sync += [stopped.eq(1), discard.eq(1), fault_code.eq(ErrorCode.BUS_ERROR),
+                         fault_addr.eq(resp_addr), fault_slot.eq(resp_slot)]
+
+        push = Signal()
+        with m.If(ack | err):
+            with m.If(resp_word == words - 1):
+                m.d.sync += resp_word.eq(0)
+                with m.If(resp_slot + 1 == self.ring_size):
+                    m.d.sync += resp_slot.eq(0)
+                with m.Else():
+                    m.d.sync += resp_slot.eq(resp_slot + 1)
+            with m.Else():
+                m.d.sync += resp_word.eq(resp_word + 1)
+        if words > 1:
+            with m.If(ack):
+                m.d.sync += insn_reg.word_select(resp_word, bw).eq(self.bus.dat_r)
+        last_data = self.bus.dat_r
+        m.d.comb += push.eq(ack & (resp_word == words - 1) & ~discard & ~err)
+        payload = Signal(fetched_layout)
+        if words > 1:
+            m.d.comb += payload.insn.eq(insn_reg)
+            m.d.comb += payload.insn.word_select(words - 1, bw).eq(last_data)
+        else:
+            m.d.comb += payload.insn.eq(last_data)
+        m.d.comb += payload.slot.eq(resp_slot)
+        m.d.comb += [queue.w_en.eq(push), queue.w_data.eq(payload)]
+
+        first_accept = accept & ~mid_slot
+        m.d.sync += reserved.eq(reserved + first_accept - (self.insn.valid & self.insn.ready))
+
+        with m.If(self.restart):
+            m.d.comb += flush.eq(1)
+            m.d.sync += [fetch_slot.eq(self.head), resp_slot.eq(self.head), req_word.eq(0), resp_word.eq(0),
+                         reserved.eq(0), stopped.eq(0), discard.eq(0)]
+
+        m.d.comb += [
+            self.idle.eq(outstanding == 0),
+            self.caught_up.eq(fetch_slot == self.tail),
+            self.fault.eq(stopped & (outstanding == 0)),
+            self.fault_code.eq(fault_code),
+            self.fault_addr.eq(fault_addr),
+            self.fault_slot.eq(fault_slot),
+            self.event_bytes_read.eq(ack * bb),
+        ]
+        return m

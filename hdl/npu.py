@@ -1,0 +1,477 @@
+"""The NPU top level: registers, command processor, DMA, datapath.
+
+* ``csr``: Wishbone B4 slave (32-bit, classic-compatible pipelined) with the registers
+  of :mod:`npu.hdl.regs`.
+* ``bus``: Wishbone B4 pipelined master, shared by the instruction fetcher and the
+  DMA unit (an arbiter hands it over when the owner drops ``cyc``).
+* ``irq``: level interrupt, ``|(IRQ_PENDING & IRQ_ENABLE)``.
+
+The command processor fetches instructions (:mod:`npu.hdl.fetch`), checks them, and
+dispatches them in order to two queues: the DMA queue (LOAD, STORE; executed in order
+by :class:`~npu.hdl.dma.DMAUnit`) and the compute queue (COMPUTE, and the
+post-processing half of STORE; executed in order by the
+:class:`~npu.hdl.datapath.Datapath`). A scoreboard holds an instruction back while it
+conflicts with an unfinished instruction in the other queue (``docs/isa.md``,
+"Execution order"), so programs have sequential semantics while loads, computes
+and stores of different tiles overlap.
+"""
+
+from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, ResetInserter, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from . import wishbone
+from .datapath import Datapath
+from .dma import DMAUnit, bus_signature, dma_command_layout, side_param_layout
+from .fetch import Fetcher
+from .isa import FIELDS, Buffer, ErrorCode, Opcode, reserved_mask
+from .layouts import TileOp, command_layout
+from .regs import CSR_ADDR_WIDTH, MAGIC, PERF_COUNTER_BITS, PERF_COUNTERS, REGISTERS, VERSION, field_of
+
+__all__ = ["NPU", "COMPUTE_QUEUE_DEPTH", "DMA_QUEUE_DEPTH"]
+
+#: Instructions dispatched to the array (COMPUTE, STORE's post-processing) not yet finished.
+COMPUTE_QUEUE_DEPTH = 8
+#: LOAD/STORE instructions dispatched to the DMA unit not yet finished.
+DMA_QUEUE_DEPTH = 4
+
+
+def csr_signature():
+    return wishbone.Signature(addr_width=CSR_ADDR_WIDTH, data_width=32, with_err=False).flip()
+
+
+class NPU(wiring.Component):
+    """The complete NPU for ``config``."""
+
+    def __init__(self, config):
+        self.config = config
+        super().__init__({
+            "csr": In(wishbone.Signature(addr_width=CSR_ADDR_WIDTH, data_width=32, with_err=False)),
+            "bus": Out(bus_signature(config)),
+            "irq": Out(1),
+        })
+
+    @property
+    def latencies(self):
+        datapath = Datapath(self.config)
+        datapath._MustUse__silence = True  # only asked for its latencies
+        return datapath.latencies
+
+    def elaborate(self, platform):
+        m = Module()
+        # Classic-compatible pipelined slave: a request is taken in a cycle with ack low,
+        # answered in the next cycle, during which stall is high (so a classic master's
+        # still-asserted stb is not taken twice).
+        ack = Signal()
+        accept = self.csr.cyc & self.csr.stb & ~ack
+        m.d.sync += ack.eq(accept)
+        m.d.comb += [self.csr.ack.eq(ack), self.csr.stall.eq(ack)]
+        soft_reset = Signal()
+        ctrl = field_of("CTRL", "SOFT_RESET")
+        m.d.sync += soft_reset.eq(accept & self.csr.we & (self.csr.adr == _word("CTRL"))
+                                  & self.csr.dat_w[ctrl.offset])
+        m.submodules.core = ResetInserter(soft_reset)(_Core(self, accept))
+        return m
+
+
+def _word(name):
+    for reg in REGISTERS:
+        if reg.name == name:
+            return reg.offset // 4
+    raise KeyError(name)
+
+
+def _bit(reg, name):
+    return field_of(reg, name).offset
+
+
+def _field(insn, opcode, name):
+    for f in FIELDS[opcode]:
+        if f.name == name:
+            return insn[f.offset:f.offset + f.width]
+    raise KeyError(name)
+
+
+def _overlap(lo_a, hi_a, lo_b, hi_b):
+    """Half-open ranges [lo_a, hi_a) and [lo_b, hi_b) intersect."""
+    return (lo_a < hi_b) & (lo_b < hi_a)
+
+
+class _Core(Elaboratable):
+    """Everything but the register slave's handshake: reset by CTRL.SOFT_RESET."""
+
+    def __init__(self, npu, csr_accept):
+        self.npu = npu
+        self.csr_accept = csr_accept
+
+    def elaborate(self, platform):
+        m = Module()
+        npu = self.npu
+        cfg = npu.config
+        R, C = cfg.rows, cfg.cols
+        csr = npu.csr
+
+        m.submodules.fetcher = fetcher = Fetcher(cfg)
+        m.submodules.dma = dma = DMAUnit(cfg)
+        m.submodules.datapath = dp = Datapath(cfg)
+
+        # --- Registers ----------------------------------------------------------------
+        ring_base, ring_size, head, tail = (Signal(32, name=n) for n in ("ring_base", "ring_size", "head", "tail"))
+        window_base, window_limit = Signal(32, name="window_base"), Signal(32, name="window_limit")
+        irq_enable, irq_pending = Signal(2), Signal(2)
+        busy, error = Signal(), Signal()
+        error_code, error_addr, error_cmd = Signal(8), Signal(32), Signal(32)
+        IRQ_DONE, IRQ_ERROR = _bit("IRQ_PENDING", "DONE"), _bit("IRQ_PENDING", "ERROR")
+
+        write = self.csr_accept & csr.we
+        wdata = csr.dat_w
+        start = Signal()
+        perf_clear = Signal()
+        with m.If(write):
+            with m.Switch(csr.adr):
+                with m.Case(_word("CTRL")):
+                    m.d.comb += [start.eq(wdata[_bit("CTRL", "START")]),
+                                 perf_clear.eq(wdata[_bit("CTRL", "PERF_CLEAR")])]
+                with m.Case(_word("IRQ_ENABLE")):
+                    m.d.sync += irq_enable.eq(wdata[:2])
+                with m.Case(_word("IRQ_PENDING")):
+                    m.d.sync += irq_pending.eq(irq_pending & ~wdata[:2])
+                for name, sig in (("RING_BASE", ring_base), ("RING_SIZE", ring_size), ("RING_TAIL", tail),
+                                  ("WINDOW_BASE", window_base), ("WINDOW_LIMIT", window_limit)):
+                    with m.Case(_word(name)):
+                        m.d.sync += sig.eq(wdata)
+                with m.Case(_word("RING_HEAD")):
+                    with m.If(~busy):
+                        m.d.sync += head.eq(wdata)
+        m.d.comb += npu.irq.eq((irq_pending & irq_enable).any())
+
+        # --- Bus arbiter: instruction fetch and DMA share the master --------------------
+        owner_dma = Signal()
+        with m.If(owner_dma & ~dma.bus_req & fetcher.bus_req):
+            m.d.sync += owner_dma.eq(0)
+        with m.If(~owner_dma & ~fetcher.bus_req & dma.bus_req):
+            m.d.sync += owner_dma.eq(1)
+        m.d.comb += [fetcher.gnt.eq(~owner_dma), dma.gnt.eq(owner_dma),
+                     dma.yield_bus.eq(fetcher.bus_req)]
+        for port in (fetcher.bus, dma.bus):
+            mine = owner_dma if port is dma.bus else ~owner_dma
+            m.d.comb += [port.dat_r.eq(npu.bus.dat_r), port.ack.eq(mine & npu.bus.ack),
+                         port.err.eq(mine & npu.bus.err), port.stall.eq(~mine | npu.bus.stall)]
+        for name in ("cyc", "stb", "we", "adr", "dat_w", "sel"):
+            m.d.comb += getattr(npu.bus, name).eq(Mux(owner_dma, getattr(dma.bus, name),
+                                                      getattr(fetcher.bus, name)))
+        for unit in (fetcher, dma):
+            m.d.comb += [unit.window_base.eq(window_base), unit.window_limit.eq(window_limit)]
+
+        # --- Datapath and DMA data connections ------------------------------------------
+        for name in ("act_wr", "wgt_wr", "param_wr"):
+            wiring.connect(m, getattr(dma, name), getattr(dp, name))
+        wiring.connect(m, dp.out, dma.rows_in)
+        m.submodules.side = side = Memory(shape=side_param_layout(cfg), depth=cfg.param_depth, init=[])
+        side_w = side.write_port()
+        side_r = side.read_port(domain="comb")
+        m.d.comb += [side_w.addr.eq(dma.side_wr.payload.addr), side_w.data.eq(dma.side_wr.payload.data),
+                     side_w.en.eq(dma.side_wr.valid), dma.side_wr.ready.eq(1)]
+
+        # --- Compute queue ------------------------------------------------------------
+        CQ, DQ = COMPUTE_QUEUE_DEPTH, DMA_QUEUE_DEPTH
+        ext = 17
+        cq_layout = data.StructLayout({"cmd": command_layout(cfg), "act_hi": ext, "wgt_hi": ext})
+        cq = [Signal(cq_layout, name=f"cq{i}") for i in range(CQ)]
+        cq_wr, cq_send, cq_ret = (Signal(range(CQ), name=n) for n in ("cq_wr", "cq_send", "cq_ret"))
+        cq_count, cq_unsent = Signal(range(CQ + 1)), Signal(range(CQ + 1))
+        retire_credits = Signal(range(CQ + 1))
+
+        dq_layout = data.StructLayout({"cmd": dma_command_layout(cfg), "buf_hi": ext, "slot": 32})
+        dq = [Signal(dq_layout, name=f"dq{i}") for i in range(DQ)]
+        dq_wr, dq_send, dq_ret = (Signal(range(DQ), name=n) for n in ("dq_wr", "dq_send", "dq_ret"))
+        dq_count, dq_unsent = Signal(range(DQ + 1)), Signal(range(DQ + 1))
+
+        def live(i, ret, count, depth):
+            """Entry ``i`` of a circular queue (power-of-two depth) holds an unfinished instruction."""
+            return (Const(i, ceil_log2(depth)) - ret)[:ceil_log2(depth)] < count
+
+        # Sending queue heads to the units.
+        cq_head = Signal(cq_layout)
+        m.d.comb += cq_head.eq(Cat(*cq).word_select(cq_send, cq_layout.size) if CQ > 1 else cq[0])
+        m.d.comb += [dp.cmd.valid.eq(cq_unsent != 0), dp.cmd.payload.eq(cq_head.cmd)]
+        cq_sent = dp.cmd.valid & dp.cmd.ready
+        dq_head = Signal(dq_layout)
+        m.d.comb += dq_head.eq(Cat(*dq).word_select(dq_send, dq_layout.size))
+        m.d.comb += [dma.cmd.valid.eq(dq_unsent != 0), dma.cmd.payload.eq(dq_head.cmd)]
+        dq_sent = dma.cmd.valid & dma.cmd.ready
+        dq_oldest = Signal(dq_layout)
+        m.d.comb += dq_oldest.eq(Cat(*dq).word_select(dq_ret, dq_layout.size))
+
+        # Retiring: a COMPUTE when the array has issued its last row, a post-processing
+        # command once sent (the DMA queue's STORE entry tracks its completion).
+        cq_oldest = Signal(cq_layout)
+        m.d.comb += cq_oldest.eq(Cat(*cq).word_select(cq_ret, cq_layout.size))
+        oldest_sent = cq_count > cq_unsent
+        oldest_is_compute = cq_oldest.cmd.op == TileOp.COMPUTE
+        cq_retire = oldest_sent & (~oldest_is_compute | (retire_credits != 0))
+        m.d.sync += retire_credits.eq(retire_credits + dp.compute_retire - (cq_retire & oldest_is_compute))
+        dq_retire = dma.done
+
+        # --- Decode -------------------------------------------------------------------
+        insn = fetcher.insn.payload.insn
+        slot = fetcher.insn.payload.slot
+        opcode = insn[:4]
+        is_op = {op: opcode == op for op in Opcode}
+        legal = Signal()
+        with m.Switch(opcode):
+            for op in Opcode:
+                with m.Case(op):
+                    ok = (insn & reserved_mask(op)) == 0
+                    if op == Opcode.LOAD:
+                        ok = ok & (_field(insn, op, "buffer") != 3)
+                    m.d.comb += legal.eq(ok)
+
+        def fits(start, count, depth):
+            return (start + count) <= depth
+
+        ld_buf = _field(insn, Opcode.LOAD, "buffer")
+        ld_rows = _field(insn, Opcode.LOAD, "rows")
+        ld_addr = _field(insn, Opcode.LOAD, "buf_addr")
+        ld_depth = Mux(ld_buf == Buffer.ACT, cfg.act_depth, Mux(ld_buf == Buffer.WGT, cfg.wgt_depth, cfg.param_depth))
+        cp_count = _field(insn, Opcode.COMPUTE, "count")
+        cp_act = _field(insn, Opcode.COMPUTE, "act_addr")
+        cp_wgt = _field(insn, Opcode.COMPUTE, "wgt_addr")
+        cp_acc = _field(insn, Opcode.COMPUTE, "acc_addr")
+        st_count = _field(insn, Opcode.STORE, "count")
+        st_acc = _field(insn, Opcode.STORE, "acc_addr")
+        st_param = _field(insn, Opcode.STORE, "param_addr")
+        mem_addr = _field(insn, Opcode.LOAD, "mem_addr")     # same bits in STORE
+        stride = _field(insn, Opcode.LOAD, "stride")
+        assert FIELDS[Opcode.STORE][3].offset == FIELDS[Opcode.LOAD][3].offset
+        operands_ok = Signal()
+        with m.Switch(opcode):
+            with m.Case(Opcode.LOAD):
+                m.d.comb += operands_ok.eq((ld_rows != 0) & fits(ld_addr, ld_rows, ld_depth))
+            with m.Case(Opcode.COMPUTE):
+                m.d.comb += operands_ok.eq((cp_count != 0) & fits(cp_act, cp_count, cfg.act_depth)
+                                           & fits(cp_wgt, R, cfg.wgt_depth) & fits(cp_acc, cp_count, cfg.acc_depth))
+            with m.Case(Opcode.STORE):
+                m.d.comb += operands_ok.eq((st_count != 0) & fits(st_acc, st_count, cfg.acc_depth)
+                                           & (st_param < cfg.param_depth))
+            with m.Default():
+                m.d.comb += operands_ok.eq(1)
+        bb_mask = cfg.bus_bytes - 1
+        aligned = ~(is_op[Opcode.LOAD] | is_op[Opcode.STORE]) | (((mem_addr | stride) & bb_mask) == 0)
+
+        # --- Scoreboard ---------------------------------------------------------------
+        cp_act_hi = cp_act + cp_count
+        cp_wgt_hi = cp_wgt + R
+        ld_hi = ld_addr + ld_rows
+        hazard_compute = Signal()   # a COMPUTE vs unfinished LOADs
+        hazard_load = Signal()      # a LOAD vs unfinished COMPUTEs
+        hazard_store = Signal()     # a STORE vs unfinished parameter LOADs
+        for i in range(DQ):
+            e = dq[i]
+            v = live(i, dq_ret, dq_count, DQ) & ~e.cmd.store
+            act_hit = (e.cmd.buffer == Buffer.ACT) & _overlap(cp_act, cp_act_hi, e.cmd.buf_addr, e.buf_hi)
+            wgt_hit = (e.cmd.buffer == Buffer.WGT) & _overlap(cp_wgt, cp_wgt_hi, e.cmd.buf_addr, e.buf_hi)
+            par_hit = (e.cmd.buffer == Buffer.PARAM) & _overlap(st_param, st_param + 1, e.cmd.buf_addr, e.buf_hi)
+            with m.If(v & (act_hit | wgt_hit)):
+                m.d.comb += hazard_compute.eq(1)
+            with m.If(v & par_hit):
+                m.d.comb += hazard_store.eq(1)
+        for i in range(CQ):
+            e = cq[i]
+            v = live(i, cq_ret, cq_count, CQ) & (e.cmd.op == TileOp.COMPUTE)
+            act_hit = (ld_buf == Buffer.ACT) & _overlap(ld_addr, ld_hi, e.cmd.act_addr, e.act_hi)
+            wgt_hit = (ld_buf == Buffer.WGT) & _overlap(ld_addr, ld_hi, e.cmd.wgt_addr, e.wgt_hi)
+            with m.If(v & (act_hit | wgt_hit)):
+                m.d.comb += hazard_load.eq(1)
+
+        # --- Dispatch -----------------------------------------------------------------
+        cq_room = cq_count != CQ
+        dq_room = dq_count != DQ
+        all_idle = (cq_count == 0) & (dq_count == 0) & dp.idle
+        stopping = Signal()        # no more dispatch; finishing an END or an error
+        stop_end = Signal()
+        pend_code, pend_addr, pend_cmd = Signal(8), Signal(32), Signal(32)
+        pend_drain = Signal()      # wait for every earlier instruction (decode and fetch errors)
+
+        valid = busy & ~stopping & fetcher.insn.valid
+        dispatch = Signal()
+        blocked_dep = Signal()
+        blocked_room = Signal()
+        push_cq, push_dq = Signal(), Signal()
+        new_cq, new_dq = Signal(cq_layout), Signal(dq_layout)
+        side_r_data = side_r.data
+        m.d.comb += side_r.addr.eq(st_param)
+
+        decode_error = Signal(8)
+        with m.If(~legal):
+            m.d.comb += decode_error.eq(ErrorCode.ILLEGAL_INSTRUCTION)
+        with m.Elif(~operands_ok):
+            m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
+        with m.Elif(~aligned):
+            m.d.comb += decode_error.eq(ErrorCode.MISALIGNED)
+
+        with m.If(valid & (decode_error != 0)):
+            m.d.sync += [stopping.eq(1), pend_code.eq(decode_error), pend_cmd.eq(slot),
+                         pend_addr.eq(Mux(decode_error == ErrorCode.MISALIGNED, mem_addr, 0)), pend_drain.eq(1)]
+        with m.Elif(valid):
+            with m.Switch(opcode):
+                with m.Case(Opcode.LOAD):
+                    m.d.comb += [blocked_dep.eq(hazard_load), blocked_room.eq(~dq_room),
+                                 dispatch.eq(~hazard_load & dq_room), push_dq.eq(1)]
+                    m.d.comb += [new_dq.cmd.store.eq(0), new_dq.cmd.buffer.eq(ld_buf), new_dq.cmd.rows.eq(ld_rows),
+                                 new_dq.cmd.buf_addr.eq(ld_addr), new_dq.buf_hi.eq(ld_hi)]
+                with m.Case(Opcode.COMPUTE):
+                    m.d.comb += [blocked_dep.eq(hazard_compute), blocked_room.eq(~cq_room),
+                                 dispatch.eq(~hazard_compute & cq_room), push_cq.eq(1)]
+                    m.d.comb += [new_cq.cmd.op.eq(TileOp.COMPUTE), new_cq.cmd.accumulate.eq(insn[4]),
+                                 new_cq.cmd.count.eq(cp_count), new_cq.cmd.act_addr.eq(cp_act),
+                                 new_cq.cmd.wgt_addr.eq(cp_wgt), new_cq.cmd.acc_addr.eq(cp_acc),
+                                 new_cq.act_hi.eq(cp_act_hi), new_cq.wgt_hi.eq(cp_wgt_hi)]
+                with m.Case(Opcode.STORE):
+                    m.d.comb += [blocked_dep.eq(hazard_store), blocked_room.eq(~(cq_room & dq_room)),
+                                 dispatch.eq(~hazard_store & cq_room & dq_room), push_cq.eq(1), push_dq.eq(1)]
+                    m.d.comb += [new_cq.cmd.op.eq(TileOp.OUTPUT), new_cq.cmd.count.eq(st_count),
+                                 new_cq.cmd.acc_addr.eq(st_acc), new_cq.cmd.param_addr.eq(st_param),
+                                 new_cq.cmd.zero_point.eq(side_r_data.zero_point),
+                                 new_cq.cmd.clamp_lo.eq(side_r_data.clamp_lo),
+                                 new_cq.cmd.clamp_hi.eq(side_r_data.clamp_hi)]
+                    m.d.comb += [new_dq.cmd.store.eq(1), new_dq.cmd.rows.eq(st_count)]
+                with m.Case(Opcode.FENCE):
+                    m.d.comb += [blocked_room.eq(~all_idle), dispatch.eq(all_idle)]
+                with m.Case(Opcode.END):
+                    m.d.comb += dispatch.eq(1)
+                    m.d.sync += [stopping.eq(1), stop_end.eq(1)]
+        m.d.comb += [new_dq.cmd.mem_addr.eq(mem_addr), new_dq.cmd.stride.eq(stride), new_dq.slot.eq(slot)]
+        m.d.comb += fetcher.insn.ready.eq(dispatch)
+        with m.If(dispatch):
+            m.d.sync += head.eq(Mux(slot + 1 == ring_size, 0, slot + 1))
+
+        # Queue bookkeeping.
+        with m.If(dispatch & push_cq):
+            for i in range(CQ):
+                with m.If(cq_wr == i):
+                    m.d.sync += cq[i].eq(new_cq)
+            m.d.sync += cq_wr.eq(cq_wr + 1)
+        m.d.sync += [cq_count.eq(cq_count + (dispatch & push_cq) - cq_retire),
+                     cq_unsent.eq(cq_unsent + (dispatch & push_cq) - cq_sent)]
+        with m.If(cq_sent):
+            m.d.sync += cq_send.eq(cq_send + 1)
+        with m.If(cq_retire):
+            m.d.sync += cq_ret.eq(cq_ret + 1)
+        with m.If(dispatch & push_dq):
+            for i in range(DQ):
+                with m.If(dq_wr == i):
+                    m.d.sync += dq[i].eq(new_dq)
+            m.d.sync += dq_wr.eq(dq_wr + 1)
+        m.d.sync += [dq_count.eq(dq_count + (dispatch & push_dq) - dq_retire),
+                     dq_unsent.eq(dq_unsent + (dispatch & push_dq) - dq_sent)]
+        with m.If(dq_sent):
+            m.d.sync += dq_send.eq(dq_send + 1)
+        with m.If(dq_retire):
+            m.d.sync += dq_ret.eq(dq_ret + 1)
+
+        # --- Start, stop, errors ------------------------------------------------------
+        m.d.comb += fetcher.enable.eq(busy & ~stopping)
+        m.d.comb += [fetcher.head.eq(head), fetcher.tail.eq(tail), fetcher.ring_base.eq(ring_base),
+                     fetcher.ring_size.eq(ring_size)]
+        bad_ring = (ring_size == 0) | (ring_base[:4] != 0) | (head >= ring_size) | (tail >= ring_size)
+
+        def finish_error(code, addr, cmd):
+            m.d.sync += [busy.eq(0), error.eq(1), error_code.eq(code), error_addr.eq(addr),
+                         error_cmd.eq(cmd), head.eq(cmd), irq_pending[IRQ_ERROR].eq(1), stopping.eq(0)]
+
+        with m.If(start & ~busy & ~error):
+            with m.If(bad_ring):
+                finish_error(ErrorCode.BAD_RING, 0, head)
+            with m.Else():
+                m.d.sync += [busy.eq(1), stopping.eq(0), stop_end.eq(0), pend_drain.eq(0)]
+                m.d.comb += fetcher.restart.eq(1)
+
+        # A fetch fault surfaces once everything fetched before it has been dispatched.
+        with m.If(busy & ~stopping & ~fetcher.insn.valid & fetcher.fault):
+            m.d.sync += [stopping.eq(1), pend_code.eq(fetcher.fault_code), pend_addr.eq(fetcher.fault_addr),
+                         pend_cmd.eq(fetcher.fault_slot), pend_drain.eq(1)]
+        with m.If(busy & dma.fault):
+            # The DMA unit's fault comes from the oldest unfinished LOAD/STORE: it wins.
+            m.d.sync += stopping.eq(1)
+            with m.If(fetcher.idle):
+                finish_error(dma.fault_code, dma.fault_addr, dq_oldest.slot)
+        with m.Elif(busy & stopping & ~stop_end & pend_drain & all_idle & fetcher.idle):
+            finish_error(pend_code, pend_addr, pend_cmd)
+        with m.Elif(busy & stopping & stop_end & all_idle & fetcher.idle):
+            m.d.sync += [busy.eq(0), stopping.eq(0), irq_pending[IRQ_DONE].eq(1)]
+            m.d.comb += fetcher.restart.eq(1)
+
+        # --- Performance counters -----------------------------------------------------
+        dp_rows = dp.event_row_issued
+        events = {
+            "cycles":           busy,
+            "dma_busy":         dma.busy,
+            "fetch_busy":       fetcher.bus.cyc,
+            "array_busy":       dp_rows,
+            "ppu_busy":         dp.event_ppu_busy,
+            "macs":             Mux(dp_rows, R * C, 0),
+            "bytes_read":       dma.event_bytes_read + fetcher.event_bytes_read,
+            "bytes_written":    dma.event_bytes_written,
+            "instructions":     dispatch,
+            "stall_weight":     dp.event_weight_stall,
+            "stall_output":     dp.event_output_stall,
+            "stall_dependency": valid & blocked_dep,
+            "stall_queue_full": valid & ~blocked_dep & blocked_room,
+            "stall_fetch":      busy & ~stopping & ~fetcher.insn.valid & ~(fetcher.caught_up & fetcher.idle),
+            "stall_bus":        dma.event_bus_wait,
+        }
+        assert list(events) == list(PERF_COUNTERS)
+        counters = {}
+        for name, event in events.items():
+            counter = counters[name] = Signal(PERF_COUNTER_BITS, name=f"perf_{name}")
+            with m.If(perf_clear):
+                m.d.sync += counter.eq(0)
+            with m.Else():
+                m.d.sync += counter.eq(counter + event)
+
+        # --- Register reads -----------------------------------------------------------
+        hi_latch = Signal(32)
+        rdata = Signal(32)
+        status = Signal(32)
+        m.d.comb += [
+            status[_bit("STATUS", "BUSY")].eq(busy),
+            status[_bit("STATUS", "DONE")].eq(irq_pending[IRQ_DONE]),
+            status[_bit("STATUS", "ERROR")].eq(error),
+            status[_bit("STATUS", "WAITING")].eq(busy & fetcher.caught_up),
+            status[_bit("STATUS", "ERROR_CODE"):_bit("STATUS", "ERROR_CODE") + 8].eq(error_code),
+        ]
+        sp = cfg.sparsity.split(":") if ":" in cfg.sparsity else (0, 0)
+        constants = {
+            "ID_MAGIC": MAGIC, "ID_VERSION": VERSION,
+            "ID_ARRAY": R | C << 8 | cfg.data_width << 16 | cfg.acc_width << 24,
+            "ID_ACT_DEPTH": cfg.act_depth, "ID_WGT_DEPTH": cfg.wgt_depth, "ID_ACC_DEPTH": cfg.acc_depth,
+            "ID_PARAM_DEPTH": cfg.param_depth,
+            "ID_BUS": cfg.bus_width | int(sp[0]) << 8 | int(sp[1]) << 16,
+        }
+        readable = {
+            "STATUS": status, "IRQ_ENABLE": irq_enable, "IRQ_PENDING": irq_pending, "ERROR_ADDR": error_addr,
+            "ERROR_CMD": error_cmd, "RING_BASE": ring_base, "RING_SIZE": ring_size, "RING_HEAD": head,
+            "RING_TAIL": tail, "WINDOW_BASE": window_base, "WINDOW_LIMIT": window_limit,
+        }
+        with m.Switch(csr.adr):
+            for name, value in constants.items():
+                with m.Case(_word(name)):
+                    m.d.comb += rdata.eq(value)
+            for name, sig in readable.items():
+                with m.Case(_word(name)):
+                    m.d.comb += rdata.eq(sig)
+            for name, counter in counters.items():
+                with m.Case(_word(f"PERF_{name.upper()}_LO")):
+                    m.d.comb += rdata.eq(counter[:32])
+                    with m.If(self.csr_accept & ~csr.we):
+                        m.d.sync += hi_latch.eq(counter[32:])
+                with m.Case(_word(f"PERF_{name.upper()}_HI")):
+                    m.d.comb += rdata.eq(hi_latch)
+        dat_r = Signal(32)
+        with m.If(self.csr_accept):
+            m.d.sync += dat_r.eq(Mux(csr.we, 0, rdata))
+        m.d.comb += csr.dat_r.eq(dat_r)
+        return m
