@@ -98,7 +98,7 @@ class Fetcher(wiring.Component):
         m.d.comb += self.bus_req.eq(want | (outstanding != 0))
         m.d.comb += [
             self.bus.cyc.eq(self.gnt & self.bus_req),
-            self.bus.stb.eq(self.gnt & can_issue & word_ok & ~stopped),
+            self.bus.stb.eq(self.bus.cyc & can_issue & word_ok & ~stopped),
             self.bus.we.eq(0),
             self.bus.adr.eq(req_addr[exact_log2(bb):]),
             self.bus.sel.eq((1 << bb) - 1),

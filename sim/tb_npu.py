@@ -322,7 +322,7 @@ async def errors_and_recovery(dut):
     await h.recover()
 
     # Bus errors (ERR) on a LOAD, a STORE and an instruction fetch: code, address, slot.
-    for name, addr, slot in (("load", data + act, 1), ("store", window[0] + 8192 + out, 5),
+    for name, addr, slot in (("load", data + act, 0), ("store", window[0] + 8192 + out, 5),
                              ("fetch", window[0] + 3 * INSTRUCTION_BYTES, 3)):
         await h.setup(16)
         tail = h.load_program([Load(Buffer.ACT, 4, 0, data, act)] + good + [End()])
