@@ -31,7 +31,11 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     # Stage 4: arithmetic shift right with round-half-to-even (ONNX QuantizeLinear's rounding).
     one = Const(1, 64)
     unit = (one << shift_2)[:64]
-    remainder = p.as_unsigned()[:64] & (unit - 1)[:64]
+    # The remainder p mod 2**shift needs p's two's-complement bits up to bit 63: sign-extend
+    # first, or a negative product narrower than the shift would lose its upper ones.
+    p_ext = Signal(signed(max(64, p.shape().width)))
+    m.d.comb += p_ext.eq(p)
+    remainder = p_ext.as_unsigned()[:64] & (unit - 1)[:64]
     half = unit >> 1
     q = Signal(signed(p.shape().width))
     round_up = Signal()

@@ -80,17 +80,22 @@ def test_array_latency_and_bank_switch(rows, cols):
         assert out[m + array.latency] == list(acts[m] @ weights[sels[m]])
 
 
-def test_ppu_matches_golden_requantisation():
-    config = NPUConfig(rows=2, cols=3, acc_depth=64, param_depth=4)
+@pytest.mark.parametrize("data_width, acc_width", [(8, 32), (6, 20), (16, 40)])
+def test_ppu_matches_golden_requantisation(data_width, acc_width):
+    # Narrow accumulators make products narrower than large shifts: negative products
+    # must still round correctly (the remainder needs the sign extension).
+    config = NPUConfig(rows=2, cols=3, data_width=data_width, acc_width=acc_width, acc_depth=64, param_depth=4)
     ppu = PostProcessor(config)
     rng = random.Random(5)
-    acc = [[rng.choice([rng.randint(-2**31, 2**31 - 1), rng.randint(-300, 300), -2**31, 2**31 - 1, 0])
+    lo, hi = -2**(acc_width - 1), 2**(acc_width - 1) - 1
+    acc = [[rng.choice([rng.randint(lo, hi), rng.randint(-300, 300), lo, hi, 0])
             for _ in range(config.cols)] for _ in range(40)]
-    params = [(rng.randint(-2**31, 2**31 - 1) if p == 3 else rng.randint(-1000, 1000),
+    params = [(rng.randint(lo, hi) if p == 3 else rng.randint(-1000, 1000),
                rng.choice([1, 1 << 30, rng.randint(0, 2**31 - 1)]), rng.choice([0, 1, 2, 31, 40, 63]))
               for p in range(config.param_depth * config.cols)]
-    commands = [(0, 40, 0, 0, -128, 127), (5, 20, 1, 7, -128, 127), (0, 40, 2, -3, -3, 6),
-                (10, 30, 3, 0, 50, -50), (3, 0, 1, 0, -128, 127)]
+    qmin, qmax = -2**(data_width - 1), 2**(data_width - 1) - 1
+    commands = [(0, 40, 0, 0, qmin, qmax), (5, 20, 1, 7, qmin, qmax), (0, 40, 2, -3, -3, 6),
+                (10, 30, 3, 0, 25, -25), (3, 0, 1, 0, qmin, qmax), (0, 40, 2, 1, qmin, qmax)]
     rows = []
 
     async def testbench(ctx):
@@ -134,7 +139,7 @@ def test_ppu_matches_golden_requantisation():
         lane = params[p * config.cols:(p + 1) * config.cols]
         for m in range(addr, addr + count):
             expected.append(list(requantize(np.array(acc[m]), [b for b, _, _ in lane], [x for _, x, _ in lane],
-                                            [s for _, _, s in lane], zp, lo, hi, acc_width=32)))
+                                            [s for _, _, s in lane], zp, lo, hi, acc_width=acc_width)))
     assert rows == expected
 
 
