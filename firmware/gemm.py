@@ -11,8 +11,8 @@ Memory layout (all regions bus-word aligned):
 * A: row ``m``, K-tile ``t`` (``rows`` elements) at ``a_addr + m*a_sm + t*a_st``; row
   major (``A[m, :]`` contiguous, K padded to whole tiles) when an activation row is a
   whole number of bus words, else tile major.
-* W: pre-tiled, one weight row (``cols`` weights) per K index and N-tile: N-tile ``j``,
-  K index ``k`` at ``w_addr + (j*Kp + k)*wgt_row``.
+* W: pre-tiled, one weight row (``cols`` weights) per K index and N-tile, in block
+  order: K-block (``kb`` K-tiles), then N-tile, then K index within the block.
 * params: one parameter row per N-tile.
 * Y: like A, with N-tiles in place of K-tiles.
 """
@@ -126,8 +126,18 @@ def plan_gemm(config, a, w, bias, mult, shift, zero_point=0, clamp_lo=None, clam
         return lay
 
     a_lay = layout(M, k_tiles, act_row, act_row == c.rows * c.element_bytes)
-    w_lay = GemmLayout(addr, wgt_row, Kp * wgt_row, n_tiles * Kp * wgt_row)
-    addr = _align(addr + w_lay.size, 64)
+    # W in block order: K-block (kb K-tiles), then N-tile, then K index; so one LOAD
+    # fetches a block's weights for all N-tiles of an output tile.
+    w_base = addr
+    w_size = n_tiles * Kp * wgt_row
+    addr = _align(addr + w_size, 64)
+
+    def w_addr(k, j):
+        t0 = (k // c.rows) // kb * kb                     # first K-tile of k's block
+        ntk = min(kb, k_tiles - t0)
+        return w_base + (t0 * c.rows * n_tiles + j * ntk * c.rows + (k - t0 * c.rows)) * wgt_row
+
+    w_lay = GemmLayout(w_base, wgt_row, 0, w_size)
     p_lay = GemmLayout(addr, par_row, 0, n_tiles * par_row)
     addr = _align(addr + p_lay.size, 64)
     y_lay = layout(M, n_tiles, out_row, out_row == c.cols * c.element_bytes)
@@ -143,7 +153,7 @@ def plan_gemm(config, a, w, bias, mult, shift, zero_point=0, clamp_lo=None, clam
             image.append((a_lay.addr(m, t), pack_row(c, "act", ap[m, t * c.rows:(t + 1) * c.rows])))
     for j in range(n_tiles):
         for k in range(Kp):
-            image.append((w_lay.addr(k, j), pack_row(c, "wgt", wp[k, j * c.cols:(j + 1) * c.cols])))
+            image.append((w_addr(k, j), pack_row(c, "wgt", wp[k, j * c.cols:(j + 1) * c.cols])))
         cols = range(j * c.cols, (j + 1) * c.cols)
         lanes = {name: [int(v[n]) if n < N else 0 for n in cols] for name, v in
                  (("bias", bias), ("mult", mult), ("shift", shift))}
@@ -169,9 +179,7 @@ def plan_gemm(config, a, w, bias, mult, shift, zero_point=0, clamp_lo=None, clam
         out = []
         for t in range(ntk):
             out.append(Load(Buffer.ACT, mr, h * half_act + t * mr, a_lay.addr(m0, t0 + t), a_lay.sm))
-        for jj in range(nj):
-            out.append(Load(Buffer.WGT, ntk * c.rows, h * half_wgt + jj * ntk * c.rows,
-                            w_lay.addr(t0 * c.rows, j0 + jj), wgt_row))
+        out.append(Load(Buffer.WGT, nj * ntk * c.rows, h * half_wgt, w_addr(t0 * c.rows, j0), wgt_row))
         if first:
             out.append(Load(Buffer.PARAM, nj, pbase, p_lay.addr(j0, 0), par_row))
         return out
@@ -189,6 +197,9 @@ def plan_gemm(config, a, w, bias, mult, shift, zero_point=0, clamp_lo=None, clam
             return []
         return [Store(mr, jj * mr, pbase + jj, y_lay.addr(m0, j0 + jj), y_lay.sm) for jj in range(nj)]
 
+    # Each block's computes, with the next block's loads after the first ``interleave``
+    # of them: those keep the array busy while the loads wait for the previous block
+    # to release the buffer half they overwrite.
     program += loads(0)
     for i in range(len(blocks)):
         comp = computes(i)
