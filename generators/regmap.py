@@ -423,6 +423,6 @@ def write_all(config, out_dir):
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit(f"usage: python -m npu.generators.regmap PATH  (writes the default configuration's "
-                 f"register page, e.g. docs/registers.md)")
+        sys.exit("usage: python -m npu.generators.regmap PATH  (writes the default configuration's "
+                 "register page, e.g. docs/registers.md)")
     Path(sys.argv[1]).write_text(markdown(NPUConfig()))

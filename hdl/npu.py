@@ -28,7 +28,8 @@ from .dma import DMAUnit, bus_signature, dma_command_layout, side_param_layout
 from .fetch import Fetcher
 from .isa import FIELDS, Buffer, ErrorCode, Opcode, reserved_mask
 from .layouts import TileOp, command_layout
-from .regs import CSR_ADDR_WIDTH, MAGIC, PERF_COUNTER_BITS, PERF_COUNTERS, REGISTERS, VERSION, field_of
+from ..generators.regmap import reset_value
+from .regs import CSR_ADDR_WIDTH, PERF_COUNTER_BITS, PERF_COUNTERS, REGISTERS, field_of
 
 __all__ = ["NPU", "COMPUTE_QUEUE_DEPTH", "DMA_QUEUE_DEPTH"]
 
@@ -443,14 +444,8 @@ class _Core(Elaboratable):
             status[_bit("STATUS", "WAITING")].eq(busy & fetcher.caught_up),
             status[_bit("STATUS", "ERROR_CODE"):_bit("STATUS", "ERROR_CODE") + 8].eq(error_code),
         ]
-        sp = cfg.sparsity.split(":") if ":" in cfg.sparsity else (0, 0)
-        constants = {
-            "ID_MAGIC": MAGIC, "ID_VERSION": VERSION,
-            "ID_ARRAY": R | C << 8 | cfg.data_width << 16 | cfg.acc_width << 24,
-            "ID_ACT_DEPTH": cfg.act_depth, "ID_WGT_DEPTH": cfg.wgt_depth, "ID_ACC_DEPTH": cfg.acc_depth,
-            "ID_PARAM_DEPTH": cfg.param_depth,
-            "ID_BUS": cfg.bus_width | int(sp[0]) << 8 | int(sp[1]) << 16,
-        }
+        # Identification: the values the generated npu_regs.h documents for this config.
+        constants = {reg.name: reset_value(reg, cfg) for reg in REGISTERS if reg.name.startswith("ID_")}
         readable = {
             "STATUS": status, "IRQ_ENABLE": irq_enable, "IRQ_PENDING": irq_pending, "ERROR_ADDR": error_addr,
             "ERROR_CMD": error_cmd, "RING_BASE": ring_base, "RING_SIZE": ring_size, "RING_HEAD": head,

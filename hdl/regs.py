@@ -111,7 +111,8 @@ REGISTERS = (
                                          "WINDOW_BASE <= address < WINDOW_LIMIT (empty after reset)"),
     *(reg for i, (name, doc) in enumerate(PERF_COUNTERS.items()) for reg in (
         Register(f"PERF_{name.upper()}_LO", _PERF_BASE + 8 * i, "ro", f"{doc} (bits 31:0; reading latches _HI)"),
-        Register(f"PERF_{name.upper()}_HI", _PERF_BASE + 8 * i + 4, "ro", f"{doc} (bits 47:32; latched when _LO was read)"))),
+        Register(f"PERF_{name.upper()}_HI", _PERF_BASE + 8 * i + 4, "ro",
+                 f"{doc} (bits 47:32; latched when _LO was read)"))),
 )
 
 #: Error codes, exported with the register map.

@@ -34,8 +34,8 @@ def build_dir_for(config, tag=""):
     return repo_root() / "build" / "sim" / name
 
 
-def run_cocotb(config, test_module, *, top="npu", testcase=None, build_dir=None, extra_env=None, waves=None,
-               result=False, quiet=False):
+def run_cocotb(config, test_module, *, top="npu", testcase=None, build_dir=None, extra_env=None,
+               waves=None, result=False, quiet=False):
     """Generate ``config``, build it with Icarus and run ``test_module``'s cocotb tests.
 
     ``top`` is the design to generate (``"npu"`` or ``"datapath"``). Returns the JSON the tests wrote with :func:`npu.sim.testbench.write_result` when

@@ -25,7 +25,20 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     port_names = {p["name"] for p in manifest["ports"]}
     for port in port_names:
         assert port in verilog
-    assert {"cmd__payload", "out__payload", "perf_rows_issued", "idle", "clk", "rst"} <= port_names
+    assert {"csr__adr", "csr__dat_r", "bus__adr", "bus__err", "irq", "clk", "rst"} <= port_names
+    assert manifest["rows"]["param"] == {"bytes": 75, "words": 19}
+    assert manifest["registers"]["CTRL"] == 0x20
+    # Register offsets are distinct words.
+    offsets = list(manifest["registers"].values())
+    assert len(set(offsets)) == len(offsets) and all(o % 4 == 0 for o in offsets)
+
+
+def test_datapath_top_manifest_payloads(tmp_path):
+    from npu.generators.config import NPUConfig
+    from npu.generators.verilog import generate
+
+    _, json_path = generate(NPUConfig(), tmp_path, top="datapath")
+    manifest = json.loads(json_path.read_text())
     # Payload fields tile their vector exactly, without overlap.
     cmd = manifest["payloads"]["cmd"]
     width = next(p["width"] for p in manifest["ports"] if p["name"] == "cmd__payload")

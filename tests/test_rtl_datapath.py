@@ -30,7 +30,8 @@ TESTS = [("random_gemms", 1), ("random_gemms", 2), ("back_to_back_tiles", 1), ("
 @pytest.mark.parametrize("name", CONFIGS)
 def test_datapath_rtl(name, test, seed):
     config = CONFIGS[name]
-    run_cocotb(config, "npu.sim.tb_datapath", top="datapath", testcase=test, build_dir=build_dir_for(config, f"{test}-{seed}"),
+    run_cocotb(config, "npu.sim.tb_datapath", top="datapath", testcase=test,
+               build_dir=build_dir_for(config, f"{test}-{seed}"),
                extra_env={"NPU_SEED": str(seed)})
 
 
@@ -38,5 +39,6 @@ def test_datapath_rtl(name, test, seed):
 def test_waveforms_on_request(tmp_path):
     """NPU_WAVES=1 (here waves=True) leaves a waveform next to the build (documented in README)."""
     config = CONFIGS["1x1"]
-    run_cocotb(config, "npu.sim.tb_datapath", top="datapath", testcase="requantisation_edges", build_dir=tmp_path, waves=True)
+    run_cocotb(config, "npu.sim.tb_datapath", top="datapath", testcase="requantisation_edges",
+               build_dir=tmp_path, waves=True)
     assert (tmp_path / "npu.fst").stat().st_size > 1000

@@ -31,7 +31,8 @@ RUNS = [
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("test, seed, waits, stall", RUNS, ids=[f"{t}-{s}-w{w.replace(',', '_')}" for t, s, w, _ in RUNS])
+@pytest.mark.parametrize("test, seed, waits, stall", RUNS,
+                         ids=[f"{t}-{s}-w{w.replace(',', '_')}" for t, s, w, _ in RUNS])
 @pytest.mark.parametrize("name", CONFIGS)
 def test_npu_rtl(name, test, seed, waits, stall):
     config = CONFIGS[name]
