@@ -138,9 +138,13 @@ class DMAUnit(wiring.Component):
         err = self.bus.cyc & self.bus.err
         word_ok = in_window(req_addr, bb, self.window_base, self.window_limit)
         have_data = ~cmd.store | srow_valid
+        # A request held by stall stays presented, unchanged, until the bus takes it
+        # (Wishbone B4), even if the unit meanwhile wants to stop or yield the bus.
+        was_stalled = Signal()
+        m.d.sync += was_stalled.eq(self.bus.stb & self.bus.stall)
         # After MAX_BURST requests, let the waiting instruction fetcher have the bus.
-        hold = (burst == MAX_BURST) & self.yield_bus
-        want_issue = running & ~req_done & ~stopping & ~hold & have_data
+        hold = (burst == MAX_BURST) & self.yield_bus & ~was_stalled
+        want_issue = running & ((~req_done & ~stopping & ~hold & have_data) | was_stalled)
         release = hold & (outstanding == 0)
         m.d.comb += self.bus_req.eq((want_issue & word_ok) | (outstanding != 0))
 
@@ -244,7 +248,7 @@ class DMAUnit(wiring.Component):
             m.d.sync += running.eq(0)
         m.d.comb += self.done.eq(finished)
         m.d.comb += [
-            self.fault.eq(stopping & (outstanding == 0)),
+            self.fault.eq(stopping & (outstanding == 0) & ~self.bus.stb),
             self.fault_code.eq(fault_code),
             self.fault_addr.eq(fault_addr),
         ]

@@ -92,13 +92,17 @@ class Fetcher(wiring.Component):
         bad_ring = (self.tail >= self.ring_size) | (fetch_slot >= self.ring_size)
         can_issue = mid_slot | (more & ~bad_ring & (reserved != FETCH_DEPTH))
         word_ok = in_window(req_addr, bb, self.window_base, self.window_limit)
+        # A request held by stall stays presented, unchanged, until the bus takes it.
+        was_stalled = Signal()
+        m.d.sync += was_stalled.eq(self.bus.stb & self.bus.stall)
+        go = ~stopped | was_stalled
         # Ask for the bus for a batch of slots; once holding it, keep fetching while there is room.
         start = more & ((free >= FETCH_BATCH) | (reserved == 0) | (self.tail - fetch_slot < free))
-        want = (mid_slot | (holding & can_issue) | start) & word_ok & ~stopped & ~bad_ring
+        want = ((mid_slot | (holding & can_issue) | start) & word_ok & ~stopped & ~bad_ring) | was_stalled
         m.d.comb += self.bus_req.eq(want | (outstanding != 0))
         m.d.comb += [
             self.bus.cyc.eq(self.gnt & self.bus_req),
-            self.bus.stb.eq(self.bus.cyc & can_issue & word_ok & ~stopped),
+            self.bus.stb.eq(self.bus.cyc & (can_issue | was_stalled) & word_ok & go),
             self.bus.we.eq(0),
             self.bus.adr.eq(req_addr[exact_log2(bb):]),
             self.bus.sel.eq((1 << bb) - 1),
@@ -163,7 +167,7 @@ class Fetcher(wiring.Component):
                          reserved.eq(0), stopped.eq(0), discard.eq(0)]
 
         m.d.comb += [
-            self.idle.eq(outstanding == 0),
+            self.idle.eq((outstanding == 0) & ~self.bus.stb),
             self.caught_up.eq(fetch_slot == self.tail),
             self.fault.eq(stopped & (outstanding == 0)),
             self.fault_code.eq(fault_code),

@@ -21,6 +21,9 @@ CONFIGS = {
 RUNS = [
     ("gemm", 1, "0,0", 0.0),
     ("gemm", 2, "0,15", 0.3),
+    # Long DMA bursts (up to the 64-request limit, then the fetcher's turn) under heavy
+    # stalls: a stalled request must stay presented whatever the master wants next.
+    ("gemm", 3, "0,3", 0.5),
     ("random_programs", 1, "0,0", 0.0),
     ("random_programs", 2, "0,15", 0.3),
     ("random_programs", 3, "0,3", 0.1),
@@ -38,4 +41,5 @@ def test_npu_rtl(name, test, seed, waits, stall):
     config = CONFIGS[name]
     run_cocotb(config, "npu.sim.tb_npu", testcase=test,
                build_dir=build_dir_for(config, f"npu-{test}-{seed}-{waits.replace(',', '_')}"),
-               extra_env={"NPU_SEED": str(seed), "NPU_WAITS": waits, "NPU_STALL": str(stall)})
+               extra_env={"NPU_SEED": str(seed), "NPU_WAITS": waits, "NPU_STALL": str(stall),
+                          **({"NPU_GEMM": "128,64,64"} if seed == 3 else {})})
