@@ -44,7 +44,7 @@ def sparsity_nm(config):
 
 
 def _config_fields(config):
-    """Field (or whole-register) values of the ``reset="configuration"`` registers."""
+    """Field (or whole-register) values of the ``init="configuration"`` registers."""
     n, m = sparsity_nm(config)
     return {
         "ID_ARRAY": {"ROWS": config.rows, "COLS": config.cols, "DATA_WIDTH": config.data_width,
@@ -76,15 +76,15 @@ def _pack(reg, value):
 
 def reset_value(reg, config):
     """The value ``reg`` reads after reset in the NPU generated from ``config``."""
-    if reg.reset == "configuration":
+    if reg.init == "configuration":
         table = _config_fields(config)
         if reg.name not in table:
-            raise ValueError(f"{reg.name} has reset='configuration' but no configuration value is defined "
+            raise ValueError(f"{reg.name} has init='configuration' but no configuration value is defined "
                              f"for it in npu.generators.regmap")
         return _pack(reg, table[reg.name])
-    if not isinstance(reg.reset, int):
-        raise ValueError(f"{reg.name}: reset must be an integer or 'configuration', not {reg.reset!r}")
-    return _pack(reg, reg.reset)
+    if not isinstance(reg.init, int):
+        raise ValueError(f"{reg.name}: init must be an integer or 'configuration', not {reg.init!r}")
+    return _pack(reg, reg.init)
 
 
 def field_values(reg, value):
@@ -291,7 +291,7 @@ def markdown(config=None):
     ]
     for reg in regs.REGISTERS:
         reset = f"`0x{reset_value(reg, config):08X}`"
-        if reg.reset == "configuration":
+        if reg.init == "configuration":
             reset += " (configuration)"
         out.append(f"| `0x{reg.offset:03X}` | {reg.name} | {reg.access} | {reset} | {_md(reg.doc)} |")
     out += ["", "## Fields"]

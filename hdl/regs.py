@@ -37,7 +37,7 @@ class Register:
     doc: str
     fields: tuple = field(default_factory=tuple)
     #: Value after reset (and soft reset); for identification registers, a description.
-    reset: object = 0
+    init: object = 0
 
 
 #: Width of every performance counter: 48 bits (78 hours at 1 GHz), read as
@@ -68,22 +68,22 @@ PERF_COUNTERS = {
 _PERF_BASE = 0x80
 
 REGISTERS = (
-    Register("ID_MAGIC", 0x00, "ro", "reads 0x3055504E (\"NPU0\")", reset=MAGIC),
+    Register("ID_MAGIC", 0x00, "ro", "reads 0x3055504E (\"NPU0\")", init=MAGIC),
     Register("ID_VERSION", 0x04, "ro", "instruction set and register map version", (
         BitField("MINOR", 0, 8, "minor version"), BitField("MAJOR", 8, 8, "major version")),
-        reset=VERSION),
+        init=VERSION),
     Register("ID_ARRAY", 0x08, "ro", "array geometry", (
         BitField("ROWS", 0, 8, "array rows R"), BitField("COLS", 8, 8, "array columns C"),
         BitField("DATA_WIDTH", 16, 8, "operand width in bits"),
-        BitField("ACC_WIDTH", 24, 8, "accumulator width in bits")), reset="configuration"),
-    Register("ID_ACT_DEPTH", 0x0C, "ro", "entries per activation bank", reset="configuration"),
-    Register("ID_WGT_DEPTH", 0x10, "ro", "weight buffer entries", reset="configuration"),
-    Register("ID_ACC_DEPTH", 0x14, "ro", "entries per accumulator bank", reset="configuration"),
-    Register("ID_PARAM_DEPTH", 0x18, "ro", "parameter buffer entries", reset="configuration"),
+        BitField("ACC_WIDTH", 24, 8, "accumulator width in bits")), init="configuration"),
+    Register("ID_ACT_DEPTH", 0x0C, "ro", "entries per activation bank", init="configuration"),
+    Register("ID_WGT_DEPTH", 0x10, "ro", "weight buffer entries", init="configuration"),
+    Register("ID_ACC_DEPTH", 0x14, "ro", "entries per accumulator bank", init="configuration"),
+    Register("ID_PARAM_DEPTH", 0x18, "ro", "parameter buffer entries", init="configuration"),
     Register("ID_BUS", 0x1C, "ro", "DMA bus and sparsity", (
         BitField("BUS_WIDTH", 0, 8, "DMA Wishbone data width in bits"),
         BitField("SPARSITY_N", 8, 8, "N of N:M sparsity (0 = dense)"),
-        BitField("SPARSITY_M", 16, 8, "M of N:M sparsity (0 = dense)")), reset="configuration"),
+        BitField("SPARSITY_M", 16, 8, "M of N:M sparsity (0 = dense)")), init="configuration"),
     Register("CTRL", 0x20, "wo", "control; every bit is a one-cycle command, reads 0", (
         BitField("START", 0, 1, "start executing at RING_HEAD (ignored while BUSY or ERROR)"),
         BitField("SOFT_RESET", 1, 1, "reset the whole NPU except this bus interface; "
