@@ -8,7 +8,7 @@ request, an ERR answer or a bad ring register stops fetching and raises ``fault`
 fetched before it has been dispatched, so errors surface in program order.
 """
 
-from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.hdl import Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -113,15 +113,15 @@ class Fetcher(wiring.Component):
         err = self.bus.cyc & self.bus.err
         m.d.sync += outstanding.eq(outstanding + accept - (ack | err))
 
-        with m.If(accept):
-            with m.If(req_word == words - 1):
-                m.d.sync += req_word.eq(0)
-                with m.If(fetch_slot + 1 == self.ring_size):
-                    m.d.sync += fetch_slot.eq(0)
-                with m.Else():
-                    m.d.sync += fetch_slot.eq(fetch_slot + 1)
+        def advance(word, slot):
+            """Next bus word of an instruction; after its last, the next ring slot (wrapping)."""
+            with m.If(word == words - 1):
+                m.d.sync += [word.eq(0), slot.eq(Mux(slot + 1 == self.ring_size, 0, slot + 1))]
             with m.Else():
-                m.d.sync += req_word.eq(req_word + 1)
+                m.d.sync += word.eq(word + 1)
+
+        with m.If(accept):
+            advance(req_word, fetch_slot)
 
         # Faults, in the order the requests would have been made.
         with m.If(~stopped & ~mid_slot & more & bad_ring):
@@ -136,14 +136,7 @@ class Fetcher(wiring.Component):
 
         push = Signal()
         with m.If(ack | err):
-            with m.If(resp_word == words - 1):
-                m.d.sync += resp_word.eq(0)
-                with m.If(resp_slot + 1 == self.ring_size):
-                    m.d.sync += resp_slot.eq(0)
-                with m.Else():
-                    m.d.sync += resp_slot.eq(resp_slot + 1)
-            with m.Else():
-                m.d.sync += resp_word.eq(resp_word + 1)
+            advance(resp_word, resp_slot)
         if words > 1:
             with m.If(ack):
                 m.d.sync += insn_reg.word_select(resp_word, bw).eq(self.bus.dat_r)

@@ -349,29 +349,21 @@ class _Core(Elaboratable):
         with m.If(dispatch):
             m.d.sync += head.eq(Mux(slot + 1 == ring_size, 0, slot + 1))
 
-        # Queue bookkeeping.
-        with m.If(dispatch & push_cq):
-            for i in range(CQ):
-                with m.If(cq_wr == i):
-                    m.d.sync += cq[i].eq(new_cq)
-            m.d.sync += cq_wr.eq(cq_wr + 1)
-        m.d.sync += [cq_count.eq(cq_count + (dispatch & push_cq) - cq_retire),
-                     cq_unsent.eq(cq_unsent + (dispatch & push_cq) - cq_sent)]
-        with m.If(cq_sent):
-            m.d.sync += cq_send.eq(cq_send + 1)
-        with m.If(cq_retire):
-            m.d.sync += cq_ret.eq(cq_ret + 1)
-        with m.If(dispatch & push_dq):
-            for i in range(DQ):
-                with m.If(dq_wr == i):
-                    m.d.sync += dq[i].eq(new_dq)
-            m.d.sync += dq_wr.eq(dq_wr + 1)
-        m.d.sync += [dq_count.eq(dq_count + (dispatch & push_dq) - dq_retire),
-                     dq_unsent.eq(dq_unsent + (dispatch & push_dq) - dq_sent)]
-        with m.If(dq_sent):
-            m.d.sync += dq_send.eq(dq_send + 1)
-        with m.If(dq_retire):
-            m.d.sync += dq_ret.eq(dq_ret + 1)
+        # Queue bookkeeping: write at wr, send to the unit at send, retire at ret.
+        def bookkeeping(entries, wr, send, ret, count, unsent, push, new, sent, retire):
+            with m.If(push):
+                for i, entry in enumerate(entries):
+                    with m.If(wr == i):
+                        m.d.sync += entry.eq(new)
+                m.d.sync += wr.eq(wr + 1)
+            m.d.sync += [count.eq(count + push - retire), unsent.eq(unsent + push - sent)]
+            with m.If(sent):
+                m.d.sync += send.eq(send + 1)
+            with m.If(retire):
+                m.d.sync += ret.eq(ret + 1)
+
+        bookkeeping(cq, cq_wr, cq_send, cq_ret, cq_count, cq_unsent, dispatch & push_cq, new_cq, cq_sent, cq_retire)
+        bookkeeping(dq, dq_wr, dq_send, dq_ret, dq_count, dq_unsent, dispatch & push_dq, new_dq, dq_sent, dq_retire)
 
         # --- Start, stop, errors ------------------------------------------------------
         m.d.comb += fetcher.enable.eq(busy & ~stopping)
