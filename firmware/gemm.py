@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..hdl.isa import Buffer, row_words
-from .isa import Compute, End, Load, Store, pack_row
+from .isa import Compute, End, Load, Store, pack_matrix, pack_row, unpack_matrix
 
-__all__ = ["GemmLayout", "GemmProgram", "plan_gemm", "choose_tiles"]
+__all__ = ["GemmLayout", "GemmPlan", "GemmProgram", "plan_gemm", "choose_tiles"]
 
 
 @dataclass
@@ -52,17 +52,11 @@ class GemmProgram:
     tiles: dict = field(default_factory=dict)
     macs: int = 0
     end: int = 0     #: first byte after the last region
+    plan: "GemmPlan" = None
 
     def read_result(self, config, read):
         """The M x N result, using ``read(addr, nbytes) -> bytes`` on the final memory."""
-        from .isa import unpack_row
-        M, N = self.shape
-        out = np.zeros((M, -(-N // config.cols) * config.cols), dtype=np.int64)
-        size = row_words(config, "out") * config.bus_bytes
-        for m in range(M):
-            for j in range(out.shape[1] // config.cols):
-                out[m, j * config.cols:(j + 1) * config.cols] = unpack_row(config, "out", read(self.y.addr(m, j), size))
-        return out[:, :N]
+        return self.plan.read_result(read)
 
 
 def _align(x, a):
@@ -92,122 +86,170 @@ def choose_tiles(config, M, K, N):
     return best[1]
 
 
+class GemmPlan:
+    """The memory layout and command program of an ``M x K x N`` GEMM, from byte ``base``.
+
+    The program depends on the shapes and addresses only, so a compiler plans a layer
+    once and fills its operands later: :meth:`weight_image` (constant: W and the
+    requantisation parameters), :meth:`act_image` (each run's A) and
+    :meth:`read_result` (Y). ``program`` has no END: GEMMs can follow one another.
+    """
+
+    def __init__(self, config, M, K, N, *, base, tiles=None, interleave=4):
+        c = self.config = config
+        self.shape = (M, K, N)
+        self.macs = M * K * N
+        self.k_tiles, self.n_tiles = -(-K // c.rows), -(-N // c.cols)
+        mt, nt, kb = self.mt, self.nt, self.kb = tiles or choose_tiles(c, M, K, N)
+        self.tiles = {"mt": mt, "nt": nt, "kb": kb}
+        bb = c.bus_bytes
+        k_tiles, n_tiles = self.k_tiles, self.n_tiles
+        wgt_row = row_words(c, "wgt") * bb
+        par_row = row_words(c, "param") * bb
+        self._act_row = row_words(c, "act") * bb
+        self._out_row = row_words(c, "out") * bb
+        addr = _align(base, 64)
+
+        def layout(rows, tiles_, row_size, tight):
+            nonlocal addr
+            if tight:   # row major: a row's tiles are contiguous
+                lay = GemmLayout(addr, tiles_ * row_size, row_size, rows * tiles_ * row_size)
+            else:
+                lay = GemmLayout(addr, row_size, rows * row_size, rows * tiles_ * row_size)
+            addr = _align(addr + lay.size, 64)
+            return lay
+
+        self.a = a_lay = layout(M, k_tiles, self._act_row, self._act_row == c.rows * c.element_bytes)
+        # W in block order: K-block (kb K-tiles), then N-tile, then K index; so one LOAD
+        # fetches a block's weights for all N-tiles of an output tile.
+        w_base = addr
+        w_size = n_tiles * k_tiles * c.rows * wgt_row
+        addr = _align(addr + w_size, 64)
+
+        def w_addr(k, j):
+            t0 = (k // c.rows) // kb * kb                     # first K-tile of k's block
+            ntk = min(kb, k_tiles - t0)
+            return w_base + (t0 * c.rows * n_tiles + j * ntk * c.rows + (k - t0 * c.rows)) * wgt_row
+
+        self._w_addr = w_addr
+        self.w = GemmLayout(w_base, wgt_row, 0, w_size)
+        self.params = p_lay = GemmLayout(addr, par_row, 0, n_tiles * par_row)
+        addr = _align(addr + p_lay.size, 64)
+        self.y = y_lay = layout(M, n_tiles, self._out_row, self._out_row == c.cols * c.element_bytes)
+        self.end = addr
+
+        blocks = []   # (m0, mrows, j0, njs, t0, nts, first_k, last_k, parameter base entry)
+        tile = 0
+        par_half = nt if 2 * nt <= c.param_depth else 0
+        for m0 in range(0, M, mt):
+            for j0 in range(0, n_tiles, nt):
+                for t0 in range(0, k_tiles, kb):
+                    blocks.append((m0, min(mt, M - m0), j0, min(nt, n_tiles - j0), t0, min(kb, k_tiles - t0),
+                                   t0 == 0, t0 + kb >= k_tiles, (tile % 2) * par_half))
+                tile += 1
+        half_act, half_wgt = c.act_depth // 2, c.wgt_depth // 2
+
+        def loads(i):
+            m0, mr, j0, nj, t0, ntk, first, _, pbase = blocks[i]
+            h = i % 2
+            out = []
+            for t in range(ntk):
+                out.append(Load(Buffer.ACT, mr, h * half_act + t * mr, a_lay.addr(m0, t0 + t), a_lay.sm))
+            out.append(Load(Buffer.WGT, nj * ntk * c.rows, h * half_wgt, w_addr(t0 * c.rows, j0), wgt_row))
+            if first:
+                out.append(Load(Buffer.PARAM, nj, pbase, p_lay.addr(j0, 0), par_row))
+            return out
+
+        def computes(i):
+            m0, mr, j0, nj, t0, ntk, first, _, _ = blocks[i]
+            h = i % 2
+            return [Compute(mr, h * half_act + t * mr, h * half_wgt + (jj * ntk + t) * c.rows, jj * mr,
+                            accumulate=not (first and t == 0))
+                    for jj in range(nj) for t in range(ntk)]
+
+        def stores(i):
+            m0, mr, j0, nj, _, _, _, last, pbase = blocks[i]
+            if not last:
+                return []
+            return [Store(mr, jj * mr, pbase + jj, y_lay.addr(m0, j0 + jj), y_lay.sm) for jj in range(nj)]
+
+        # Each block's computes, with the next block's loads after the first ``interleave``
+        # of them: those keep the array busy while the loads wait for the previous block
+        # to release the buffer half they overwrite.
+        program = loads(0)
+        for i in range(len(blocks)):
+            comp = computes(i)
+            program += comp[:interleave]
+            if i + 1 < len(blocks):
+                program += loads(i + 1)
+            program += comp[interleave:]
+            program += stores(i)
+        self.program = program
+
+    def act_image(self, a):
+        """``[(address, bytes)]`` placing the M x K activations ``a`` (zero padded)."""
+        c = self.config
+        M, K, _ = self.shape
+        a = np.asarray(a, dtype=np.int64)
+        if a.shape != (M, K):
+            raise ValueError(f"activations are {a.shape}, this GEMM takes {(M, K)}")
+        ap = np.zeros((M, self.k_tiles * c.rows), dtype=np.int64)
+        ap[:, :K] = a
+        rows = ap.reshape(M, self.k_tiles, c.rows)
+        if self.a.st != self._act_row:          # tile major
+            rows = rows.transpose(1, 0, 2)
+        return [(self.a.base, pack_matrix(c, "act", rows))]
+
+    def weight_image(self, w, bias, mult, shift, zero_point=0, clamp_lo=None, clamp_hi=None):
+        """``[(address, bytes)]`` placing the K x N weights and the parameter rows."""
+        c = self.config
+        M, K, N = self.shape
+        w = np.asarray(w, dtype=np.int64)
+        if w.shape != (K, N):
+            raise ValueError(f"weights are {w.shape}, this GEMM takes {(K, N)}")
+        qmin, qmax = -(1 << (c.data_width - 1)), (1 << (c.data_width - 1)) - 1
+        clamp_lo = qmin if clamp_lo is None else clamp_lo
+        clamp_hi = qmax if clamp_hi is None else clamp_hi
+        bias, mult, shift = (np.broadcast_to(np.asarray(v, dtype=object), (N,)) for v in (bias, mult, shift))
+        Kp, Np = self.k_tiles * c.rows, self.n_tiles * c.cols
+        wp = np.zeros((Kp, Np), dtype=np.int64)
+        wp[:K, :N] = w
+        # Memory order of the weight rows (see w_addr): block, N-tile, K within the block.
+        order = []
+        for t0 in range(0, self.k_tiles, self.kb):
+            ks = range(t0 * c.rows, min(t0 + self.kb, self.k_tiles) * c.rows)
+            order += [wp[k, j * c.cols:(j + 1) * c.cols] for j in range(self.n_tiles) for k in ks]
+        image = [(self.w.base, pack_matrix(c, "wgt", np.array(order)))]
+        par = bytearray()
+        for j in range(self.n_tiles):
+            cols = range(j * c.cols, (j + 1) * c.cols)
+            lanes = {name: [int(v[n]) if n < N else 0 for n in cols] for name, v in
+                     (("bias", bias), ("mult", mult), ("shift", shift))}
+            par += pack_row(c, "param", dict(lanes, zero_point=zero_point, clamp_lo=clamp_lo, clamp_hi=clamp_hi))
+        image.append((self.params.base, bytes(par)))
+        return image
+
+    def read_result(self, read):
+        """The M x N result, using ``read(addr, nbytes) -> bytes`` on the final memory."""
+        c = self.config
+        M, _, N = self.shape
+        rows = unpack_matrix(c, "out", read(self.y.base, self.y.size), M * self.n_tiles)
+        if self.y.st == self._out_row:          # row major
+            out = rows.reshape(M, self.n_tiles * c.cols)
+        else:
+            out = rows.reshape(self.n_tiles, M, c.cols).transpose(1, 0, 2).reshape(M, -1)
+        return out[:, :N]
+
+
 def plan_gemm(config, a, w, bias, mult, shift, zero_point=0, clamp_lo=None, clamp_hi=None, *, base,
               tiles=None, interleave=4):
-    """The program and memory image for the quantised GEMM, regions from byte ``base``."""
-    c = config
-    bb = c.bus_bytes
-    a = np.asarray(a, dtype=np.int64)
-    w = np.asarray(w, dtype=np.int64)
+    """The program (ending in END) and memory image for the quantised GEMM, from byte ``base``."""
+    a = np.asarray(a)
+    w = np.asarray(w)
+    if a.ndim != 2 or w.ndim != 2 or w.shape[0] != a.shape[1]:
+        raise ValueError(f"inner dimensions differ: a is {a.shape}, w is {w.shape}")
     (M, K), N = a.shape, w.shape[1]
-    if w.shape[0] != K:
-        raise ValueError(f"inner dimensions differ: a is {M}x{K}, w is {w.shape[0]}x{N}")
-    qmin, qmax = -(1 << (c.data_width - 1)), (1 << (c.data_width - 1)) - 1
-    clamp_lo = qmin if clamp_lo is None else clamp_lo
-    clamp_hi = qmax if clamp_hi is None else clamp_hi
-    bias, mult, shift = (np.broadcast_to(np.asarray(v, dtype=object), (N,)) for v in (bias, mult, shift))
-    k_tiles, n_tiles = -(-K // c.rows), -(-N // c.cols)
-    Kp, Np = k_tiles * c.rows, n_tiles * c.cols
-    mt, nt, kb = tiles or choose_tiles(c, M, K, N)
-
-    act_row = row_words(c, "act") * bb
-    wgt_row = row_words(c, "wgt") * bb
-    par_row = row_words(c, "param") * bb
-    out_row = row_words(c, "out") * bb
-    addr = _align(base, 64)
-
-    def layout(rows, tiles_, row_size, tight):
-        nonlocal addr
-        if tight:   # row major: a row's tiles are contiguous
-            lay = GemmLayout(addr, tiles_ * row_size, row_size, rows * tiles_ * row_size)
-        else:
-            lay = GemmLayout(addr, row_size, rows * row_size, rows * tiles_ * row_size)
-        addr = _align(addr + lay.size, 64)
-        return lay
-
-    a_lay = layout(M, k_tiles, act_row, act_row == c.rows * c.element_bytes)
-    # W in block order: K-block (kb K-tiles), then N-tile, then K index; so one LOAD
-    # fetches a block's weights for all N-tiles of an output tile.
-    w_base = addr
-    w_size = n_tiles * Kp * wgt_row
-    addr = _align(addr + w_size, 64)
-
-    def w_addr(k, j):
-        t0 = (k // c.rows) // kb * kb                     # first K-tile of k's block
-        ntk = min(kb, k_tiles - t0)
-        return w_base + (t0 * c.rows * n_tiles + j * ntk * c.rows + (k - t0 * c.rows)) * wgt_row
-
-    w_lay = GemmLayout(w_base, wgt_row, 0, w_size)
-    p_lay = GemmLayout(addr, par_row, 0, n_tiles * par_row)
-    addr = _align(addr + p_lay.size, 64)
-    y_lay = layout(M, n_tiles, out_row, out_row == c.cols * c.element_bytes)
-
-    # Memory image.
-    ap = np.zeros((M, Kp), dtype=np.int64)
-    ap[:, :K] = a
-    wp = np.zeros((Kp, Np), dtype=np.int64)
-    wp[:K, :N] = w
-    image = []
-    for m in range(M):
-        for t in range(k_tiles):
-            image.append((a_lay.addr(m, t), pack_row(c, "act", ap[m, t * c.rows:(t + 1) * c.rows])))
-    for j in range(n_tiles):
-        for k in range(Kp):
-            image.append((w_addr(k, j), pack_row(c, "wgt", wp[k, j * c.cols:(j + 1) * c.cols])))
-        cols = range(j * c.cols, (j + 1) * c.cols)
-        lanes = {name: [int(v[n]) if n < N else 0 for n in cols] for name, v in
-                 (("bias", bias), ("mult", mult), ("shift", shift))}
-        image.append((p_lay.addr(j, 0), pack_row(c, "param", dict(
-            lanes, zero_point=zero_point, clamp_lo=clamp_lo, clamp_hi=clamp_hi))))
-
-    # Program.
-    program = []
-    blocks = []   # (m0, mrows, j0, njs, t0, nts, first_k, last_k, parameter base entry)
-    tile = 0
-    par_half = nt if 2 * nt <= c.param_depth else 0
-    for m0 in range(0, M, mt):
-        for j0 in range(0, n_tiles, nt):
-            for t0 in range(0, k_tiles, kb):
-                blocks.append((m0, min(mt, M - m0), j0, min(nt, n_tiles - j0), t0, min(kb, k_tiles - t0),
-                               t0 == 0, t0 + kb >= k_tiles, (tile % 2) * par_half))
-            tile += 1
-    half_act, half_wgt = c.act_depth // 2, c.wgt_depth // 2
-
-    def loads(i):
-        m0, mr, j0, nj, t0, ntk, first, _, pbase = blocks[i]
-        h = i % 2
-        out = []
-        for t in range(ntk):
-            out.append(Load(Buffer.ACT, mr, h * half_act + t * mr, a_lay.addr(m0, t0 + t), a_lay.sm))
-        out.append(Load(Buffer.WGT, nj * ntk * c.rows, h * half_wgt, w_addr(t0 * c.rows, j0), wgt_row))
-        if first:
-            out.append(Load(Buffer.PARAM, nj, pbase, p_lay.addr(j0, 0), par_row))
-        return out
-
-    def computes(i):
-        m0, mr, j0, nj, t0, ntk, first, _, _ = blocks[i]
-        h = i % 2
-        return [Compute(mr, h * half_act + t * mr, h * half_wgt + (jj * ntk + t) * c.rows, jj * mr,
-                        accumulate=not (first and t == 0))
-                for jj in range(nj) for t in range(ntk)]
-
-    def stores(i):
-        m0, mr, j0, nj, _, _, _, last, pbase = blocks[i]
-        if not last:
-            return []
-        return [Store(mr, jj * mr, pbase + jj, y_lay.addr(m0, j0 + jj), y_lay.sm) for jj in range(nj)]
-
-    # Each block's computes, with the next block's loads after the first ``interleave``
-    # of them: those keep the array busy while the loads wait for the previous block
-    # to release the buffer half they overwrite.
-    program += loads(0)
-    for i in range(len(blocks)):
-        comp = computes(i)
-        program += comp[:interleave]
-        if i + 1 < len(blocks):
-            program += loads(i + 1)
-        program += comp[interleave:]
-        program += stores(i)
-    program.append(End())
-    return GemmProgram(program, image, a_lay, w_lay, p_lay, y_lay, (M, N), {"mt": mt, "nt": nt, "kb": kb},
-                       M * K * N, addr)
+    plan = GemmPlan(config, M, K, N, base=base, tiles=tiles, interleave=interleave)
+    image = plan.act_image(a) + plan.weight_image(w, bias, mult, shift, zero_point, clamp_lo, clamp_hi)
+    return GemmProgram(plan.program + [End()], image, plan.a, plan.w, plan.params, plan.y, (M, N),
+                       plan.tiles, plan.macs, plan.end, plan)

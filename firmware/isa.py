@@ -11,8 +11,8 @@ from ..hdl.isa import (FIELDS, INSTRUCTION_BITS, INSTRUCTION_BYTES, Buffer, Opco
                        row_bytes, row_format, row_words)
 
 __all__ = ["Load", "Compute", "Store", "Fence", "End", "encode", "decode", "encode_program",
-           "DecodeError", "pack_row", "unpack_row", "pack_rows", "unpack_rows", "Buffer", "Opcode",
-           "row_bytes", "row_words", "INSTRUCTION_BYTES"]
+           "DecodeError", "pack_row", "unpack_row", "pack_rows", "unpack_rows", "pack_matrix",
+           "unpack_matrix", "Buffer", "Opcode", "row_bytes", "row_words", "INSTRUCTION_BYTES"]
 
 
 class DecodeError(ValueError):
@@ -163,3 +163,40 @@ def unpack_rows(config, kind, data, count, stride=None):
     rows = [unpack_row(config, kind, data[i * stride:i * stride + size]) for i in range(count)]
     return rows if kind == "param" else np.array(rows, dtype=np.int64).reshape(count, -1)
 
+
+
+def _element_dtype(config):
+    return np.dtype("<i1") if config.element_bytes == 1 else np.dtype("<i2")
+
+
+def pack_matrix(config, kind, values):
+    """Bytes of the rows of ``values`` (act, wgt or out rows, one per matrix row), packed
+    back to back, each padded to whole bus words: :func:`pack_rows` for a whole matrix,
+    vectorised. Every value must fit ``data_width`` signed bits."""
+    if kind not in ("act", "wgt", "out"):
+        raise ValueError(f"pack_matrix packs act, wgt or out rows, not {kind!r}")
+    lanes = config.rows if kind == "act" else config.cols
+    values = np.asarray(values, dtype=np.int64).reshape(-1, lanes)
+    lo, hi = -(1 << (config.data_width - 1)), (1 << (config.data_width - 1)) - 1
+    if values.size and (values.min() < lo or values.max() > hi):
+        bad = values[(values < lo) | (values > hi)][0]
+        raise ValueError(f"{kind} value {bad} outside {lo}..{hi} ({config.data_width}-bit data)")
+    size = row_words(config, kind) * config.bus_bytes
+    out = np.zeros((values.shape[0], size), dtype=np.uint8)
+    data = values.astype(_element_dtype(config)).view(np.uint8).reshape(values.shape[0], -1)
+    out[:, :data.shape[1]] = data
+    return out.tobytes()
+
+
+def unpack_matrix(config, kind, data, count):
+    """``count`` act/wgt/out rows packed back to back (see :func:`pack_matrix`) as an
+    int64 array; each element's low ``data_width`` bits, sign-extended."""
+    lanes = config.rows if kind == "act" else config.cols
+    size = row_words(config, kind) * config.bus_bytes
+    raw = np.frombuffer(bytes(data[:count * size]), dtype=np.uint8).reshape(count, size)
+    eb = config.element_bytes
+    values = raw[:, :lanes * eb].copy().view(_element_dtype(config)).astype(np.int64)
+    bits = config.data_width
+    values &= (1 << bits) - 1
+    values -= (values >> (bits - 1)) << bits
+    return values
