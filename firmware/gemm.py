@@ -131,7 +131,6 @@ class GemmPlan:
             ntk = min(kb, k_tiles - t0)
             return w_base + (t0 * c.rows * n_tiles + j * ntk * c.rows + (k - t0 * c.rows)) * wgt_row
 
-        self._w_addr = w_addr
         self.w = GemmLayout(w_base, wgt_row, 0, w_size)
         self.params = p_lay = GemmLayout(addr, par_row, 0, n_tiles * par_row)
         addr = _align(addr + p_lay.size, 64)

@@ -2,7 +2,7 @@
 
 Run ``python -m npu.firmware.models.make_digits`` to remake ``digits_int8.onnx``.
 Everything is deterministic and local: scikit-learn's bundled 8x8 digits (1797
-images, no download), a 64-32-10 ReLU MLP trained by scikit-learn, exported to ONNX
+images, no download), a 64-32-10 ReLU MLP (logits out: the class is the argmax) trained by scikit-learn, exported to ONNX
 by hand (``onnx.helper``) and quantised by ONNX Runtime's ``quantize_static`` (QDQ
 format, int8 activations, per-channel int8 weights) calibrated on training images.
 
@@ -55,12 +55,11 @@ def float_model(hidden=32, seed=0):
         helper.make_node("Gemm", ["image", "fc1.weight", "fc1.bias"], ["h"], name="fc1"),
         helper.make_node("Relu", ["h"], ["h_relu"], name="relu1"),
         helper.make_node("Gemm", ["h_relu", "fc2.weight", "fc2.bias"], ["logits"], name="fc2"),
-        helper.make_node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1),
     ]
     graph = helper.make_graph(
         nodes, "digits_mlp",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 64])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 10])], inits)
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="npu-gen")
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -1,0 +1,75 @@
+"""cocotb test that runs a compiled model on the generated NPU (the runtime's ``rtl`` backend).
+
+:class:`npu.firmware.runtime.Device` writes a job (the compiled model and its input
+feeds, pickled) and names it in ``NPU_JOB``; this test builds the memory the model was
+compiled for, attaches it to the NPU's DMA master, configures the ring and the DMA
+window through the registers, and runs :func:`npu.firmware.runtime.execute` with a
+:class:`SimDriver`: per layer, RING_HEAD/RING_TAIL, CTRL.START, wait for the interrupt,
+check STATUS, read the performance counters. The outputs and per-layer figures go to
+``NPU_JOB_OUT``; on failure, the error text does.
+"""
+
+import os
+import pickle
+
+import cocotb
+
+from ..firmware.runtime import DeviceError, execute
+from .host import SimHost
+from .memory import MemoryImage
+
+
+class SimDriver:
+    """The simulated NPU behind :func:`execute`: backdoor memory, registers for control."""
+
+    name = "rtl"
+
+    def __init__(self, host, compiled):
+        self.host = host
+        self.compiled = compiled
+        self.head = 0
+
+    def write(self, addr, data):
+        self.host.memory.write(addr, data)
+
+    def read(self, addr, n):
+        return self.host.memory.read(addr, n)
+
+    async def run(self, first, tail):
+        host = self.host
+        if first != self.head:
+            await host.write("RING_HEAD", first)
+        macs = sum(p.plan.macs for layer in self.compiled.layers.values() for p in layer.packs
+                   if layer.first_slot == first)
+        budget = 64 * (macs // self.compiled.config.macs_per_cycle) + 20 * (tail - first) + 100_000
+        status = await host.run(tail, timeout_cycles=budget)
+        await host.ack_irq()
+        if status["error"] or not status["done"]:
+            raise DeviceError(f"the NPU stopped with error code {status['error_code']} at ring slot "
+                              f"{status['error_cmd']}, address {status['error_addr']:#x}")
+        self.head = status["ring_head"]
+        counters = await host.counters()
+        return {"cycles": counters["cycles"], "counters": counters}
+
+
+@cocotb.test()
+async def run_model(dut):
+    """Run the job in NPU_JOB; write outputs and per-layer figures to NPU_JOB_OUT."""
+    with open(os.environ["NPU_JOB"], "rb") as f:
+        job = pickle.load(f)
+    compiled = job["compiled"]
+    memory = MemoryImage(compiled.memory_base, compiled.memory_size)
+    for addr, data in compiled.image:
+        memory.write(addr, data)
+    host = SimHost(dut, compiled.config, memory)
+    await host.start()
+    await host.configure(ring_base=compiled.ring_base, ring_size=compiled.ring_slots, window=compiled.window)
+    try:
+        outputs, stats = await execute(compiled, job["feeds"], SimDriver(host, compiled))
+    except Exception as e:
+        with open(os.environ["NPU_JOB_OUT"], "wb") as f:
+            pickle.dump({"error": f"{type(e).__name__}: {e}"}, f)
+        raise
+    assert not host.bus.violations, f"bus protocol violations: {host.bus.violations[:3]}"
+    with open(os.environ["NPU_JOB_OUT"], "wb") as f:
+        pickle.dump({"outputs": outputs, "stats": stats}, f)
