@@ -1,4 +1,4 @@
-"""The ``npu`` command line: generate, inspect, demo and benchmark the NPU.
+"""The ``npu`` command line: generate, inspect, run models, demo and benchmark the NPU.
 
 Every user error (bad configuration, unreadable file, missing simulator) ends in one
 line on stderr starting with ``error:`` and exit status 2; no traceback.
@@ -132,29 +132,147 @@ def _gemm_shape(text):
     return M, K, N
 
 
+def _load_inputs(path, graph):
+    """X.npy (one-input model) or X.npz (name -> array) as a dict; a one-line error if unreadable."""
+    import numpy as np
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such input file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as e:      # numpy raises several types for corrupt files
+        raise UserError(f"{path}: not a readable .npy/.npz file ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+    if isinstance(data, np.ndarray):
+        if len(graph.inputs) != 1:
+            raise UserError(f"the model has {len(graph.inputs)} inputs "
+                            f"({', '.join(n for n, _, _ in graph.inputs)}); give an .npz with one array each")
+        return {graph.inputs[0][0]: data}
+    return {name: data[name] for name in data.files}
+
+
+def _save_outputs(path, outputs):
+    """Y.npy (one output) or Y.npz, written whole or not at all."""
+    import os
+    import tempfile
+
+    import numpy as np
+    path = Path(path)
+    if path.suffix == ".npz":
+        writer = lambda f: np.savez(f, **outputs)      # noqa: E731
+    elif len(outputs) == 1:
+        writer = lambda f: np.save(f, next(iter(outputs.values())))      # noqa: E731
+    else:
+        raise UserError(f"the model has {len(outputs)} outputs ({', '.join(outputs)}); "
+                        f"--output must be an .npz file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load_model(model):
+    from .firmware.onnx_import import ModelError, load_model
+    try:
+        return load_model(model)
+    except ModelError as e:
+        raise UserError(str(e)) from None
+
+
+def _run_model(config, graph, inputs, backend, *, work_dir=None):
+    """Compile and run an imported model; user errors become one-line :class:`UserError`."""
+    from .firmware.onnx_import import ModelError
+    from .firmware.runtime import Device, DeviceError
+    from .sim.runner import SimulatorMissing
+
+    try:
+        npu_layers = graph.npu_layers()
+        _step(f"Model '{graph.name}': {len(npu_layers)} NPU layers, "
+              f"{len(graph.nodes) - len(npu_layers)} host nodes; running on the '{backend}' backend"
+              + (" (generating the NPU and simulating it with Icarus Verilog)" if backend == "rtl" else ""))
+        started = time.monotonic()
+        result = Device(config, backend, work_dir=work_dir).run(graph, inputs)
+    except (ModelError, DeviceError, SimulatorMissing) as e:
+        raise UserError(str(e)) from None
+    return result, time.monotonic() - started
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="X.npy: B samples stacked, shape (B, *model input shape); X.npz for several inputs.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Y.npy (or .npz): shape (B, *model output shape); float32 when the model's output is float.")
+@click.option("--backend", type=click.Choice(["golden", "rtl"]), default="golden", show_default=True,
+              help="golden: the NumPy model of the NPU; rtl: the generated Verilog under Icarus.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TOML configuration (configs/default.toml when omitted).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write report.json and report.png (per-layer cycles and utilisation) here.")
+def run(model, input_path, output_path, backend, config_path, report_dir):
+    """Run an int8 ONNX model (quantised by onnxruntime's quantize_static) on the NPU."""
+    from .firmware.report import layer_table, write_report
+
+    config = resolve_config(config_path)
+    graph = _load_model(model)
+    inputs = _load_inputs(input_path, graph)
+    result, seconds = _run_model(config, graph, inputs, backend)
+    _save_outputs(output_path, result.outputs)
+    for line in layer_table(result):
+        click.echo(line)
+    shapes = ", ".join(f"{name} {tuple(y.shape)} {y.dtype}" for name, y in result.outputs.items())
+    click.echo(f"batch {result.batch} on the {config.rows}x{config.cols} NPU ({backend}, {seconds:.1f} s): "
+               f"{shapes} -> {output_path}")
+    if result.total_cycles is not None:
+        click.echo(f"  {result.total_cycles} NPU cycles, {result.total_macs} MACs, "
+                   f"{100 * result.utilisation():.1f}% of {config.macs_per_cycle} MACs/cycle")
+    if report_dir:
+        paths = write_report(result, report_dir)
+        click.echo("  report: " + ", ".join(str(p) for p in paths))
+
+
 @main.command()
 @config_options
-@click.option("--gemm", default="64,64,32", show_default=True, help="GEMM shape M,K,N.")
-@click.option("--seed", type=int, default=1, show_default=True, help="Random operands seed.")
-def demo(config_path, gemm, seed, **overrides):
-    """Generate the NPU and run an int8 GEMM on the simulated RTL (Icarus), driven like a host:
-    the program and operands in memory, registers, DMA, interrupt."""
+@click.option("--backend", type=click.Choice(["golden", "rtl"]), default="rtl", show_default=True)
+@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("build/demo"), show_default=True, help="Where report.json and report.png go.")
+def demo(config_path, backend, report_dir, **overrides):
+    """Run the bundled int8 digits classifier on 100 held-out images on the simulated NPU:
+    accuracy, agreement with ONNX Runtime, cycles, utilisation."""
+    import numpy as np
+
+    from .firmware.models.make_digits import MODEL, held_out
+    from .firmware.reference import agreement, ort_run, output_step
+    from .firmware.report import layer_table, write_report
+
     config = resolve_config(config_path, **overrides)
-    M, K, N = _gemm_shape(gemm)
-    _step(f"Generating the {config.rows}x{config.cols} NPU and building it with Icarus Verilog")
-    _step(f"Running a {M}x{K} @ {K}x{N} int8 GEMM (bias, requantisation) from memory to memory on the RTL")
-    started = time.monotonic()
-    result = _npu_gemm(config, M, K, N, seed=seed, tag="demo")
-    counters = result["counters"]
-    click.echo(f"GEMM {M}x{K}x{N} on the {config.rows}x{config.cols} NPU "
-               f"({time.monotonic() - started:.1f} s of simulation, {result['instructions']} instructions):")
-    click.echo(f"  results       {result['elements']} int8 values, {result['mismatches']} differ from the "
-               f"reference (the golden model's memory image matched byte for byte)")
-    click.echo(f"  cycles        {counters['cycles']} from START to the END interrupt "
-               f"(DMA busy {counters['dma_busy']}, array busy {counters['array_busy']})")
-    click.echo(f"  utilisation   {100 * result['mac_utilisation']:.1f}% of {config.macs_per_cycle} MACs/cycle end to "
-               f"end ({result['useful_macs']} useful MACs), loads, stores and instruction fetch included")
-    click.echo(f"  memory        {counters['bytes_read']} bytes read, {counters['bytes_written']} written")
+    x, labels = held_out()
+    graph = _load_model(MODEL)
+    result, seconds = _run_model(config, graph, x, backend)
+    logits = result.outputs[graph.outputs[0][0]]
+    predicted = logits.reshape(len(labels), -1).argmax(axis=1)
+    _step("Running the same model and images on ONNX Runtime (the reference)")
+    ref = ort_run(MODEL, x, graph)[graph.outputs[0][0]]
+    agree = agreement(logits, ref, output_step(graph, graph.outputs[0][0]), len(labels))
+    paths = write_report(result, report_dir)
+    for line in layer_table(result):
+        click.echo(line)
+    click.echo(f"digits classifier ({MODEL.name}), {len(labels)} held-out images, batch {result.batch}, "
+               f"{backend} backend on the {config.rows}x{config.cols} NPU ({seconds:.1f} s):")
+    click.echo(f"  accuracy      {100 * np.mean(predicted == labels):.1f}% against the labels")
+    click.echo(f"  vs ONNX Rt    {100 * agree['identical']:.1f}% of {agree['elements']} outputs identical, "
+               f"{100 * agree['within_one_step']:.1f}% within one step, "
+               f"argmax agrees on {100 * agree['argmax_agreement']:.1f}% of images")
+    if result.total_cycles is not None:
+        click.echo(f"  cycles        {result.total_cycles} NPU cycles for the batch "
+                   f"({result.total_cycles / len(labels):.1f} per image), {result.total_macs} MACs")
+        click.echo(f"  utilisation   {100 * result.utilisation():.1f}% of {config.macs_per_cycle} MACs/cycle")
+    click.echo(f"  report        {paths[0]} and {paths[1]}")
 
 
 @main.command()
