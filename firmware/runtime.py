@@ -212,7 +212,7 @@ def batch_inputs(graph, arrays):
             b, short = x.shape[0], True
         else:
             raise ModelError(f"input '{name}' has shape {tuple(x.shape)}; the model takes "
-                             f"{_shape_text(shape)} per sample, so it must be (B, *{_shape_text(shape)})")
+                             f"{_shape_text(shape)} per sample, so it must be (B, {_shape_text(shape)[1:]}")
         if b < 1:
             raise ModelError(f"input '{name}' holds no samples (batch of 0)")
         if batch not in (None, b):

@@ -283,6 +283,7 @@ def demo(config_path, backend, report_dir, **overrides):
 def bench(out_dir, rows_per_tile, gemm):
     """Benchmarks (JSON in --out): the 8x8 datapath's streaming utilisation, a memory-to-memory
     GEMM on the default NPU with zero-wait and with random-wait memory, generation time."""
+    gemm_shape = _gemm_shape(gemm)
     M = rows_per_tile
     # 8x8 array; buffers deep enough to hold the whole GEMM resident (4 K x 2 N tiles).
     config = NPUConfig(rows=8, cols=8, act_depth=max(512, 4 * M), acc_depth=max(512, 2 * M))
@@ -302,7 +303,7 @@ def bench(out_dir, rows_per_tile, gemm):
                f"{100 * result['mac_utilisation_compute_phase']:.2f}%")
     click.echo(f"  -> {path}")
 
-    M, K, N = _gemm_shape(gemm)
+    M, K, N = gemm_shape
     default = NPUConfig()
     runs = {}
     for label, waits, stall in (("zero_wait", (0, 0), 0.0), ("random_wait", (0, 15), 0.2)):

@@ -80,7 +80,7 @@ def test_unwritable_output_is_one_line(tmp_path):
 
 
 def test_bad_gemm_shape():
-    result = run("demo", "--gemm", "4,0,4")
+    result = run("bench", "--gemm", "4,0,4")
     assert result.exit_code == 2
     assert "error: --gemm '4,0,4' is invalid" in result.output
 
