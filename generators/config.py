@@ -220,8 +220,22 @@ class NPUConfig:
         return ["name", "sparsity", *_INT_LIMITS]
 
 
+def _manifest_config(path):
+    """The configuration section of a generated manifest (``npu.json``)."""
+    import json
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("config"), dict):
+        raise ConfigError(f"{path}: not an NPU manifest (no 'config' section); give a TOML configuration "
+                          f"or the npu.json that 'npu generate' wrote")
+    return manifest["config"]
+
+
 def load_config(path=None, **overrides):
-    """Load a config from a TOML file (defaults when ``path`` is None) and apply overrides.
+    """Load a config from a TOML file, or from the manifest (``npu.json``) that ``npu
+    generate`` wrote for a design (defaults when ``path`` is None), and apply overrides.
 
     Raises :class:`ConfigError` with a one-line message for any problem, including a
     missing or malformed file.
@@ -232,8 +246,11 @@ def load_config(path=None, **overrides):
         path = Path(path)
         source = str(path)
         try:
-            with path.open("rb") as f:
-                data = tomllib.load(f)
+            if path.suffix == ".json":
+                data = _manifest_config(path)
+            else:
+                with path.open("rb") as f:
+                    data = tomllib.load(f)
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such configuration file") from None
         except IsADirectoryError:

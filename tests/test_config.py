@@ -65,3 +65,14 @@ def test_overrides_apply_and_validate(tmp_path):
 def test_round_trip_through_dict():
     config = NPUConfig(rows=3, cols=5, acc_width=24, act_depth=100, name="core")
     assert NPUConfig.from_dict(config.to_dict()) == config
+
+
+def test_config_from_generated_manifest(tmp_path):
+    """The runtime can tile for a design from the npu.json written beside its Verilog."""
+    from npu.generators.verilog import generate
+    config = NPUConfig(rows=4, cols=6, act_depth=128, bus_width=64)
+    _, manifest = generate(config, tmp_path)
+    assert load_config(manifest) == config
+    (tmp_path / "other.json").write_text('{"not": "a manifest"}')
+    with pytest.raises(ConfigError, match="not an NPU manifest"):
+        load_config(tmp_path / "other.json")
