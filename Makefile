@@ -13,7 +13,7 @@ JOBS      ?= 2
 .PHONY: help setup tools demo test test-fast verilog bench clean
 
 help:
-	@echo "make demo     generate the default NPU and run a GEMM on the simulated RTL"
+	@echo "make demo     generate the default NPU and run the int8 digits model on the simulated RTL"
 	@echo "make test     the full test suite (unit tests + cocotb on generated Verilog)"
 	@echo "make verilog  write $(OUT)/npu.v and npu.json from CONFIG=$(CONFIG)"
 	@echo "make bench    benchmarks; JSON results in build/bench/"
