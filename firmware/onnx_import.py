@@ -322,7 +322,7 @@ def _qparams(graph, dq_or_q, node):
 
 
 def _fuse(graph):
-    for index, n in enumerate(list(graph.nodes)):
+    for n in list(graph.nodes):
         if n.op not in NPU_OPS:
             continue
         try:

@@ -25,7 +25,7 @@ import numpy as np
 from .hostops import HOST_OPS, im2col
 from .onnx_import import Graph, ModelError, NpuLayer, load_model
 
-__all__ = ["Device", "DeviceError", "RunResult", "execute", "trace_shapes", "GoldenDriver", "BACKENDS",
+__all__ = ["Device", "DeviceError", "npu_error_text", "RunResult", "execute", "trace_shapes", "GoldenDriver", "BACKENDS",
            "batch_inputs", "unbatch_outputs"]
 
 BACKENDS = ("golden", "rtl")
@@ -33,6 +33,13 @@ BACKENDS = ("golden", "rtl")
 
 class DeviceError(RuntimeError):
     """The NPU reported an error (or did not finish) while running a program."""
+
+
+def npu_error_text(code, slot, addr, who="NPU"):
+    """One line for an error status: STATUS.ERROR_CODE, ERROR_CMD (ring slot), ERROR_ADDR."""
+    from ..hdl.isa import ErrorCode
+    name = ErrorCode(code).name if code in ErrorCode._value2member_map_ else "UNKNOWN"
+    return f"the {who} stopped with error {name} (code {code}) at ring slot {slot}, address {addr:#x}"
 
 
 # -- graph execution -------------------------------------------------------------------
@@ -179,8 +186,7 @@ class GoldenDriver:
         m.clear_counters()
         state = m.run()
         if state != "done":
-            raise DeviceError(f"the golden model stopped with {state}: {m.error_code!r} at ring slot "
-                              f"{m.error_cmd}, address {m.error_addr:#x}")
+            raise DeviceError(npu_error_text(int(m.error_code), m.error_cmd, m.error_addr, "golden model"))
         return {"cycles": None, "counters": dict(m.counters)}
 
 

@@ -72,9 +72,12 @@ def run_cocotb(config, test_module, *, top="npu", testcase=None, build_dir=None,
         os.close(fd)
         env["NPU_RESULT"] = result_path
     log_file = build_dir / "sim.log" if quiet else None
-    results_xml = runner.test(test_module=test_module, hdl_toplevel=config.name, testcase=testcase,
-                              build_dir=build_dir, extra_env=env, waves=waves, timescale=("1ns", "1ps"),
-                              log_file=log_file)
+    try:
+        results_xml = runner.test(test_module=test_module, hdl_toplevel=config.name, testcase=testcase,
+                                  build_dir=build_dir, extra_env=env, waves=waves, timescale=("1ns", "1ps"),
+                                  log_file=log_file)
+    except SystemExit:      # the runner exits when a test failed and its log went to a file
+        raise AssertionError(f"cocotb tests failed in {test_module} (log: {log_file or build_dir})") from None
     tests, failed = get_results(results_xml)
     if failed or not tests:
         raise AssertionError(f"{failed} of {tests} cocotb tests failed in {test_module} "

@@ -14,7 +14,7 @@ import pickle
 
 import cocotb
 
-from ..firmware.runtime import DeviceError, execute
+from ..firmware.runtime import DeviceError, execute, npu_error_text
 from .host import SimHost
 from .memory import MemoryImage
 
@@ -45,8 +45,7 @@ class SimDriver:
         status = await host.run(tail, timeout_cycles=budget)
         await host.ack_irq()
         if status["error"] or not status["done"]:
-            raise DeviceError(f"the NPU stopped with error code {status['error_code']} at ring slot "
-                              f"{status['error_cmd']}, address {status['error_addr']:#x}")
+            raise DeviceError(npu_error_text(status["error_code"], status["error_cmd"], status["error_addr"]))
         self.head = status["ring_head"]
         counters = await host.counters()
         return {"cycles": counters["cycles"], "counters": counters}

@@ -44,3 +44,27 @@ def test_rtl_equals_golden(tmp_path, name, fmt, act, batch, config):
             assert r.cycles * config.macs_per_cycle >= r.counters["macs"]
     util = rtl.utilisation()
     assert 0 < util <= 1
+
+
+class _CorruptRing(Device):
+    """Compiles normally, then overwrites the second layer's first instruction with an illegal
+    word (opcode 0): the NPU must stop with an error status, and the run fail in one line."""
+
+    def compile(self, model, feeds):
+        compiled = super().compile(model, feeds)
+        second = sorted(compiled.layers.values(), key=lambda layer: layer.first_slot)[1]
+        ring = dict(compiled.image)[compiled.ring_base]
+        slot = second.first_slot * 16
+        patched = ring[:slot] + bytes(16) + ring[slot + 16:]
+        compiled.image = [(a, patched if a == compiled.ring_base else d) for a, d in compiled.image]
+        return compiled
+
+
+@pytest.mark.parametrize("backend", ["golden", "rtl"])
+def test_hardware_error_is_reported_not_hung(tmp_path, backend):
+    from npu.firmware.runtime import DeviceError
+    path = om.quantised("mlp", tmp_path / "mlp.onnx")[0]
+    x = om.sample_inputs(om.mlp()[0], 2)
+    with pytest.raises(DeviceError, match=r"error ILLEGAL_INSTRUCTION \(code 1\) at ring slot") as info:
+        _CorruptRing(NPUConfig(), backend, work_dir=tmp_path / "sim").run(path, x)
+    assert "\n" not in str(info.value)

@@ -2,9 +2,10 @@
 
 Run ``python -m npu.firmware.models.make_digits`` to remake ``digits_int8.onnx``.
 Everything is deterministic and local: scikit-learn's bundled 8x8 digits (1797
-images, no download), a 64-32-10 ReLU MLP (logits out: the class is the argmax) trained by scikit-learn, exported to ONNX
-by hand (``onnx.helper``) and quantised by ONNX Runtime's ``quantize_static`` (QDQ
-format, int8 activations, per-channel int8 weights) calibrated on training images.
+images, no download), a 64-32-10 ReLU MLP (logits out: the class is their argmax)
+trained by scikit-learn, exported to ONNX by hand (``onnx.helper``) and quantised by
+ONNX Runtime's ``quantize_static`` (QDQ format, int8 activations, per-channel int8
+weights) calibrated on training images.
 
 The last 100 images (``held_out()``) are never trained or calibrated on: they are the
 demo's test set.
