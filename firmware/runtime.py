@@ -139,7 +139,8 @@ async def _run_layer(compiled, layer, driver, tensors):
 
 
 async def execute(compiled, feeds, driver, progress=None):
-    """Run the compiled graph on ``driver``; return (graph outputs, [LayerStats])."""
+    """Run the compiled graph on ``driver``; return (graph outputs, [LayerStats]).
+    ``progress(stats)`` is called after each node."""
     graph = compiled.graph
     tensors = dict(feeds)
     stats = []
@@ -155,7 +156,7 @@ async def execute(compiled, feeds, driver, progress=None):
             shape = tuple(tensors[node.outputs[0]].shape) if node.outputs else None
             stats.append(LayerStats(node.name, node.op, "host", out_shape=shape, note=node.note))
         if progress:
-            progress(node.name)
+            progress(stats[-1])
     return {name: tensors[name] for name, _, _ in graph.outputs}, stats
 
 
@@ -293,6 +294,7 @@ class Device:
     """
 
     def __init__(self, config, backend="golden", *, work_dir=None, log=None):
+        """``log(line)``: progress lines while the rtl backend simulates (one per NPU layer)."""
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not one of: {', '.join(BACKENDS)}")
         self.config = config
@@ -329,13 +331,14 @@ class Device:
         build.mkdir(parents=True, exist_ok=True)
         fd, job = tempfile.mkstemp(suffix=".job", dir=build)
         os.close(fd)
-        out = job + ".out"
+        out, progress = job + ".out", job + ".progress"
+        watcher = _ProgressWatcher(progress, self.log) if self.log else None
         try:
             with open(job, "wb") as f:
                 pickle.dump({"compiled": compiled, "feeds": feeds}, f)
             try:
                 run_cocotb(self.config, "npu.sim.tb_run", top="npu", build_dir=build, quiet=True,
-                           extra_env={"NPU_JOB": job, "NPU_JOB_OUT": out})
+                           extra_env={"NPU_JOB": job, "NPU_JOB_OUT": out, "NPU_JOB_PROGRESS": progress})
             except AssertionError:
                 detail = ""
                 if os.path.exists(out):
@@ -345,7 +348,38 @@ class Device:
             with open(out, "rb") as f:
                 result = pickle.load(f)
         finally:
-            for path in (job, out):
+            if watcher:
+                watcher.stop()
+            for path in (job, out, progress):
                 if os.path.exists(path):
                     os.unlink(path)
         return result["outputs"], result["stats"]
+
+
+class _ProgressWatcher:
+    """Pass the lines the simulation appends to ``path`` to ``log`` while it runs."""
+
+    def __init__(self, path, log):
+        import threading
+        self.path, self.log, self.done, self.seen = path, log, threading.Event(), 0
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _poll(self):
+        try:
+            with open(self.path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return
+        for line in lines[self.seen:]:
+            self.log(line)
+        self.seen = len(lines)
+
+    def _watch(self):
+        while not self.done.wait(0.5):
+            self._poll()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        self._poll()

@@ -196,7 +196,8 @@ def _run_model(config, graph, inputs, backend, *, work_dir=None):
               f"{len(graph.nodes) - len(npu_layers)} host nodes; running on the '{backend}' backend"
               + (" (generating the NPU and simulating it with Icarus Verilog)" if backend == "rtl" else ""))
         started = time.monotonic()
-        result = Device(config, backend, work_dir=work_dir).run(graph, inputs)
+        log = (lambda line: click.echo(f"    {line}", err=True)) if backend == "rtl" else None
+        result = Device(config, backend, work_dir=work_dir, log=log).run(graph, inputs)
     except (ModelError, DeviceError, SimulatorMissing) as e:
         raise UserError(str(e)) from None
     return result, time.monotonic() - started

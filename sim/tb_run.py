@@ -63,8 +63,18 @@ async def run_model(dut):
     host = SimHost(dut, compiled.config, memory)
     await host.start()
     await host.configure(ring_base=compiled.ring_base, ring_size=compiled.ring_slots, window=compiled.window)
+    layers, done = len(compiled.layers), []
+
+    def progress(stats):
+        if stats.where != "npu":
+            return
+        done.append(stats)
+        with open(os.environ["NPU_JOB_PROGRESS"], "a") as f:
+            f.write(f"layer {len(done)}/{layers} {stats.name} ({stats.op}): {stats.cycles} cycles, "
+                    f"{stats.macs} MACs\n")
+
     try:
-        outputs, stats = await execute(compiled, job["feeds"], SimDriver(host, compiled))
+        outputs, stats = await execute(compiled, job["feeds"], SimDriver(host, compiled), progress)
     except Exception as e:
         with open(os.environ["NPU_JOB_OUT"], "wb") as f:
             pickle.dump({"error": f"{type(e).__name__}: {e}"}, f)
