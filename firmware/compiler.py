@@ -77,6 +77,14 @@ class CompiledModel:
     def window(self):
         return self.memory_base, self.memory_base + self.memory_size
 
+    def new_memory(self):
+        """A memory image of the model's region holding the constant image (what a driver loads)."""
+        from ..sim.memory import MemoryImage
+        memory = MemoryImage(self.memory_base, self.memory_size)
+        for addr, data in self.image:
+            memory.write(addr, data)
+        return memory
+
 
 def _align(x, a=64):
     return -(-x // a) * a
@@ -97,13 +105,9 @@ def lower(layer, in_shape):
     if len(in_shape) != 4:
         raise ModelError(f"node '{layer.name}' (Conv): only 2-D convolutions (N, C, H, W) run; "
                          f"input shape {tuple(in_shape)}")
-    cv = layer.conv
-    kernel, strides, dilations, begin, end = conv_geometry(dict(cv["attrs"], kernel_shape=cv["kernel"],
-                                                                strides=cv["strides"],
-                                                                dilations=cv["dilations"]),
-                                                           in_shape, w.shape)
+    kernel, strides, dilations, begin, end = conv_geometry(layer.conv, in_shape, w.shape)
     B, C, H, W_ = in_shape
-    g = cv["group"]
+    g = int(layer.conv.get("group", 1))
     cout, cg = w.shape[0], w.shape[1]
     if C != cg * g or cout % g:
         raise ModelError(f"node '{layer.name}' (Conv): {C} input channels do not match the weights "

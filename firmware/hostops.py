@@ -115,33 +115,32 @@ def conv_float(x, w, b=None, **attrs):
     return y.astype(np.float32)
 
 
-def _max_pool(x, **a):
-    kernel = list(a["kernel_shape"])
-    n = len(kernel)
-    strides = list(a.get("strides", [1] * n))
-    dil = list(a.get("dilations", [1] * n))
-    begin, end = conv_pads(a, x.shape[2:], kernel, strides, dil)
+def _pool_geometry(x, a):
+    """(kernel, strides, dilations, pads begin, pads end) of a pooling node; ``ceil_mode``
+    as extra end padding."""
+    kernel, strides, dil, begin, end = conv_geometry(a, x.shape, (0, 0, *a["kernel_shape"]))
     if a.get("ceil_mode", 0):
         end = [e + (s - 1) for e, s in zip(end, strides)]
+    return kernel, strides, dil, begin, end
+
+
+def _max_pool(x, **a):
+    kernel, strides, dil, begin, end = _pool_geometry(x, a)
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     win = pool_windows(x, kernel, strides, begin, end, dil, fill)
-    return win.max(axis=tuple(range(-n, 0)))
+    return win.max(axis=tuple(range(-len(kernel), 0)))
 
 
 def _average_pool(x, **a):
-    kernel = list(a["kernel_shape"])
-    n = len(kernel)
-    strides = list(a.get("strides", [1] * n))
-    begin, end = conv_pads(a, x.shape[2:], kernel, strides, [1] * n)
-    if a.get("ceil_mode", 0):
-        end = [e + (s - 1) for e, s in zip(end, strides)]
+    kernel, strides, dil, begin, end = _pool_geometry(x, a)
+    axes = tuple(range(-len(kernel), 0))
     x = x.astype(np.float32)
-    total = pool_windows(x, kernel, strides, begin, end).sum(axis=tuple(range(-n, 0)))
+    total = pool_windows(x, kernel, strides, begin, end, dil).sum(axis=axes)
     if a.get("count_include_pad", 0):
         count = np.prod(kernel)
     else:
         ones = np.ones((1, 1) + x.shape[2:], np.float32)
-        count = pool_windows(ones, kernel, strides, begin, end).sum(axis=tuple(range(-n, 0)))
+        count = pool_windows(ones, kernel, strides, begin, end, dil).sum(axis=axes)
     return (total / count).astype(np.float32)
 
 

@@ -150,8 +150,10 @@ def pack_rows(config, kind, rows, stride=None):
     if stride < size or stride % config.bus_bytes:
         raise ValueError(f"stride {stride} must be a multiple of {config.bus_bytes} and >= {size}")
     out = bytearray(stride * (len(rows) - 1) + size if len(rows) else 0)
-    for i, values in enumerate(rows):
-        out[i * stride:i * stride + size] = pack_row(config, kind, values)
+    packed = [pack_row(config, kind, values) for values in rows] if kind == "param" else \
+        [row.tobytes() for row in np.frombuffer(pack_matrix(config, kind, rows), np.uint8).reshape(-1, size)]
+    for i, row in enumerate(packed):
+        out[i * stride:i * stride + size] = row
     return bytes(out)
 
 
@@ -160,8 +162,10 @@ def unpack_rows(config, kind, data, count, stride=None):
     (act/wgt/out) or a list of dicts (param)."""
     size = row_words(config, kind) * config.bus_bytes
     stride = size if stride is None else stride
-    rows = [unpack_row(config, kind, data[i * stride:i * stride + size]) for i in range(count)]
-    return rows if kind == "param" else np.array(rows, dtype=np.int64).reshape(count, -1)
+    rows = [data[i * stride:i * stride + size] for i in range(count)]
+    if kind == "param":
+        return [unpack_row(config, kind, row) for row in rows]
+    return unpack_matrix(config, kind, b"".join(rows), count)
 
 
 

@@ -82,7 +82,7 @@ class NpuLayer:
     bias: np.ndarray
     scale: np.ndarray
     clamp: tuple
-    conv: dict = None   #: kernel, strides, dilations, pads_begin, pads_end, group
+    conv: dict = None   #: the Conv's geometry attributes (kernel_shape, strides, pads, auto_pad, dilations, group)
     fused: list = field(default_factory=list)
 
     where = "npu"
@@ -290,7 +290,7 @@ def _producers(graph):
     return {o: n for n in graph.nodes for o in n.outputs}
 
 
-def _scalar(graph, name, what, node):
+def _scalar(graph, name, what):
     if name not in graph.consts:
         raise _NoFuse(f"{what} is not a constant")
     v = np.asarray(graph.consts[name])
@@ -303,8 +303,8 @@ class _NoFuse(Exception):
     """The pattern does not fit the NPU; the message says why (the node stays on the host)."""
 
 
-def _qparams(graph, dq_or_q, node):
-    scale = float(_scalar(graph, dq_or_q.inputs[1], "activation scale", node))
+def _qparams(graph, dq_or_q):
+    scale = float(_scalar(graph, dq_or_q.inputs[1], "activation scale"))
     zp_name = _inp(dq_or_q, 2)
     if zp_name:
         zp = graph.consts.get(zp_name)
@@ -342,7 +342,7 @@ def _match(graph, n):
     dq_x = prod.get(_inp(n, 0))
     if dq_x is None or dq_x.op != "DequantizeLinear":
         raise _NoFuse("its input is not quantised")
-    x = _qparams(graph, dq_x, n)
+    x = _qparams(graph, dq_x)
     dq_w = prod.get(_inp(n, 1))
     if dq_w is None or dq_w.op != "DequantizeLinear" or dq_w.inputs[0] not in graph.consts:
         if _inp(n, 1) in graph.consts:
@@ -359,7 +359,7 @@ def _match(graph, n):
     # The weights as [K, N] (MatMul/Gemm) or [N, C/g, kh, kw] (Conv), and the output axis.
     alpha = 1.0
     if n.op == "Conv":
-        out_axis, conv = 0, n.attrs
+        out_axis = 0
         if len(wq.shape) != 4:
             raise _NoFuse("only 2-D convolutions run on the NPU")
     elif n.op == "MatMul":
@@ -399,9 +399,9 @@ def _match(graph, n):
             lo = 0.0 if lo is None else max(lo, 0.0)
         elif u.op == "Clip":
             cmin = u.attrs.get("min") if len(u.inputs) < 2 or not u.inputs[1] else \
-                _scalar(graph, u.inputs[1], "Clip min", u)
+                _scalar(graph, u.inputs[1], "Clip min")
             cmax = u.attrs.get("max") if len(u.inputs) < 3 or not u.inputs[2] else \
-                _scalar(graph, u.inputs[2], "Clip max", u)
+                _scalar(graph, u.inputs[2], "Clip max")
             if cmin is not None:
                 lo = cmin if lo is None else max(lo, cmin)
             if cmax is not None:
@@ -413,7 +413,7 @@ def _match(graph, n):
         chain.append(u)
         y_name = u.outputs[0]
     q = u
-    y = _qparams(graph, q, n)
+    y = _qparams(graph, q)
     qmin, qmax = (-128, 127) if y.dtype == "int8" else (0, 255)
     clamp_lo = qmin if lo is None else max(qmin, min(qmax, int(np.rint(np.float32(lo) / np.float32(y.scale))) +
                                                       y.zero_point))
@@ -445,11 +445,9 @@ def _match(graph, n):
         bias = np.broadcast_to(bias, (N,)).copy()
     conv = None
     if n.op == "Conv":
-        kernel = list(n.attrs.get("kernel_shape", wq.shape[2:]))
-        group = int(n.attrs.get("group", 1))
-        conv = {"kernel": kernel, "strides": list(n.attrs.get("strides", [1, 1])),
-                "dilations": list(n.attrs.get("dilations", [1, 1])), "group": group,
-                "attrs": {k: v for k, v in n.attrs.items() if k in ("auto_pad", "pads")}}
+        conv = {k: v for k, v in n.attrs.items()
+                if k in ("kernel_shape", "strides", "pads", "auto_pad", "dilations", "group")}
+        conv.setdefault("kernel_shape", list(wq.shape[2:]))
     layer = NpuLayer(n.name, n.op, dq_x.inputs[0], q.outputs[0], x, y, w, bias,
                      w_scale * x.scale * alpha / y.scale, (clamp_lo, clamp_hi), conv,
                      fused + [n.name] + [c.name for c in chain] + [q.name])

@@ -25,8 +25,8 @@ import numpy as np
 from .hostops import HOST_OPS, im2col
 from .onnx_import import Graph, ModelError, NpuLayer, load_model
 
-__all__ = ["Device", "DeviceError", "npu_error_text", "RunResult", "execute", "trace_shapes", "GoldenDriver", "BACKENDS",
-           "batch_inputs", "unbatch_outputs"]
+__all__ = ["Device", "DeviceError", "npu_error_text", "RunResult", "execute", "trace_shapes", "GoldenDriver",
+           "BACKENDS", "batch_inputs", "unbatch_outputs"]
 
 BACKENDS = ("golden", "rtl")
 
@@ -167,10 +167,7 @@ class GoldenDriver:
 
     def __init__(self, compiled):
         from ..sim.golden import NPUModel
-        from ..sim.memory import MemoryImage
-        self.memory = MemoryImage(compiled.memory_base, compiled.memory_size)
-        for addr, data in compiled.image:
-            self.memory.write(addr, data)
+        self.memory = compiled.new_memory()
         m = self.model = NPUModel(compiled.config, self.memory)
         m.ring_base, m.ring_size = compiled.ring_base, compiled.ring_slots
         m.window_base, m.window_limit = compiled.window

@@ -16,7 +16,6 @@ import cocotb
 
 from ..firmware.runtime import DeviceError, execute, npu_error_text
 from .host import SimHost
-from .memory import MemoryImage
 
 
 class SimDriver:
@@ -26,8 +25,11 @@ class SimDriver:
 
     def __init__(self, host, compiled):
         self.host = host
-        self.compiled = compiled
         self.head = 0
+        # A cycle budget per program (by its first slot): generous, but a hang still fails.
+        peak = compiled.config.macs_per_cycle
+        self.budget = {layer.first_slot: 64 * (sum(p.plan.macs for p in layer.packs) // peak)
+                       + 20 * layer.instructions + 100_000 for layer in compiled.layers.values()}
 
     def write(self, addr, data):
         self.host.memory.write(addr, data)
@@ -39,10 +41,7 @@ class SimDriver:
         host = self.host
         if first != self.head:
             await host.write("RING_HEAD", first)
-        macs = sum(p.plan.macs for layer in self.compiled.layers.values() for p in layer.packs
-                   if layer.first_slot == first)
-        budget = 64 * (macs // self.compiled.config.macs_per_cycle) + 20 * (tail - first) + 100_000
-        status = await host.run(tail, timeout_cycles=budget)
+        status = await host.run(tail, timeout_cycles=self.budget[first])
         await host.ack_irq()
         if status["error"] or not status["done"]:
             raise DeviceError(npu_error_text(status["error_code"], status["error_cmd"], status["error_addr"]))
@@ -57,10 +56,7 @@ async def run_model(dut):
     with open(os.environ["NPU_JOB"], "rb") as f:
         job = pickle.load(f)
     compiled = job["compiled"]
-    memory = MemoryImage(compiled.memory_base, compiled.memory_size)
-    for addr, data in compiled.image:
-        memory.write(addr, data)
-    host = SimHost(dut, compiled.config, memory)
+    host = SimHost(dut, compiled.config, compiled.new_memory())
     await host.start()
     await host.configure(ring_base=compiled.ring_base, ring_size=compiled.ring_slots, window=compiled.window)
     layers, done = len(compiled.layers), []

@@ -147,7 +147,7 @@ def _float_model(tmp_path, op="Relu"):
     return path
 
 
-def test_float_model_is_refused(tmp_path, models):
+def test_float_model_is_refused(tmp_path):
     with pytest.raises(ModelError, match="not quantised"):
         load_model(_float_model(tmp_path))
     float_mlp, _ = om.mlp()
