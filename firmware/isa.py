@@ -12,7 +12,7 @@ from ..hdl.isa import (FIELDS, INSTRUCTION_BITS, INSTRUCTION_BYTES, Buffer, Opco
 
 __all__ = ["Load", "Compute", "Store", "Fence", "End", "encode", "decode", "encode_program",
            "DecodeError", "pack_row", "unpack_row", "pack_rows", "unpack_rows", "pack_matrix",
-           "unpack_matrix", "Buffer", "Opcode", "row_bytes", "row_words", "INSTRUCTION_BYTES"]
+           "unpack_matrix", "pack_idx", "unpack_idx", "Buffer", "Opcode", "row_bytes", "row_words", "INSTRUCTION_BYTES"]
 
 
 class DecodeError(ValueError):
@@ -36,6 +36,11 @@ class Compute:
     wgt_addr: int
     acc_addr: int
     accumulate: bool = False
+    #: N:M configurations: an N:M-compressed tile whose indices are entry ``idx_addr``.
+    sparse: bool = False
+    #: N:M configurations, dense tile: activation elements ``part*rows .. part*rows+rows-1``.
+    part: int = 0
+    idx_addr: int = 0
     opcode = Opcode.COMPUTE
 
 
@@ -86,9 +91,10 @@ def decode(word):
         raise DecodeError(f"{op.name}: reserved bits set (mask {word & reserved_mask(op):#x})")
     values = {f.name: (word >> f.offset) & ((1 << f.width) - 1) for f in FIELDS[op]}
     if op == Opcode.LOAD and values["buffer"] not in tuple(Buffer):
-        raise DecodeError(f"LOAD: buffer {values['buffer']} is not 0 (act), 1 (wgt) or 2 (param)")
+        raise DecodeError(f"LOAD: buffer {values['buffer']} is not 0 (act), 1 (wgt), 2 (param) or 3 (idx)")
     if op == Opcode.COMPUTE:
         values["accumulate"] = bool(values["accumulate"])
+        values["sparse"] = bool(values["sparse"])
     return _CLASSES[op](**values)
 
 
@@ -179,7 +185,7 @@ def pack_matrix(config, kind, values):
     vectorised. Every value must fit ``data_width`` signed bits."""
     if kind not in ("act", "wgt", "out"):
         raise ValueError(f"pack_matrix packs act, wgt or out rows, not {kind!r}")
-    lanes = config.rows if kind == "act" else config.cols
+    lanes = config.act_lanes if kind == "act" else config.cols
     values = np.asarray(values, dtype=np.int64).reshape(-1, lanes)
     lo, hi = -(1 << (config.data_width - 1)), (1 << (config.data_width - 1)) - 1
     if values.size and (values.min() < lo or values.max() > hi):
@@ -195,7 +201,7 @@ def pack_matrix(config, kind, values):
 def unpack_matrix(config, kind, data, count):
     """``count`` act/wgt/out rows packed back to back (see :func:`pack_matrix`) as an
     int64 array; each element's low ``data_width`` bits, sign-extended."""
-    lanes = config.rows if kind == "act" else config.cols
+    lanes = config.act_lanes if kind == "act" else config.cols
     size = row_words(config, kind) * config.bus_bytes
     raw = np.frombuffer(bytes(data[:count * size]), dtype=np.uint8).reshape(count, size)
     eb = config.element_bytes
@@ -204,3 +210,36 @@ def unpack_matrix(config, kind, data, count):
     values &= (1 << bits) - 1
     values -= (values >> (bits - 1)) << bits
     return values
+
+
+def pack_idx(config, indices):
+    """Bytes of index rows (LOAD buffer 3), one per tile: ``indices`` is ``(tiles, rows,
+    cols)`` with values 0 .. M-1 (the position of PE (r, n)'s weight in its group of M).
+    Each row is padded to whole bus words (see ``row_format(config, "idx")``)."""
+    c = config
+    fmt = row_format(c, "idx")
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1, c.rows, c.cols)
+    m = c.sparse_nm[1]
+    if indices.size and (indices.min() < 0 or indices.max() >= m):
+        raise ValueError(f"sparse index {indices[(indices < 0) | (indices >= m)][0]} outside 0..{m - 1}")
+    b, fsize = c.idx_bits, fmt[0].size
+    # bit j of the index of (r, n) is bit n*b + j of row r's field
+    bits = ((indices[..., None] >> np.arange(b)) & 1).astype(np.uint8).reshape(len(indices), c.rows, -1)
+    field = np.zeros((len(indices), c.rows, 8 * fsize), dtype=np.uint8)
+    field[:, :, :bits.shape[2]] = bits
+    packed = np.packbits(field, axis=2, bitorder="little").reshape(len(indices), -1)
+    out = np.zeros((len(indices), row_words(c, "idx") * c.bus_bytes), dtype=np.uint8)
+    out[:, :packed.shape[1]] = packed
+    return out.tobytes()
+
+
+def unpack_idx(config, data, count):
+    """``count`` index rows packed back to back (see :func:`pack_idx`) as a
+    ``(count, rows, cols)`` int64 array."""
+    c = config
+    size = row_words(c, "idx") * c.bus_bytes
+    fsize, b = row_format(c, "idx")[0].size, c.idx_bits
+    raw = np.frombuffer(bytes(data[:count * size]), dtype=np.uint8).reshape(count, size)
+    fields = raw[:, :c.rows * fsize].reshape(count, c.rows, fsize)
+    bits = np.unpackbits(fields, axis=2, bitorder="little")[:, :, :c.cols * b].reshape(count, c.rows, c.cols, b)
+    return (bits.astype(np.int64) << np.arange(b)).sum(axis=3)

@@ -13,10 +13,13 @@ from pathlib import Path
 
 from amaranth.utils import ceil_log2
 
-__all__ = ["ConfigError", "NPUConfig", "load_config", "SPARSITY_MODES", "BUS_WIDTHS"]
+__all__ = ["ConfigError", "NPUConfig", "load_config", "parse_sparsity", "SPARSITY_MODES",
+           "SPARSE_GROUP_SIZES", "BUS_WIDTHS"]
 
-#: Sparsity settings the generator implements today.
-SPARSITY_MODES = ("dense",)
+#: Sparsity settings: "dense", or "N:M" (N of every M consecutive weights along K may be
+#: non-zero) with M one of SPARSE_GROUP_SIZES, 1 <= N < M and N dividing ``rows``.
+SPARSITY_MODES = ("dense", "N:M")
+SPARSE_GROUP_SIZES = (2, 4, 8, 16)
 
 #: Fixed-point requantisation multiplier width (unsigned) and shift width.
 REQUANT_MULT_WIDTH = 31
@@ -75,7 +78,11 @@ class NPUConfig:
     bus_width : int
         Data width of the Wishbone DMA master in bits: 32, 64 or 128.
     sparsity : str
-        ``"dense"``; N:M structured sparsity is reserved for the sparse front end.
+        ``"dense"``, or ``"N:M"`` for the sparse front end: a COMPUTE may then run a
+        tile of N:M-compressed weights (at most N non-zeros in every M consecutive
+        weights along K, per output column) over ``rows*M/N`` activations, so it does
+        the work of ``rows*M/N`` dense K positions in the cycles of ``rows``. M is 2, 4,
+        8 or 16; N divides ``rows``. Dense tiles still run on a sparse NPU.
     """
 
     name: str = "npu"
@@ -105,15 +112,10 @@ class NPUConfig:
         if self.bus_width not in BUS_WIDTHS:
             raise ConfigError(f"bus_width = {self.bus_width} is invalid: allowed: "
                               f"{', '.join(map(str, BUS_WIDTHS))}")
-        if not isinstance(self.sparsity, str):
-            raise ConfigError(f"sparsity = {self.sparsity!r} is invalid: must be a string such as 'dense'")
-        if self.sparsity not in SPARSITY_MODES:
-            match = re.fullmatch(r"(\d+):(\d+)", self.sparsity)
-            if match and 0 < int(match[1]) < int(match[2]):
-                raise ConfigError(f"sparsity = {self.sparsity!r} is not implemented yet: "
-                                  f"allowed: {', '.join(map(repr, SPARSITY_MODES))}")
-            raise ConfigError(f"sparsity = {self.sparsity!r} is invalid: allowed: "
-                              f"{', '.join(map(repr, SPARSITY_MODES))} (N:M modes come with the sparse front end)")
+        n, m = parse_sparsity(self.sparsity)
+        if m and self.rows % n:
+            raise ConfigError(f"sparsity = {self.sparsity!r} is invalid for rows = {self.rows}: N = {n} must "
+                              f"divide rows (each group of N array rows shares one group of M activations)")
 
     def _minimum(self, param):
         if param == "acc_width":
@@ -142,9 +144,42 @@ class NPUConfig:
         return self.min_acc_width
 
     @property
+    def sparse_nm(self):
+        """``(N, M)`` of the N:M sparsity; ``(0, 0)`` when dense."""
+        return parse_sparsity(self.sparsity)
+
+    @property
+    def sparse(self):
+        """True when the NPU has the sparse front end."""
+        return self.sparsity != "dense"
+
+    @property
+    def act_lanes(self):
+        """Elements of one activation entry (one bank each): ``rows`` when dense, else
+        ``rows/N*M``: the K positions one sparse tile covers."""
+        n, m = self.sparse_nm
+        return self.rows // n * m if m else self.rows
+
+    @property
     def act_banks(self):
-        """Activation buffer banks: one per array row."""
-        return self.rows
+        """Activation buffer banks: one per element of an activation entry."""
+        return self.act_lanes
+
+    @property
+    def dense_parts(self):
+        """Dense tiles one activation entry holds (``act_lanes // rows``; 1 when dense):
+        a dense COMPUTE on a sparse NPU names its part of the entry."""
+        return self.act_lanes // self.rows
+
+    @property
+    def idx_bits(self):
+        """Bits of one sparse weight's index within its group of M (0 when dense)."""
+        return self.sparse_nm[1].bit_length() - 1 if self.sparse else 0
+
+    @property
+    def idx_depth(self):
+        """Entries of the index buffer (one per weight tile: ``rows x cols`` indices); 0 when dense."""
+        return self.wgt_depth // self.rows if self.sparse else 0
 
     @property
     def acc_banks(self):
@@ -218,6 +253,24 @@ class NPUConfig:
     def parameter_names(cls):
         """Names of all parameters that can be set (for CLI overrides)."""
         return ["name", "sparsity", *_INT_LIMITS]
+
+
+def parse_sparsity(value):
+    """``(N, M)`` of an ``"N:M"`` sparsity setting, ``(0, 0)`` for ``"dense"``; one-line
+    :class:`ConfigError` for anything else."""
+    allowed = (f"allowed: 'dense' or 'N:M' with M in {', '.join(map(str, SPARSE_GROUP_SIZES))} "
+               f"and 1 <= N < M (e.g. '2:4', '1:4', '2:8')")
+    if not isinstance(value, str):
+        raise ConfigError(f"sparsity = {value!r} is invalid: must be a string; {allowed}")
+    if value == "dense":
+        return 0, 0
+    match = re.fullmatch(r"(\d+):(\d+)", value)
+    if not match:
+        raise ConfigError(f"sparsity = {value!r} is invalid: {allowed}")
+    n, m = int(match[1]), int(match[2])
+    if m not in SPARSE_GROUP_SIZES or not 1 <= n < m:
+        raise ConfigError(f"sparsity = {value!r} is invalid: {allowed}")
+    return n, m
 
 
 def _manifest_config(path):

@@ -37,10 +37,7 @@ _ACCESS = {
 
 def sparsity_nm(config):
     """``(N, M)`` of the config's N:M sparsity; ``(0, 0)`` when dense."""
-    if config.sparsity == "dense":
-        return 0, 0
-    n, m = config.sparsity.split(":")
-    return int(n), int(m)
+    return config.sparse_nm
 
 
 def _config_fields(config):
@@ -101,7 +98,8 @@ def config_constants(config):
         "ACC_DEPTH": config.acc_depth, "PARAM_DEPTH": config.param_depth, "BUS_WIDTH": config.bus_width,
         "BUS_BYTES": config.bus_bytes, "ELEMENT_BYTES": config.element_bytes,
         "BIAS_BYTES": config.bias_bytes, "MACS_PER_CYCLE": config.macs_per_cycle,
-        "SPARSITY_N": n, "SPARSITY_M": m,
+        "SPARSITY_N": n, "SPARSITY_M": m, "ACT_LANES": config.act_lanes, "DENSE_PARTS": config.dense_parts,
+        "IDX_BITS": config.idx_bits, "IDX_DEPTH": config.idx_depth,
     }
 
 
@@ -208,9 +206,9 @@ def c_header(config):
             out.append(_define(f"NPU_{op.name}_{f.name.upper()}_OFFSET", f"{f.offset}u", f.doc))
             out.append(_define(f"NPU_{op.name}_{f.name.upper()}_WIDTH", f"{f.width}u"))
     out += ["", "/* Data rows in memory: bytes that carry data, bus words a row occupies. */"]
-    for kind in isa.ROW_KINDS:
+    for kind in isa.row_kinds(config):
         out.append(_define(f"NPU_ROW_BYTES_{kind.upper()}", f"{isa.row_bytes(config, kind)}u"))
-    for kind in isa.ROW_KINDS:
+    for kind in isa.row_kinds(config):
         out.append(_define(f"NPU_ROW_WORDS_{kind.upper()}", f"{isa.row_words(config, kind)}u"))
     out += ["", "/* Parameter row: lane n of each field is at OFFSET + n * SIZE bytes. */"]
     for name, (offset, size) in _param_groups(config).items():
@@ -373,9 +371,9 @@ def python_module(config):
                  ((op.name, "{" + ", ".join(f"{f.name!r}: ({f.offset}, {f.width})" for f in isa.fields(op)) + "}")
                   for op in isa.Opcode),
                  "Instruction fields, opcode first: name -> (bit offset in the 128-bit instruction, width).")
-    out += block("ROW_BYTES", ((k, isa.row_bytes(config, k)) for k in isa.ROW_KINDS),
+    out += block("ROW_BYTES", ((k, isa.row_bytes(config, k)) for k in isa.row_kinds(config)),
                  "Bytes of a data row that carry data, per row kind.")
-    out += block("ROW_WORDS", ((k, isa.row_words(config, k)) for k in isa.ROW_KINDS),
+    out += block("ROW_WORDS", ((k, isa.row_words(config, k)) for k in isa.row_kinds(config)),
                  "Bus words a data row occupies, per row kind.")
     out += [
         "",

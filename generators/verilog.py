@@ -108,6 +108,12 @@ def manifest(config, top=None):
             "macs_per_cycle": config.macs_per_cycle,
             "psum_width": config.psum_width,
             "act_banks": config.act_banks,
+            "act_lanes": config.act_lanes,
+            "sparsity_n": config.sparse_nm[0],
+            "sparsity_m": config.sparse_nm[1],
+            "dense_parts": config.dense_parts,
+            "idx_bits": config.idx_bits,
+            "idx_depth": config.idx_depth,
             "wgt_banks": config.wgt_banks,
             "acc_banks": config.acc_banks,
         },
@@ -131,7 +137,7 @@ def manifest(config, top=None):
                                "addressing": "word", "mode": "Wishbone B4 pipelined"}}
         info["queues"] = {"compute": COMPUTE_QUEUE_DEPTH, "dma": DMA_QUEUE_DEPTH}
         info["rows"] = {kind: {"bytes": isa.row_bytes(config, kind), "words": isa.row_words(config, kind)}
-                        for kind in isa.ROW_KINDS}
+                        for kind in isa.row_kinds(config)}
         info["registers"] = {reg.name: reg.offset for reg in regs.REGISTERS}
         info["perf_counters"] = {name: {"register": f"PERF_{name.upper()}_LO", "width": regs.PERF_COUNTER_BITS,
                                         "meaning": meaning} for name, meaning in regs.PERF_COUNTERS.items()}

@@ -14,7 +14,8 @@ import enum
 from dataclasses import dataclass
 
 __all__ = ["INSTRUCTION_BITS", "INSTRUCTION_BYTES", "Opcode", "Buffer", "ErrorCode", "Field",
-           "FIELDS", "reserved_mask", "MemField", "row_format", "row_bytes", "row_words"]
+           "FIELDS", "reserved_mask", "MemField", "row_format", "row_bytes", "row_words", "BUFFER_KINDS",
+           "row_kinds"]
 
 INSTRUCTION_BITS = 128
 INSTRUCTION_BYTES = INSTRUCTION_BITS // 8
@@ -34,12 +35,13 @@ class Buffer(enum.IntEnum):
     ACT = 0       #: activation buffer: one entry = ``rows`` elements (one per bank)
     WGT = 1       #: weight buffer: one entry = ``cols`` weights
     PARAM = 2     #: post-processing parameters: per-column bias, multiplier, shift + output quantisation
+    IDX = 3       #: sparse index buffer (N:M configurations only): one entry = a tile's ``rows x cols`` indices
 
 
 class ErrorCode(enum.IntEnum):
     """``STATUS.ERROR_CODE``: why the NPU stopped (0 while no error)."""
     NONE = 0
-    ILLEGAL_INSTRUCTION = 1   #: unknown opcode, LOAD buffer 3, or a reserved bit set
+    ILLEGAL_INSTRUCTION = 1   #: unknown opcode, a reserved bit set, or a sparse operation on a dense NPU
     BAD_OPERAND = 2           #: a count of 0, or a buffer range beyond the buffer's depth
     MISALIGNED = 3            #: a memory address or stride not a multiple of the bus word
     WINDOW = 4                #: a memory access outside the DMA window (refused before the bus)
@@ -61,7 +63,8 @@ _OPCODE = Field("opcode", 0, 4, "operation (Opcode)")
 #: reserved and must be 0; an instruction with a reserved bit set is illegal.
 FIELDS = {
     Opcode.LOAD: (
-        Field("buffer", 4, 2, "destination buffer: 0 activations, 1 weights, 2 parameters"),
+        Field("buffer", 4, 2, "destination buffer: 0 activations, 1 weights, 2 parameters, "
+                              "3 sparse indices (N:M configurations only)"),
         Field("rows", 16, 16, "entries to load, 1 .. depth of the buffer"),
         Field("buf_addr", 32, 16, "first buffer entry; entries buf_addr .. buf_addr+rows-1"),
         Field("mem_addr", 64, 32, "byte address of the first row in memory (bus-word aligned)"),
@@ -73,6 +76,11 @@ FIELDS = {
         Field("act_addr", 32, 16, "first activation entry"),
         Field("wgt_addr", 48, 16, "first of the `rows` weight entries of the tile"),
         Field("acc_addr", 64, 16, "first accumulator entry"),
+        Field("sparse", 5, 1, "1: an N:M-compressed tile whose indices are entry idx_addr "
+                              "(N:M configurations only)"),
+        Field("part", 8, 4, "dense tile on an N:M configuration: activation elements "
+                            "part*rows .. part*rows+rows-1 (0 otherwise)"),
+        Field("idx_addr", 80, 16, "sparse tile: index buffer entry (0 otherwise)"),
     ),
     Opcode.STORE: (
         Field("count", 16, 16, "accumulator rows to store, 1 .. acc_depth"),
@@ -111,23 +119,36 @@ class MemField:
 
 
 #: Formats of data rows: LOAD into each buffer, and STORE ("out").
-ROW_KINDS = ("act", "wgt", "param", "out")
+ROW_KINDS = ("act", "wgt", "param", "out", "idx")
+
+#: The row kind a LOAD into each buffer reads.
+BUFFER_KINDS = {Buffer.ACT: "act", Buffer.WGT: "wgt", Buffer.PARAM: "param", Buffer.IDX: "idx"}
 
 
 def row_format(config, kind):
     """The fields of one ``kind`` row in memory (``"act"``, ``"wgt"``, ``"param"``, ``"out"``).
 
-    * act: ``rows`` elements, ``element_bytes`` each (signed, ``data_width`` bits used).
+    * act: ``act_lanes`` elements (``rows`` when dense), ``element_bytes`` each (signed,
+      ``data_width`` bits used).
     * wgt, out: ``cols`` elements likewise (STORE writes each sign-extended to its bytes).
     * param: ``cols`` biases (``bias_bytes`` each, ``acc_width`` bits used), ``cols``
       multipliers (4 bytes, 31 bits used, unsigned), ``cols`` shifts (1 byte, 6 bits used),
       then zero point, clamp low, clamp high (``element_bytes`` each, signed).
+    * idx (N:M configurations): one field per array row r, ``ceil(cols*idx_bits/8)``
+      bytes, unsigned; bits ``n*idx_bits .. n*idx_bits+idx_bits-1`` hold the index
+      (0 .. M-1) of the weight in PE (r, n) within its group of M activations.
     """
     c = config
     eb = c.element_bytes
     if kind in ("act", "wgt", "out"):
-        lanes = c.rows if kind == "act" else c.cols
+        lanes = c.act_lanes if kind == "act" else c.cols
         return [MemField("data", i, i * eb, eb, c.data_width, True) for i in range(lanes)]
+    if kind == "idx":
+        if not c.sparse:
+            raise ValueError("idx rows exist only on N:M configurations")
+        bits = c.cols * c.idx_bits
+        size = -(-bits // 8)
+        return [MemField("idx", r, r * size, size, bits, False) for r in range(c.rows)]
     if kind == "param":
         C, bb = c.cols, c.bias_bytes
         out = [MemField("bias", n, n * bb, bb, c.acc_width, True) for n in range(C)]
@@ -138,6 +159,11 @@ def row_format(config, kind):
                 for i, name in enumerate(("zero_point", "clamp_lo", "clamp_hi"))]
         return out
     raise ValueError(f"unknown row kind {kind!r}; allowed: {', '.join(ROW_KINDS)}")
+
+
+def row_kinds(config):
+    """The row kinds ``config`` has (``idx`` only with N:M sparsity)."""
+    return ROW_KINDS if config.sparse else ROW_KINDS[:-1]
 
 
 def row_bytes(config, kind):

@@ -32,7 +32,7 @@ def config_options(command):
     """The ``--config`` file plus one override flag per parameter."""
     overrides = [
         click.option("--name", default=None, help="Verilog top-level module name."),
-        click.option("--sparsity", default=None, help="'dense' (N:M comes with the sparse front end)."),
+        click.option("--sparsity", default=None, help="'dense' or 'N:M' (e.g. 2:4, 1:4, 2:8): the sparse front end."),
         click.option("--bus-width", type=int, default=None, help="DMA Wishbone data width: 32, 64 or 128."),
         click.option("--param-depth", type=int, default=None, help="Post-processing parameter entries."),
         click.option("--acc-depth", type=int, default=None, help="Entries per accumulator bank."),

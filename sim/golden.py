@@ -14,10 +14,10 @@ integer arithmetic; the RTL must agree bit for bit.
 import numpy as np
 
 from ..firmware.isa import Compute as IsaCompute
-from ..firmware.isa import DecodeError, End, Fence, Load, Store, decode
+from ..firmware.isa import DecodeError, End, Fence, Load, Store, decode, unpack_idx
 from ..firmware.program import ActWrite, Barrier, Compute, Output, ParamWrite, WgtWrite
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
-from ..hdl.isa import INSTRUCTION_BYTES, Buffer, ErrorCode, row_format, row_words
+from ..hdl.isa import BUFFER_KINDS, INSTRUCTION_BYTES, Buffer, ErrorCode, row_format, row_words
 
 __all__ = ["wrap", "requantize", "reference_gemm", "DatapathModel", "ModelError", "NPUModel"]
 
@@ -290,8 +290,9 @@ class NPUModel:
         self.tail = 0
         self.window_base = 0
         self.window_limit = 0
-        self.act = np.zeros((c.act_depth, c.rows), dtype=np.int64)
+        self.act = np.zeros((c.act_depth, c.act_lanes), dtype=np.int64)
         self.wgt = np.zeros((c.wgt_depth, c.cols), dtype=np.int64)
+        self.idx = np.zeros((c.idx_depth, c.rows, c.cols), dtype=np.int64)
         self.acc = np.zeros((c.acc_depth, c.cols), dtype=np.int64)
         self.bias = np.zeros((c.param_depth, c.cols), dtype=np.int64)
         self.mult = np.zeros((c.param_depth, c.cols), dtype=np.int64)
@@ -305,7 +306,8 @@ class NPUModel:
         self.counters = {}
         self.clear_counters()
         self._codecs = {kind: _RowCodec(c, kind) for kind in ("act", "wgt", "param", "out")}
-        self._depths = {Buffer.ACT: c.act_depth, Buffer.WGT: c.wgt_depth, Buffer.PARAM: c.param_depth}
+        self._depths = {Buffer.ACT: c.act_depth, Buffer.WGT: c.wgt_depth, Buffer.PARAM: c.param_depth,
+                        Buffer.IDX: c.idx_depth}
 
     def clear_counters(self):
         """Zero every performance counter (``CTRL.PERF_CLEAR``)."""
@@ -404,11 +406,16 @@ class NPUModel:
 
     def _check(self, insn):
         c = self.config
+        if not c.sparse and ((isinstance(insn, Load) and insn.buffer == Buffer.IDX) or (
+                isinstance(insn, IsaCompute) and (insn.sparse or insn.part or insn.idx_addr))):
+            raise _Fault(ErrorCode.ILLEGAL_INSTRUCTION)
         if isinstance(insn, Load):
             bad = insn.rows == 0 or insn.buf_addr + insn.rows > self._depths[Buffer(insn.buffer)]
         elif isinstance(insn, IsaCompute):
             bad = (insn.count == 0 or insn.act_addr + insn.count > c.act_depth
-                   or insn.wgt_addr + c.rows > c.wgt_depth or insn.acc_addr + insn.count > c.acc_depth)
+                   or insn.wgt_addr + c.rows > c.wgt_depth or insn.acc_addr + insn.count > c.acc_depth
+                   or (insn.sparse and (insn.part != 0 or insn.idx_addr >= c.idx_depth))
+                   or (not insn.sparse and (insn.part >= c.dense_parts or insn.idx_addr != 0)))
         elif isinstance(insn, Store):
             bad = (insn.count == 0 or insn.acc_addr + insn.count > c.acc_depth
                    or insn.param_addr >= c.param_depth)
@@ -433,17 +440,25 @@ class NPUModel:
 
     def _load(self, insn):
         c = self.config
-        kind = {Buffer.ACT: "act", Buffer.WGT: "wgt", Buffer.PARAM: "param"}[Buffer(insn.buffer)]
-        codec = self._codecs[kind]
-        addrs = self._accesses(insn.mem_addr, insn.stride, insn.rows, codec.words)
+        kind = BUFFER_KINDS[Buffer(insn.buffer)]
+        words = row_words(c, kind)
+        addrs = self._accesses(insn.mem_addr, insn.stride, insn.rows, words)
         made, error = self._allowed(addrs)
         self.counters["bytes_read"] += made * c.bus_bytes
-        rows = made // codec.words                  # an entry is written once its row is read
+        rows = made // words                        # an entry is written once its row is read
         if rows:
             offsets = addrs[:rows, 0] - self.memory.base
+            entries = slice(insn.buf_addr, insn.buf_addr + rows)
+            if kind == "idx":
+                size = words * c.bus_bytes
+                raw = self._bytes()[offsets[:, None] + np.arange(size)]
+                self.idx[entries] = unpack_idx(c, raw.tobytes(), rows)
+                if error is not None:
+                    raise error
+                return
+            codec = self._codecs[kind]
             raw = self._bytes()[offsets[:, None] + np.arange(codec.data_bytes)]
             values = codec.decode(raw)
-            entries = slice(insn.buf_addr, insn.buf_addr + rows)
             if kind == "act":
                 self.act[entries] = values["data"]
             elif kind == "wgt":
@@ -458,11 +473,18 @@ class NPUModel:
 
     def _compute(self, insn):
         c = self.config
-        a = self.act[insn.act_addr:insn.act_addr + insn.count]            # count x R
+        act = self.act[insn.act_addr:insn.act_addr + insn.count]          # count x act_lanes
         w = self.wgt[insn.wgt_addr:insn.wgt_addr + c.rows]                # R x C
         # Exact in int64: |products| <= 2**30 and R <= 64 of them. The sum with the old
         # accumulator is taken modulo 2**64, which the wrap to acc_width <= 64 bits absorbs.
-        total = (a @ w).view(np.uint64)
+        if insn.sparse:
+            # PE (r, n) meets activation element (r // N)*M + idx[r][n] of each row.
+            n_, m_ = c.sparse_nm
+            lane = (np.arange(c.rows) // n_ * m_)[:, None] + self.idx[insn.idx_addr]      # R x C
+            total = np.einsum("mrc,rc->mc", act[:, lane], w).view(np.uint64)
+        else:
+            a = act[:, insn.part * c.rows:(insn.part + 1) * c.rows]         # count x R
+            total = (a @ w).view(np.uint64)
         rows = slice(insn.acc_addr, insn.acc_addr + insn.count)
         if insn.accumulate:
             total = total + self.acc[rows].view(np.uint64)

@@ -19,7 +19,10 @@ def test_default_file_matches_defaults():
     ({"act_depth": 1}, "act_depth = 1 is invalid"),
     ({"wgt_depth": 15}, "wgt_depth = 15 is invalid: must be an integer from 16 to 65536"),
     ({"name": "2npu"}, "name = '2npu' is invalid"),
-    ({"sparsity": "2:4"}, "sparsity = '2:4' is not implemented yet"),
+    ({"sparsity": "3:4"}, "sparsity = '3:4' is invalid for rows = 8: N = 3 must divide rows"),
+    ({"sparsity": "2:3"}, "sparsity = '2:3' is invalid: allowed: 'dense' or 'N:M' with M in 2, 4, 8, 16"),
+    ({"sparsity": "4:4"}, "sparsity = '4:4' is invalid"),
+    ({"sparsity": 24}, "sparsity = 24 is invalid: must be a string"),
     ({"sparsity": "sparse"}, "sparsity = 'sparse' is invalid"),
 ])
 def test_bad_values_name_the_parameter(changes, message):

@@ -109,7 +109,7 @@ def test_header_values(name):
             assert (d[f"NPU_{op.name}_{f.name.upper()}_OFFSET"], d[f"NPU_{op.name}_{f.name.upper()}_WIDTH"]) \
                 == (f.offset, f.width)
     assert d["NPU_INSTRUCTION_BYTES"] == isa.INSTRUCTION_BYTES
-    for kind in isa.ROW_KINDS:
+    for kind in isa.row_kinds(config):
         assert d[f"NPU_ROW_BYTES_{kind.upper()}"] == isa.row_bytes(config, kind)
 
 
@@ -186,7 +186,7 @@ def test_python_module_matches(tmp_path, name):
     assert list(m.PERF_COUNTERS) == list(regs.PERF_COUNTERS)
     assert m.OPCODES == {op.name: op.value for op in isa.Opcode}
     assert m.CONFIG["ROWS"] == config.rows and m.CONFIG["BUS_WIDTH"] == config.bus_width
-    assert m.ROW_WORDS == {k: isa.row_words(config, k) for k in isa.ROW_KINDS}
+    assert m.ROW_WORDS == {k: isa.row_words(config, k) for k in isa.row_kinds(config)}
     assert m.field_get("ID_ARRAY", "COLS", m.RESET["ID_ARRAY"]) == config.cols
     assert m.field_set("STATUS", "ERROR_CODE", 5) == 5 << 8
     # The standalone encoder agrees with the instruction field table.
