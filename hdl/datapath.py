@@ -1,12 +1,13 @@
 """The NPU datapath: banked buffers, the systolic array, accumulators and post-processing."""
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .layouts import (PPU_COMMAND_FIELDS, TileOp, act_write_layout, command_layout, output_layout,
-                      param_write_layout, wgt_write_layout)
+from .layouts import (PPU_COMMAND_FIELDS, TileOp, act_write_layout, command_layout, idx_entry_layout,
+                      idx_write_layout, output_layout, param_write_layout, wgt_write_layout)
 from .pipeline import delay
 from .ppu import PIPELINE_STAGES as PPU_STAGES, PostProcessor
 from .systolic_array import SystolicArray
@@ -41,6 +42,13 @@ class Datapath(wiring.Component):
       read its last accumulator row.
 
     ``idle`` is high when every accepted command has finished and its output has left.
+
+    On an N:M configuration (the sparse front end) an activation entry holds
+    ``act_lanes`` elements and an index buffer is written through ``idx_wr``. A
+    COMPUTE with ``sparse`` set loads index entry ``idx_addr`` with its weights; array
+    row r then receives the M activations of its group (elements ``(r//N)*M ..``) and
+    each PE picks the one its weight's index names. A dense COMPUTE (``sparse`` clear)
+    gives every PE of row r element ``part*rows + r``, broadcast over the group.
     """
 
     def __init__(self, config):
@@ -60,6 +68,8 @@ class Datapath(wiring.Component):
             "event_output_stall": Out(1),
             "event_ppu_busy": Out(1),
         }
+        if config.sparse:
+            ports["idx_wr"] = In(stream.Signature(idx_write_layout(config)))
         ports.update({f"perf_{name}": Out(PERF_COUNTER_WIDTH) for name in PERF_COUNTERS})
         super().__init__(ports)
 
@@ -95,7 +105,7 @@ class Datapath(wiring.Component):
 
         # --- Buffers ------------------------------------------------------------------
         act_banks = []
-        for k in range(R):
+        for k in range(cfg.act_lanes):
             bank = Memory(shape=signed(cfg.data_width), depth=cfg.act_depth, init=[])
             m.submodules[f"act_bank{k}"] = bank
             wp, rp = bank.write_port(), bank.read_port()
@@ -118,8 +128,14 @@ class Datapath(wiring.Component):
             # tile may accumulate into the same row one cycle later).
             acc_r.append(bank.read_port(transparent_for=(wp,)))
 
+        sparse_n, group = cfg.sparse_nm
+        if cfg.sparse:
+            m.submodules.idx_buf = idx_buf = Memory(shape=idx_entry_layout(cfg), depth=cfg.idx_depth, init=[])
+            idx_w, idx_r = idx_buf.write_port(), idx_buf.read_port()
+            m.d.comb += [idx_w.addr.eq(self.idx_wr.payload.addr), idx_w.data.eq(self.idx_wr.payload.data),
+                         idx_w.en.eq(self.idx_wr.valid), self.idx_wr.ready.eq(1)]
         m.submodules.array = array = SystolicArray(
-            rows=R, cols=C, data_width=cfg.data_width, psum_width=cfg.psum_width)
+            rows=R, cols=C, data_width=cfg.data_width, psum_width=cfg.psum_width, group=max(group, 1))
         m.submodules.ppu = ppu = PostProcessor(cfg)
         m.d.comb += [ppu.param_wr.valid.eq(self.param_wr.valid), ppu.param_wr.payload.eq(self.param_wr.payload)]
         wiring.connect(m, ppu.out, wiring.flipped(self.out))
@@ -172,6 +188,12 @@ class Datapath(wiring.Component):
         m.d.comb += [array.w_load.eq(load_rd_valid), array.w_row.eq(load_rd_row),
                      array.w_bank.eq(next_bank)]
         m.d.comb += [array.w_data[n].eq(wgt_r.data[n]) for n in range(C)]
+        if cfg.sparse:
+            # The tile's index entry is read with its first weight row and held.
+            m.d.comb += [idx_r.addr.eq(load_cmd.idx_addr), idx_r.en.eq(loader.ongoing("LOAD") & (load_row == 0))]
+            idx_row = Signal(data.ArrayLayout(unsigned(cfg.idx_bits), C))
+            m.d.comb += idx_row.eq(idx_r.data.as_value().word_select(load_rd_row, C * cfg.idx_bits))
+            m.d.comb += [array.w_idx[n].eq(idx_row[n]) for n in range(C)]
 
         # --- Streamer: feeds activation rows to the array, one per cycle ----------------
         s_active = Signal()
@@ -216,8 +238,8 @@ class Datapath(wiring.Component):
             with m.If(loader.ongoing("PUSH") & push_ok & (next_bank == b)):
                 m.d.sync += bank_busy[b].eq(1)
 
-        for k in range(R):
-            m.d.comb += [act_banks[k].addr.eq(s_act_addr), act_banks[k].en.eq(issue)]
+        for bank in act_banks:
+            m.d.comb += [bank.addr.eq(s_act_addr), bank.en.eq(issue)]
         # Row control, aligned with the activation read (one cycle), then the array.
         row_valid, row_sel = Signal(), Signal()
         row_addr = Signal.like(s_acc_addr)
@@ -225,7 +247,24 @@ class Datapath(wiring.Component):
         m.d.sync += [row_valid.eq(issue), row_sel.eq(s_bank), row_addr.eq(s_acc_addr),
                      row_accumulate.eq(s_accumulate)]
         m.d.comb += [array.valid.eq(row_valid), array.sel.eq(row_sel)]
-        m.d.comb += [array.a_in[k].eq(act_banks[k].data) for k in range(R)]
+        if not cfg.sparse:
+            m.d.comb += [array.a_in[k].eq(act_banks[k].data) for k in range(R)]
+        else:
+            s_sparse, s_part = Signal(), Signal.like(q_cmd.part)
+            row_sparse, row_part = Signal(), Signal.like(q_cmd.part)
+            with m.If(take_compute):
+                m.d.sync += [s_sparse.eq(q_cmd.sparse), s_part.eq(q_cmd.part)]
+            m.d.sync += [row_sparse.eq(s_sparse), row_part.eq(s_part)]
+            for k in range(R):
+                # Dense tile: element part*R + k, broadcast to the whole group.
+                dense = Signal(signed(cfg.data_width), name=f"dense_a{k}")
+                with m.Switch(row_part):
+                    for p in range(cfg.dense_parts):
+                        with m.Case(p):
+                            m.d.comb += dense.eq(act_banks[p * R + k].data)
+                base = k // sparse_n * group
+                for j in range(group):
+                    m.d.comb += array.a_in[k][j].eq(Mux(row_sparse, act_banks[base + j].data, dense))
         out_addr = delay(m, row_addr, self.array_latency, name="row_addr")
         out_accumulate = delay(m, row_accumulate, self.array_latency, name="row_accumulate")
 

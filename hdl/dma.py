@@ -15,8 +15,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from . import wishbone
-from .isa import Buffer, ErrorCode, row_bytes, row_format, row_words
-from .layouts import act_write_layout, output_layout, param_write_layout, wgt_write_layout
+from .isa import BUFFER_KINDS, Buffer, ErrorCode, row_bytes, row_format, row_kinds, row_words
+from .layouts import act_write_layout, idx_write_layout, output_layout, param_write_layout, wgt_write_layout
 
 __all__ = ["DMAUnit", "dma_command_layout", "side_param_layout", "in_window", "bus_signature",
            "MAX_BURST"]
@@ -60,7 +60,9 @@ class DMAUnit(wiring.Component):
     def __init__(self, config):
         self.config = config
         c = config
+        sparse = {"idx_wr": Out(stream.Signature(idx_write_layout(c)))} if c.sparse else {}
         super().__init__({
+            **sparse,
             "cmd":          In(stream.Signature(dma_command_layout(c))),
             "done":         Out(1),      # pulse: the accepted command has completed
             "bus":          Out(bus_signature(c)),
@@ -89,8 +91,8 @@ class DMAUnit(wiring.Component):
         c = self.config
         bb, bw = c.bus_bytes, c.bus_width
         addr_shift = exact_log2(bb)
-        kinds = {Buffer.ACT: "act", Buffer.WGT: "wgt", Buffer.PARAM: "param"}
-        words = {kind: row_words(c, kind) for kind in ("act", "wgt", "param", "out")}
+        kinds = {buf: kind for buf, kind in BUFFER_KINDS.items() if kind in row_kinds(c)}
+        words = {kind: row_words(c, kind) for kind in row_kinds(c)}
         max_words = max(words.values())
 
         cmd = Signal(dma_command_layout(c))
@@ -208,7 +210,7 @@ class DMAUnit(wiring.Component):
         def field_value(f):
             return row_reg[8 * f.offset:8 * f.offset + f.width]
 
-        full_mask_r, full_mask_c = (1 << c.rows) - 1, (1 << c.cols) - 1
+        full_mask_r, full_mask_c = (1 << c.act_lanes) - 1, (1 << c.cols) - 1
         m.d.comb += [
             self.act_wr.valid.eq(row_write & (cmd.buffer == Buffer.ACT)),
             self.act_wr.payload.addr.eq(row_write_addr),
@@ -222,6 +224,11 @@ class DMAUnit(wiring.Component):
             self.side_wr.valid.eq(row_write & (cmd.buffer == Buffer.PARAM)),
             self.side_wr.payload.addr.eq(row_write_addr),
         ]
+        if c.sparse:
+            m.d.comb += [self.idx_wr.valid.eq(row_write & (cmd.buffer == Buffer.IDX)),
+                         self.idx_wr.payload.addr.eq(row_write_addr)]
+            for f in row_format(c, "idx"):
+                m.d.comb += self.idx_wr.payload.data[f.index].eq(field_value(f))
         for f in row_format(c, "act"):
             m.d.comb += self.act_wr.payload.data[f.index].eq(field_value(f))
         for f in row_format(c, "wgt"):

@@ -11,7 +11,7 @@ from amaranth.utils import ceil_log2
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
 
 __all__ = ["TileOp", "addr_width", "count_width", "command_layout", "ppu_command_layout", "PPU_COMMAND_FIELDS",
-           "act_write_layout", "wgt_write_layout", "param_write_layout", "output_layout"]
+           "act_write_layout", "wgt_write_layout", "idx_entry_layout", "idx_write_layout", "param_write_layout", "output_layout"]
 
 
 class TileOp(enum.Enum, shape=1):
@@ -33,7 +33,18 @@ def count_width(config):
 
 
 def command_layout(config):
-    """One tile operation (see ``docs/architecture.md``, "Local control interface")."""
+    """One tile operation (see ``docs/architecture.md``, "Local control interface").
+
+    N:M configurations add ``sparse`` (the tile is N:M-compressed, its indices are
+    index entry ``idx_addr``) and ``part`` (a dense tile's activation elements
+    ``part*rows ..``)."""
+    sparse = {}
+    if config.sparse:
+        sparse = {
+            "sparse":   unsigned(1),
+            "part":     unsigned(max(1, (config.dense_parts - 1).bit_length())),
+            "idx_addr": unsigned(addr_width(config.idx_depth)),
+        }
     return data.StructLayout({
         "op":         TileOp,
         "accumulate": unsigned(1),
@@ -45,6 +56,7 @@ def command_layout(config):
         "zero_point": signed(config.data_width),
         "clamp_lo":   signed(config.data_width),
         "clamp_hi":   signed(config.data_width),
+        **sparse,
     })
 
 
@@ -62,8 +74,22 @@ def act_write_layout(config):
     """Write one activation row: element k goes to bank k, where ``mask[k]`` is set."""
     return data.StructLayout({
         "addr": unsigned(addr_width(config.act_depth)),
-        "mask": unsigned(config.rows),
-        "data": data.ArrayLayout(signed(config.data_width), config.rows),
+        "mask": unsigned(config.act_lanes),
+        "data": data.ArrayLayout(signed(config.data_width), config.act_lanes),
+    })
+
+
+def idx_entry_layout(config):
+    """One index entry (N:M configurations): per array row r, per column n, the position
+    (0 .. M-1) of PE (r, n)'s weight in its group of M activations."""
+    return data.ArrayLayout(data.ArrayLayout(unsigned(config.idx_bits), config.cols), config.rows)
+
+
+def idx_write_layout(config):
+    """Write one index entry (N:M configurations)."""
+    return data.StructLayout({
+        "addr": unsigned(addr_width(config.idx_depth)),
+        "data": idx_entry_layout(config),
     })
 
 

@@ -167,7 +167,7 @@ class _Core(Elaboratable):
             m.d.comb += [unit.window_base.eq(window_base), unit.window_limit.eq(window_limit)]
 
         # --- Datapath and DMA data connections ------------------------------------------
-        for name in ("act_wr", "wgt_wr", "param_wr"):
+        for name in ("act_wr", "wgt_wr", "param_wr", *(("idx_wr",) if cfg.sparse else ())):
             wiring.connect(m, getattr(dma, name), getattr(dp, name))
         wiring.connect(m, dp.out, dma.rows_in)
         m.submodules.side = side = Memory(shape=side_param_layout(cfg), depth=cfg.param_depth, init=[])
@@ -226,8 +226,11 @@ class _Core(Elaboratable):
             for op in Opcode:
                 with m.Case(op):
                     ok = (insn & reserved_mask(op)) == 0
-                    if op == Opcode.LOAD:
-                        ok = ok & (_field(insn, op, "buffer") != 3)
+                    if op == Opcode.LOAD and not cfg.sparse:
+                        ok = ok & (_field(insn, op, "buffer") != Buffer.IDX)
+                    if op == Opcode.COMPUTE and not cfg.sparse:
+                        ok = ok & ~_field(insn, op, "sparse") & (_field(insn, op, "part") == 0) \
+                            & (_field(insn, op, "idx_addr") == 0)
                     m.d.comb += legal.eq(ok)
 
         def fits(start, count, depth):
@@ -236,11 +239,19 @@ class _Core(Elaboratable):
         ld_buf = _field(insn, Opcode.LOAD, "buffer")
         ld_rows = _field(insn, Opcode.LOAD, "rows")
         ld_addr = _field(insn, Opcode.LOAD, "buf_addr")
-        ld_depth = Mux(ld_buf == Buffer.ACT, cfg.act_depth, Mux(ld_buf == Buffer.WGT, cfg.wgt_depth, cfg.param_depth))
+        ld_depth = Signal(range(65537))
+        with m.Switch(ld_buf):
+            for buf, depth in ((Buffer.ACT, cfg.act_depth), (Buffer.WGT, cfg.wgt_depth),
+                               (Buffer.PARAM, cfg.param_depth), (Buffer.IDX, cfg.idx_depth)):
+                with m.Case(buf):
+                    m.d.comb += ld_depth.eq(depth)
         cp_count = _field(insn, Opcode.COMPUTE, "count")
         cp_act = _field(insn, Opcode.COMPUTE, "act_addr")
         cp_wgt = _field(insn, Opcode.COMPUTE, "wgt_addr")
         cp_acc = _field(insn, Opcode.COMPUTE, "acc_addr")
+        cp_sparse = _field(insn, Opcode.COMPUTE, "sparse")
+        cp_part = _field(insn, Opcode.COMPUTE, "part")
+        cp_idx = _field(insn, Opcode.COMPUTE, "idx_addr")
         st_count = _field(insn, Opcode.STORE, "count")
         st_acc = _field(insn, Opcode.STORE, "acc_addr")
         st_param = _field(insn, Opcode.STORE, "param_addr")
@@ -252,8 +263,13 @@ class _Core(Elaboratable):
             with m.Case(Opcode.LOAD):
                 m.d.comb += operands_ok.eq((ld_rows != 0) & fits(ld_addr, ld_rows, ld_depth))
             with m.Case(Opcode.COMPUTE):
+                sparse_ok = 1
+                if cfg.sparse:
+                    sparse_ok = Mux(cp_sparse, (cp_part == 0) & (cp_idx < cfg.idx_depth),
+                                    (cp_part < cfg.dense_parts) & (cp_idx == 0))
                 m.d.comb += operands_ok.eq((cp_count != 0) & fits(cp_act, cp_count, cfg.act_depth)
-                                           & fits(cp_wgt, R, cfg.wgt_depth) & fits(cp_acc, cp_count, cfg.acc_depth))
+                                           & fits(cp_wgt, R, cfg.wgt_depth) & fits(cp_acc, cp_count, cfg.acc_depth)
+                                           & sparse_ok)
             with m.Case(Opcode.STORE):
                 m.d.comb += operands_ok.eq((st_count != 0) & fits(st_acc, st_count, cfg.acc_depth)
                                            & (st_param < cfg.param_depth))
@@ -275,7 +291,8 @@ class _Core(Elaboratable):
             act_hit = (e.cmd.buffer == Buffer.ACT) & _overlap(cp_act, cp_act_hi, e.cmd.buf_addr, e.buf_hi)
             wgt_hit = (e.cmd.buffer == Buffer.WGT) & _overlap(cp_wgt, cp_wgt_hi, e.cmd.buf_addr, e.buf_hi)
             par_hit = (e.cmd.buffer == Buffer.PARAM) & _overlap(st_param, st_param + 1, e.cmd.buf_addr, e.buf_hi)
-            with m.If(v & (act_hit | wgt_hit)):
+            idx_hit = (e.cmd.buffer == Buffer.IDX) & cp_sparse & _overlap(cp_idx, cp_idx + 1, e.cmd.buf_addr, e.buf_hi)
+            with m.If(v & (act_hit | wgt_hit | idx_hit)):
                 m.d.comb += hazard_compute.eq(1)
             with m.If(v & par_hit):
                 m.d.comb += hazard_store.eq(1)
@@ -284,7 +301,11 @@ class _Core(Elaboratable):
             v = live(i, cq_ret, cq_count, CQ) & (e.cmd.op == TileOp.COMPUTE)
             act_hit = (ld_buf == Buffer.ACT) & _overlap(ld_addr, ld_hi, e.cmd.act_addr, e.act_hi)
             wgt_hit = (ld_buf == Buffer.WGT) & _overlap(ld_addr, ld_hi, e.cmd.wgt_addr, e.wgt_hi)
-            with m.If(v & (act_hit | wgt_hit)):
+            idx_hit = 0
+            if cfg.sparse:
+                idx_hit = (ld_buf == Buffer.IDX) & e.cmd.sparse & _overlap(ld_addr, ld_hi, e.cmd.idx_addr,
+                                                                          e.cmd.idx_addr + 1)
+            with m.If(v & (act_hit | wgt_hit | idx_hit)):
                 m.d.comb += hazard_load.eq(1)
 
         # --- Dispatch -----------------------------------------------------------------
@@ -330,6 +351,9 @@ class _Core(Elaboratable):
                                  new_cq.cmd.count.eq(cp_count), new_cq.cmd.act_addr.eq(cp_act),
                                  new_cq.cmd.wgt_addr.eq(cp_wgt), new_cq.cmd.acc_addr.eq(cp_acc),
                                  new_cq.act_hi.eq(cp_act_hi), new_cq.wgt_hi.eq(cp_wgt_hi)]
+                    if cfg.sparse:
+                        m.d.comb += [new_cq.cmd.sparse.eq(cp_sparse), new_cq.cmd.part.eq(cp_part),
+                                     new_cq.cmd.idx_addr.eq(cp_idx)]
                 with m.Case(Opcode.STORE):
                     m.d.comb += [blocked_dep.eq(hazard_store), blocked_room.eq(~(cq_room & dq_room)),
                                  dispatch.eq(~hazard_store & cq_room & dq_room), push_cq.eq(1), push_dq.eq(1)]

@@ -1,7 +1,7 @@
 """R x C weight-stationary systolic array with input skew and output de-skew."""
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .pe import ProcessingElement
@@ -28,6 +28,11 @@ class SystolicArray(wiring.Component):
     ``w_data`` into the bank given by ``w_bank``; rows in flight that select the
     other bank are unaffected.
 
+    With ``group`` > 1 (the sparse front end) each array row receives a group of
+    ``group`` activations on ``a_in[k]``, and each weight comes with an index
+    (``w_idx``) that picks the activation of the group it multiplies: PE (k, n)
+    computes ``a[k][idx[k][n]] * W[k][n]``.
+
     Parameters
     ----------
     rows, cols : int
@@ -36,26 +41,34 @@ class SystolicArray(wiring.Component):
         Operand width (signed).
     psum_width : int
         Partial-sum width (signed); must hold a ``rows``-long dot product exactly.
+    group : int
+        Activations per array row (1: dense; M of N:M sparsity).
     """
 
-    def __init__(self, *, rows, cols, data_width, psum_width):
+    def __init__(self, *, rows, cols, data_width, psum_width, group=1):
         if rows < 1 or cols < 1:
             raise ValueError(f"array dimensions must be >= 1, not {rows} x {cols}")
         self.rows = rows
         self.cols = cols
         self.data_width = data_width
         self.psum_width = psum_width
-        super().__init__({
+        self.group = group
+        act = signed(data_width) if group == 1 else data.ArrayLayout(signed(data_width), group)
+        self._act_shape = act
+        ports = {
             "valid":     In(1),
             "sel":       In(1),
-            "a_in":      In(signed(data_width)).array(rows),
+            "a_in":      In(act).array(rows),
             "valid_out": Out(1),
             "psum_out":  Out(signed(psum_width)).array(cols),
             "w_load":    In(1),
             "w_row":     In(unsigned(max(1, (rows - 1).bit_length()))),
             "w_bank":    In(1),
             "w_data":    In(signed(data_width)).array(cols),
-        })
+        }
+        if group > 1:
+            ports["w_idx"] = In(unsigned((group - 1).bit_length())).array(cols)
+        super().__init__(ports)
 
     @property
     def latency(self):
@@ -65,7 +78,7 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C = self.rows, self.cols
-        pes = [[ProcessingElement(data_width=self.data_width, psum_width=self.psum_width)
+        pes = [[ProcessingElement(data_width=self.data_width, psum_width=self.psum_width, group=self.group)
                 for _ in range(C)] for _ in range(R)]
         for k in range(R):
             for n in range(C):
@@ -73,7 +86,7 @@ class SystolicArray(wiring.Component):
 
         for k in range(R):
             # Zero the operand of empty slots so idle cells compute 0 (deterministic, low power).
-            a = Signal(signed(self.data_width), name=f"a_row{k}")
+            a = Signal(self._act_shape, name=f"a_row{k}")
             m.d.comb += a.eq(Mux(self.valid, self.a_in[k], 0))
             a_skewed = delay(m, a, k, name=f"skew_a{k}")
             sel_skewed = delay(m, self.sel, k, name=f"skew_sel{k}")
@@ -88,6 +101,7 @@ class SystolicArray(wiring.Component):
                     pes[k][n].w_load.eq(self.w_load & (self.w_row == k)),
                     pes[k][n].w_bank.eq(self.w_bank),
                     pes[k][n].w_data.eq(self.w_data[n]),
+                    *([pes[k][n].w_idx.eq(self.w_idx[n])] if self.group > 1 else []),
                     pes[k][n].psum_in.eq(pes[k - 1][n].psum_out if k > 0 else 0),
                 ]
 

@@ -20,7 +20,7 @@ from ..firmware.gemm import plan_gemm
 from ..firmware.isa import INSTRUCTION_BYTES, Buffer, Compute, End, Fence, Load, Store, encode
 from ..firmware.quant import quantize_multiplier
 from ..generators.config import NPUConfig
-from ..hdl.isa import ErrorCode, row_words
+from ..hdl.isa import BUFFER_KINDS, ErrorCode, row_words
 from ..hdl.regs import MAGIC, VERSION
 from .golden import NPUModel, reference_gemm
 from .host import SimHost
@@ -196,7 +196,9 @@ def _random_program(config, rng, data_lo, data_hi, scratch_lo, scratch_hi, lengt
     """Random legal instructions over the whole buffer space and memory regions."""
     c, bb = config, config.bus_bytes
     depth = {Buffer.ACT: c.act_depth, Buffer.WGT: c.wgt_depth, Buffer.PARAM: c.param_depth}
-    kind = {Buffer.ACT: "act", Buffer.WGT: "wgt", Buffer.PARAM: "param"}
+    if c.sparse:
+        depth[Buffer.IDX] = c.idx_depth
+    kind = BUFFER_KINDS
     program = []
     for _ in range(length):
         r = rng.random()
@@ -212,9 +214,12 @@ def _random_program(config, rng, data_lo, data_hi, scratch_lo, scratch_hi, lengt
             program.append(Load(buf, rows, start, addr, stride))
         elif r < 0.75:
             count = rng.randint(1, min(c.act_depth, c.acc_depth, 40))
+            sparse = c.sparse and rng.random() < 0.5
             program.append(Compute(count, rng.randint(0, c.act_depth - count),
                                    rng.randint(0, c.wgt_depth - c.rows), rng.randint(0, c.acc_depth - count),
-                                   accumulate=rng.random() < 0.5))
+                                   accumulate=rng.random() < 0.5, sparse=sparse,
+                                   part=0 if sparse else rng.randint(0, c.dense_parts - 1),
+                                   idx_addr=rng.randint(0, c.idx_depth - 1) if sparse else 0))
         elif r < 0.95:
             count = rng.randint(1, min(c.acc_depth, 24))
             size = row_words(c, "out") * bb
@@ -273,12 +278,18 @@ async def errors_and_recovery(dut):
     good = [Load(Buffer.ACT, 4, 0, data, act), Load(Buffer.WGT, c.rows, 0, data + 256, row_words(c, "wgt") * bb),
             Load(Buffer.PARAM, 1, 0, data + 1024, row_words(c, "param") * bb), Compute(4, 0, 0, 0),
             Store(4, 0, 0, window[0] + 8192, out)]
-    illegal = [0, 7 | 1 << 40, encode(Load(0, 1, 0, data, act)) | 3 << 4,
-               encode(Compute(1, 0, 0, 0)) | 1 << 100, encode(End()) | 1 << 8]
+    illegal = [0, 7 | 1 << 40, encode(Compute(1, 0, 0, 0)) | 1 << 100, encode(End()) | 1 << 8]
+    if not c.sparse:    # the sparse front end's buffer and fields do not exist on a dense NPU
+        illegal += [encode(Load(0, 1, 0, data, act)) | 3 << 4, encode(Compute(1, 0, 0, 0, sparse=True)),
+                    encode(Compute(1, 0, 0, 0, part=1)), encode(Compute(1, 0, 0, 0, idx_addr=1))]
     bad = [Load(Buffer.ACT, 0, 0, data, act), Load(Buffer.ACT, 2, c.act_depth - 1, data, act),
            Load(Buffer.PARAM, 1, c.param_depth, data, act), Compute(1, 0, c.wgt_depth - c.rows + 1, 0),
            Compute(2, c.act_depth - 1, 0, 0), Compute(2, 0, 0, c.acc_depth - 1), Compute(0, 0, 0, 0),
            Store(1, 0, c.param_depth, data, out), Store(2, c.acc_depth - 1, 0, data, out)]
+    if c.sparse:
+        bad += [Load(Buffer.IDX, 2, c.idx_depth - 1, data, act), Compute(1, 0, 0, 0, part=c.dense_parts),
+                Compute(1, 0, 0, 0, idx_addr=1), Compute(1, 0, 0, 0, sparse=True, idx_addr=c.idx_depth),
+                Compute(1, 0, 0, 0, sparse=True, part=1)]
     misaligned = [Load(Buffer.ACT, 1, 0, data + 1, act), Store(1, 0, 0, data, out + bb // 2 or 1)]
     if bb == 4:
         misaligned.append(Load(Buffer.WGT, 1, 0, data + 2, act))

@@ -16,6 +16,11 @@ CONFIGS = {
                            bus_width=64),
     "2x3-int12": NPUConfig(rows=2, cols=3, data_width=12, acc_width=40, act_depth=64, wgt_depth=16,
                            acc_depth=64, param_depth=4),
+    # The sparse front end: every run also mixes dense tiles (each part) with sparse ones.
+    "8x8-2of4": NPUConfig(sparsity="2:4"),
+    "8x8-1of4": NPUConfig(sparsity="1:4"),
+    "4x6-2of8-bus64": NPUConfig(rows=4, cols=6, act_depth=128, wgt_depth=64, acc_depth=128, param_depth=8,
+                                bus_width=64, sparsity="2:8"),
 }
 # (test, seed, wait states, stall probability)
 RUNS = [
