@@ -12,7 +12,10 @@ For every :class:`~npu.firmware.onnx_import.NpuLayer` the compiler
   folded into the bias (``bias - zx * sum_k w``), so the array multiplies raw int8
   values; uint8 tensors shifted by -128 into int8 (and back on the way out);
 * tiles each GEMM to the buffer sizes of the configuration (:class:`GemmPlan`:
-  double-buffered loads that overlap the computes) and places its operands in memory.
+  double-buffered loads that overlap the computes) and places its operands in memory;
+* on an N:M configuration, runs a GEMM whose weights obey the N:M pattern along K
+  (per output channel; K in ONNX order: input channel, then kernel rows and columns)
+  as sparse tiles, every other one as dense tiles (:mod:`npu.firmware.sparse`).
 
 The result, :class:`CompiledModel`, holds one program per layer (ending in END, laid
 end to end in the command ring) and the constant memory image (weights, parameters,
@@ -29,6 +32,7 @@ from .hostops import conv_geometry
 from .isa import INSTRUCTION_BYTES, End, encode_program
 from .onnx_import import ModelError, NpuLayer
 from .quant import quantize_multiplier
+from .sparse import fits_pattern
 
 __all__ = ["CompiledModel", "LayerPlan", "compile_model", "MEMORY_BASE"]
 
@@ -54,6 +58,11 @@ class LayerPlan:
     in_shape: tuple
     out_shape: tuple
     geometry: dict = field(default_factory=dict)
+
+    @property
+    def sparse(self):
+        """True when the layer's GEMMs run as N:M sparse tiles."""
+        return any(pack.plan.sparse for pack in self.packs)
 
     @property
     def instructions(self):
@@ -171,11 +180,6 @@ def compile_model(graph, config, input_shapes, *, trace=None):
         for g0 in range(0, groups, per_pack):
             members = list(range(g0, min(groups, g0 + per_pack)))
             p = len(members)
-            try:
-                plan = GemmPlan(config, M, p * Kg, p * Ng, base=addr)
-            except ValueError as e:
-                raise ModelError(f"node '{layer.name}' ({layer.op}): {e}") from None
-            addr = _align(plan.end)
             w = np.zeros((p * Kg, p * Ng), dtype=np.int64)
             for i, g in enumerate(members):
                 if layer.op == "Conv":
@@ -183,6 +187,13 @@ def compile_model(graph, config, input_shapes, *, trace=None):
                 else:
                     wg = layer.weight
                 w[i * Kg:(i + 1) * Kg, i * Ng:(i + 1) * Ng] = wg
+            # Weights that obey the NPU's N:M pattern along K run as sparse tiles.
+            sparse = config.sparse and fits_pattern(w, *config.sparse_nm)
+            try:
+                plan = GemmPlan(config, M, p * Kg, p * Ng, base=addr, sparse=sparse)
+            except ValueError as e:
+                raise ModelError(f"node '{layer.name}' ({layer.op}): {e}") from None
+            addr = _align(plan.end)
             chans = slice(g0 * Ng, (g0 + p) * Ng)
             image += plan.weight_image(w, bias[chans], mult[chans], shift[chans], zp, lo, hi)
             packs.append(Pack(plan, members))

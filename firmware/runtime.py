@@ -138,6 +138,13 @@ async def _run_layer(compiled, layer, driver, tensors):
     return result
 
 
+def _layer_note(config, node, plan):
+    notes = [f"{config.sparsity} sparse tiles"] if plan.sparse else []
+    if node.op == "Conv":
+        notes.append("im2col on the host")
+    return "; ".join(notes)
+
+
 async def execute(compiled, feeds, driver, progress=None):
     """Run the compiled graph on ``driver``; return (graph outputs, [LayerStats]).
     ``progress(stats)`` is called after each node."""
@@ -150,7 +157,7 @@ async def execute(compiled, feeds, driver, progress=None):
             result = await _run_layer(compiled, node, driver, tensors)
             stats.append(LayerStats(node.name, node.op, "npu", plan.macs, result.get("cycles"),
                                     result.get("counters"), plan.instructions, plan.in_shape, plan.out_shape,
-                                    node.fused, "im2col on the host" if node.op == "Conv" else ""))
+                                    node.fused, _layer_note(compiled.config, node, plan)))
         else:
             _host_node(node, tensors, graph.consts)
             shape = tuple(tensors[node.outputs[0]].shape) if node.outputs else None

@@ -142,25 +142,49 @@ class Harness:
         self.model.soft_reset()
 
 
-def _gemm_operands(config, M, K, N, rng):
+def _gemm_operands(config, M, K, N, rng, *, sparse=False):
     lo, hi = -(1 << (config.data_width - 1)), (1 << (config.data_width - 1))
     a = rng.integers(lo, hi, size=(M, K))
-    w = rng.integers(lo, hi, size=(K, N))
+    w = random_nm_weights(config, K, N, rng) if sparse else rng.integers(lo, hi, size=(K, N))
     bias = rng.integers(-(1 << 12), 1 << 12, size=N)
     scale = 1.0 / (K * (1 << (config.data_width - 1)) * 2)
     mult, shift = quantize_multiplier(scale * 4)
     return a, w, bias, mult, shift
 
 
+def random_nm_weights(config, K, N, rng):
+    """Random weights obeying the config's N:M pattern along K, with the cases the front
+    end must get right: groups of 0 .. N non-zeros (some all zero), non-zeros on both
+    group edges, extreme values, and a short last group when K % M != 0."""
+    n, m = config.sparse_nm
+    lo, hi = -(1 << (config.data_width - 1)), (1 << (config.data_width - 1))
+    groups = -(-K // m)
+    w = np.zeros((groups * m, N), dtype=np.int64)
+    for g in range(groups):
+        for col in range(N):
+            kind = rng.integers(0, 4)
+            if kind == 0:
+                continue                                        # all zero
+            if kind == 1:
+                pos = [0, m - 1][:n] if n > 1 else [rng.choice([0, m - 1])]      # the edges
+            else:
+                pos = rng.choice(m, size=rng.integers(1, n + 1), replace=False)
+            values = rng.integers(lo, hi, size=len(pos))
+            values[values == 0] = lo                            # a kept weight is a non-zero one
+            w[g * m + np.asarray(pos), col] = values
+    return w[:K]
+
+
 async def _run_gemm(dut, M, K, N, *, result_name=None):
     config = _config()
     rng = np.random.default_rng(_seed())
     waits, stall = _env_waits()
-    a, w, bias, mult, shift = _gemm_operands(config, M, K, N, rng)
-    probe = plan_gemm(config, a, w, bias, mult, shift, base=0)
+    sparse = os.environ.get("NPU_SPARSE") == "1"
+    a, w, bias, mult, shift = _gemm_operands(config, M, K, N, rng, sparse=sparse)
+    probe = plan_gemm(config, a, w, bias, mult, shift, base=0, sparse=sparse)
     ring_bytes = len(probe.program) * INSTRUCTION_BYTES
     mem, window = _memory(probe.end + ring_bytes + 64)
-    gemm = plan_gemm(config, a, w, bias, mult, shift, base=window[0] + ring_bytes)
+    gemm = plan_gemm(config, a, w, bias, mult, shift, base=window[0] + ring_bytes, sparse=sparse)
     h = Harness(dut, config, mem, window, wait_states=waits, stall_prob=stall, seed=_seed())
     await h.start()
     for addr, data in gemm.image:
@@ -176,6 +200,7 @@ async def _run_gemm(dut, M, K, N, *, result_name=None):
     peak = counters["cycles"] * config.macs_per_cycle
     result = {
         "config": config.to_dict(), "gemm": {"M": M, "K": K, "N": N}, "tiles": gemm.tiles,
+        "sparse": sparse, "nonzero_weights": int(np.count_nonzero(w)),
         "instructions": len(gemm.program), "wait_states": list(waits), "stall_prob": stall,
         "counters": counters, "useful_macs": gemm.macs,
         "mac_utilisation": gemm.macs / peak if peak else 0.0,
@@ -187,9 +212,52 @@ async def _run_gemm(dut, M, K, N, *, result_name=None):
 
 @cocotb.test()
 async def gemm(dut):
-    """A memory-to-memory GEMM (NPU_GEMM, default ragged 37x50x19) against the reference."""
+    """A memory-to-memory GEMM (NPU_GEMM, default ragged 37x50x19) against the reference;
+    with NPU_SPARSE=1 its weights are random N:M and it runs as sparse tiles."""
     M, K, N = (int(v) for v in os.environ.get("NPU_GEMM", "37,50,19").split(","))
     await _run_gemm(dut, M, K, N)
+
+
+@cocotb.test()
+async def mixed_sparse_dense(dut):
+    """One program on an N:M NPU: a dense GEMM, a sparse GEMM, then a dense one again,
+    back to back through the command processor (their loads and computes overlap);
+    memory vs the golden model and each result vs reference_gemm."""
+    config = _config()
+    rng = np.random.default_rng(_seed())
+    waits, stall = _env_waits()
+    shapes = [(21, 2 * config.act_lanes + 3, 13, False), (21, 13, 2 * config.cols + 1, True),
+              (21, 2 * config.cols + 1, 9, False)]
+    gemms, operands = [], []
+    for M, K, N, sparse in shapes:
+        operands.append(_gemm_operands(config, M, K, N, rng, sparse=sparse))
+        gemms.append((M, K, N, sparse))
+    probe_sizes = [plan_gemm(config, *ops, base=0, sparse=sp).end for ops, (_, _, _, sp) in zip(operands, gemms)]
+    program_len = 1 + sum(len(plan_gemm(config, *ops, base=0, sparse=sp).program) - 1
+                          for ops, (_, _, _, sp) in zip(operands, gemms))
+    ring_bytes = -(-program_len * INSTRUCTION_BYTES // 64) * 64
+    mem, window = _memory(ring_bytes + sum(probe_sizes) + 64 * len(gemms))
+    h = Harness(dut, config, mem, window, wait_states=waits, stall_prob=stall, seed=_seed())
+    await h.start()
+    addr = window[0] + ring_bytes
+    plans, program = [], []
+    for ops, (_, _, _, sparse) in zip(operands, gemms):
+        plan = plan_gemm(config, *ops, base=addr, sparse=sparse)
+        for where, data in plan.image:
+            h.write(where, data)
+        program += plan.program[:-1]                    # without its END
+        plans.append(plan)
+        addr = plan.end
+    program.append(End())
+    await h.setup(len(program) + 1)
+    tail = h.load_program(program)
+    await h.run(tail, timeout_cycles=400_000)
+    for plan, (a, w, bias, mult, shift), (M, K, N, sparse) in zip(plans, operands, gemms):
+        y = plan.read_result(config, h.host.memory.read)
+        want = reference_gemm(a, w, bias, mult, shift, 0, -(1 << (config.data_width - 1)),
+                              (1 << (config.data_width - 1)) - 1, acc_width=config.acc_width)
+        assert np.array_equal(y, want), f"{'sparse' if sparse else 'dense'} {M}x{K}x{N} GEMM differs"
+    dut._log.info(f"dense, sparse and dense GEMMs in one {len(program)}-instruction program matched")
 
 
 def _random_program(config, rng, data_lo, data_hi, scratch_lo, scratch_hi, length):

@@ -38,6 +38,26 @@ RUNS = [
 ]
 
 
+SPARSE = [name for name, config in CONFIGS.items() if config.sparse]
+# (config, test, seed, wait states, stall probability, M,K,N): sparse GEMMs with random
+# N:M weights (all-zero groups, edge non-zeros, K % M != 0), and mixed programs.
+SPARSE_RUNS = [(name, "gemm", 4, "0,0", 0.0, "37,50,19") for name in SPARSE] + [
+    (name, "mixed_sparse_dense", 5, "0,6", 0.2, None) for name in SPARSE] + [
+    ("8x8-2of4", "gemm", 6, "0,15", 0.3, "70,103,29"),
+]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name, test, seed, waits, stall, shape", SPARSE_RUNS,
+                         ids=[f"{n}-{t}-{s}" for n, t, s, *_ in SPARSE_RUNS])
+def test_sparse_rtl(name, test, seed, waits, stall, shape):
+    config = CONFIGS[name]
+    run_cocotb(config, "npu.sim.tb_npu", testcase=test,
+               build_dir=build_dir_for(config, f"npu-{test}-{seed}-{waits.replace(',', '_')}"),
+               extra_env={"NPU_SEED": str(seed), "NPU_WAITS": waits, "NPU_STALL": str(stall), "NPU_SPARSE": "1",
+                          **({"NPU_GEMM": shape} if shape else {})})
+
+
 @pytest.mark.rtl
 @pytest.mark.parametrize("test, seed, waits, stall", RUNS,
                          ids=[f"{t}-{s}-w{w.replace(',', '_')}" for t, s, w, _ in RUNS])
