@@ -24,7 +24,7 @@ Compressed format (what :func:`compress` returns and the NPU's buffers hold):
 
 import numpy as np
 
-__all__ = ["SparsityError", "prune", "check_pattern", "fits_pattern", "compress", "decompress"]
+__all__ = ["SparsityError", "prune", "check_pattern", "fits_pattern", "compress", "decompress", "prune_model"]
 
 
 class SparsityError(ValueError):
@@ -175,3 +175,76 @@ def decompress(config, values, indices, K, N):
     t, j, _, _, c = np.indices(vals.shape, sparse=True)
     np.add.at(dense, (t, j, lane, c), vals)
     return dense.transpose(0, 2, 1, 3).reshape(kt * L, nt * C)[:K, :N]
+
+
+# -- whole models -----------------------------------------------------------------------
+
+#: Weight inputs of the ops the NPU runs: op -> (weight input, weight zero-point input or
+#: None, how the weight is laid out: "kn" K x N, "nk" N x K (Gemm with transB), "conv").
+_WEIGHT_INPUTS = {
+    "QLinearConv": (3, 5, "conv"),
+    "QLinearMatMul": (3, 5, "kn"),
+    "QGemm": (3, 5, "kn"),
+}
+_FLOAT_CONSUMERS = {"Conv": "conv", "MatMul": "kn", "Gemm": "kn"}
+
+
+def prune_model(model, n, m):
+    """Magnitude-prune the int8 weights of every Conv/MatMul/Gemm of a quantised ONNX
+    model to the n:m pattern along K (per output channel), in place.
+
+    ``model`` is an ``onnx.ModelProto`` (QDQ or QOperator form). A weight's zero point
+    stands for 0.0, so "zero" means the zero point. Returns ``[(weight name, K, N,
+    kept fraction)]``; raises :class:`SparsityError` when the model has no such weight.
+    """
+    from onnx import helper, numpy_helper
+
+    _check_nm(n, m)
+    inits = {init.name: init for init in model.graph.initializer}
+    producers = {out: node for node in model.graph.node for out in node.output}
+    targets = {}        # weight initializer -> (zero point initializer or None, layout)
+    for node in model.graph.node:
+        if node.op_type in _WEIGHT_INPUTS:
+            wi, zi, layout = _WEIGHT_INPUTS[node.op_type]
+            w_name = node.input[wi] if len(node.input) > wi else ""
+            z_name = node.input[zi] if len(node.input) > zi else ""
+        elif node.op_type in _FLOAT_CONSUMERS and len(node.input) > 1:
+            dq = producers.get(node.input[1])
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            w_name = dq.input[0]
+            z_name = dq.input[2] if len(dq.input) > 2 else ""
+            layout = _FLOAT_CONSUMERS[node.op_type]
+        else:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if layout == "kn" and attrs.get("transB", 0):
+            layout = "nk"
+        if w_name in inits and numpy_helper.to_array(inits[w_name]).dtype.kind in "iu":
+            targets[w_name] = (inits.get(z_name), layout)
+    if not targets:
+        raise SparsityError("the model has no quantised Conv/MatMul/Gemm weights to prune")
+    pruned = []
+    for w_name, (z_init, layout) in targets.items():
+        q = numpy_helper.to_array(inits[w_name])
+        zp = numpy_helper.to_array(z_init).astype(np.int64) if z_init is not None else np.zeros(1, np.int64)
+        if np.any(zp != zp.reshape(-1)[0]):
+            raise SparsityError(f"weight '{w_name}' has per-channel zero points; prune supports one zero point")
+        zp = int(zp.reshape(-1)[0])
+        x = q.astype(np.int64) - zp
+        if layout == "conv":
+            kn = x.reshape(x.shape[0], -1).T
+        elif layout == "nk":
+            kn = x.T
+        else:
+            kn = x
+        kept = prune(kn, n, m)
+        if layout == "conv":
+            x = kept.T.reshape(q.shape)
+        elif layout == "nk":
+            x = kept.T
+        else:
+            x = kept
+        inits[w_name].CopyFrom(numpy_helper.from_array((x + zp).astype(q.dtype), w_name))
+        pruned.append((w_name, kn.shape[0], kn.shape[1], float(np.count_nonzero(kept)) / max(1, kept.size)))
+    return pruned

@@ -205,6 +205,48 @@ def _run_model(config, graph, inputs, backend, *, work_dir=None):
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--sparsity", required=True, help="The N:M pattern to prune to, e.g. 2:4 (what the NPU is "
+              "generated with).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Where to write the pruned model (.onnx).")
+def prune(model, sparsity, out_path):
+    """Magnitude-prune a quantised model's Conv/MatMul/Gemm weights to N:M along K.
+
+    On an NPU generated with the same sparsity, `npu run` then runs those layers as
+    sparse tiles. Pruning changes the model's results: check its accuracy (and fine-tune
+    if needed) before deploying it."""
+    import onnx
+
+    from .firmware.sparse import SparsityError, prune_model
+    from .generators.config import parse_sparsity
+
+    try:
+        n, m = parse_sparsity(sparsity)
+    except ConfigError as e:
+        raise UserError(str(e).replace("sparsity =", "--sparsity", 1)) from None
+    if not m:
+        raise UserError(f"--sparsity {sparsity!r} is invalid: give an N:M pattern such as 2:4")
+    try:
+        proto = onnx.load(str(model))
+    except FileNotFoundError:
+        raise UserError(f"{model}: no such file") from None
+    except Exception as e:      # onnx raises DecodeError and friends for a corrupt file
+        raise UserError(f"{model}: not a readable ONNX model ({type(e).__name__})") from None
+    try:
+        pruned = prune_model(proto, n, m)
+    except SparsityError as e:
+        raise UserError(f"{model}: {e}") from None
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    onnx.save(proto, str(tmp))
+    tmp.replace(out_path)
+    for name, K, N, kept in pruned:
+        click.echo(f"  {name}: K={K} x N={N}, {100 * kept:.1f}% of the weights non-zero")
+    click.echo(f"pruned {len(pruned)} weight tensors to {sparsity} -> {out_path}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="X.npy: B samples stacked, shape (B, *model input shape); X.npz for several inputs.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
