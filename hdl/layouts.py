@@ -11,7 +11,8 @@ from amaranth.utils import ceil_log2
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
 
 __all__ = ["TileOp", "addr_width", "count_width", "command_layout", "ppu_command_layout", "PPU_COMMAND_FIELDS",
-           "act_write_layout", "wgt_write_layout", "idx_entry_layout", "idx_write_layout", "param_write_layout", "output_layout"]
+           "act_write_layout", "wgt_write_layout", "idx_entry_layout", "idx_write_layout", "param_write_layout",
+           "output_layout"]
 
 
 class TileOp(enum.Enum, shape=1):

@@ -318,6 +318,12 @@ def demo(config_path, backend, report_dir, **overrides):
     click.echo(f"  report        {paths[0]} and {paths[1]}")
 
 
+BENCHMARKS = ("model", "datapath", "gemm", "sparse", "generation")
+
+#: Sparse GEMM runs: (label, sparsity, bus width, target cycles / dense cycles).
+SPARSE_RUNS = (("2of4", "2:4", 32, 0.55), ("1of4", "1:4", 64, 0.30))
+
+
 @main.command()
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build/bench"),
               show_default=True, help="Directory for the JSON results.")
@@ -346,12 +352,6 @@ def bench(out_dir, rows_per_tile, gemm, only):
         failed.append("generation")
     if failed:
         raise click.ClickException(f"benchmark below target: {', '.join(failed)}")
-
-
-BENCHMARKS = ("model", "datapath", "gemm", "sparse", "generation")
-
-#: Sparse GEMM runs: (label, sparsity, bus width, target cycles / dense cycles).
-SPARSE_RUNS = (("2of4", "2:4", 32, 0.55), ("1of4", "1:4", 64, 0.30))
 
 
 def _bench_sparse(out_dir, gemm_shape):
