@@ -232,19 +232,11 @@ def prune_model(model, n, m):
             raise SparsityError(f"weight '{w_name}' has per-channel zero points; prune supports one zero point")
         zp = int(zp.reshape(-1)[0])
         x = q.astype(np.int64) - zp
-        if layout == "conv":
-            kn = x.reshape(x.shape[0], -1).T
-        elif layout == "nk":
-            kn = x.T
-        else:
-            kn = x
+        # Conv (O x I x kh x kw) and transposed Gemm weights hold output channels first.
+        channels_first = layout != "kn"
+        kn = x.reshape(x.shape[0], -1).T if channels_first else x
         kept = prune(kn, n, m)
-        if layout == "conv":
-            x = kept.T.reshape(q.shape)
-        elif layout == "nk":
-            x = kept.T
-        else:
-            x = kept
+        x = (kept.T if channels_first else kept).reshape(q.shape)
         inits[w_name].CopyFrom(numpy_helper.from_array((x + zp).astype(q.dtype), w_name))
         pruned.append((w_name, kn.shape[0], kn.shape[1], float(np.count_nonzero(kept)) / max(1, kept.size)))
     return pruned

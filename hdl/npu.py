@@ -241,8 +241,10 @@ class _Core(Elaboratable):
         ld_addr = _field(insn, Opcode.LOAD, "buf_addr")
         ld_depth = Signal(range(65537))
         with m.Switch(ld_buf):
-            for buf, depth in ((Buffer.ACT, cfg.act_depth), (Buffer.WGT, cfg.wgt_depth),
-                               (Buffer.PARAM, cfg.param_depth), (Buffer.IDX, cfg.idx_depth)):
+            depths = {Buffer.ACT: cfg.act_depth, Buffer.WGT: cfg.wgt_depth, Buffer.PARAM: cfg.param_depth}
+            if cfg.sparse:
+                depths[Buffer.IDX] = cfg.idx_depth
+            for buf, depth in depths.items():
                 with m.Case(buf):
                     m.d.comb += ld_depth.eq(depth)
         cp_count = _field(insn, Opcode.COMPUTE, "count")
@@ -291,7 +293,10 @@ class _Core(Elaboratable):
             act_hit = (e.cmd.buffer == Buffer.ACT) & _overlap(cp_act, cp_act_hi, e.cmd.buf_addr, e.buf_hi)
             wgt_hit = (e.cmd.buffer == Buffer.WGT) & _overlap(cp_wgt, cp_wgt_hi, e.cmd.buf_addr, e.buf_hi)
             par_hit = (e.cmd.buffer == Buffer.PARAM) & _overlap(st_param, st_param + 1, e.cmd.buf_addr, e.buf_hi)
-            idx_hit = (e.cmd.buffer == Buffer.IDX) & cp_sparse & _overlap(cp_idx, cp_idx + 1, e.cmd.buf_addr, e.buf_hi)
+            idx_hit = 0
+            if cfg.sparse:
+                idx_hit = (e.cmd.buffer == Buffer.IDX) & cp_sparse & _overlap(cp_idx, cp_idx + 1, e.cmd.buf_addr,
+                                                                              e.buf_hi)
             with m.If(v & (act_hit | wgt_hit | idx_hit)):
                 m.d.comb += hazard_compute.eq(1)
             with m.If(v & par_hit):

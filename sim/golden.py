@@ -450,26 +450,27 @@ class NPUModel:
             offsets = addrs[:rows, 0] - self.memory.base
             entries = slice(insn.buf_addr, insn.buf_addr + rows)
             if kind == "idx":
-                size = words * c.bus_bytes
-                raw = self._bytes()[offsets[:, None] + np.arange(size)]
+                raw = self._bytes()[offsets[:, None] + np.arange(words * c.bus_bytes)]
                 self.idx[entries] = unpack_idx(c, raw.tobytes(), rows)
-                if error is not None:
-                    raise error
-                return
-            codec = self._codecs[kind]
-            raw = self._bytes()[offsets[:, None] + np.arange(codec.data_bytes)]
-            values = codec.decode(raw)
-            if kind == "act":
-                self.act[entries] = values["data"]
-            elif kind == "wgt":
-                self.wgt[entries] = values["data"]
             else:
-                for name in ("bias", "mult", "shift"):
-                    getattr(self, name)[entries] = values[name]
-                for name in ("zero_point", "clamp_lo", "clamp_hi"):
-                    getattr(self, name)[entries] = values[name][:, 0]
+                self._write_entries(kind, entries, offsets)
         if error is not None:
             raise error
+
+    def _write_entries(self, kind, entries, offsets):
+        """Buffer entries ``entries`` from the act/wgt/param rows at memory ``offsets``."""
+        codec = self._codecs[kind]
+        raw = self._bytes()[offsets[:, None] + np.arange(codec.data_bytes)]
+        values = codec.decode(raw)
+        if kind == "act":
+            self.act[entries] = values["data"]
+        elif kind == "wgt":
+            self.wgt[entries] = values["data"]
+        else:
+            for name in ("bias", "mult", "shift"):
+                getattr(self, name)[entries] = values[name]
+            for name in ("zero_point", "clamp_lo", "clamp_hi"):
+                getattr(self, name)[entries] = values[name][:, 0]
 
     def _compute(self, insn):
         c = self.config

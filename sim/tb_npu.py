@@ -232,11 +232,10 @@ async def mixed_sparse_dense(dut):
     for M, K, N, sparse in shapes:
         operands.append(_gemm_operands(config, M, K, N, rng, sparse=sparse))
         gemms.append((M, K, N, sparse))
-    probe_sizes = [plan_gemm(config, *ops, base=0, sparse=sp).end for ops, (_, _, _, sp) in zip(operands, gemms)]
-    program_len = 1 + sum(len(plan_gemm(config, *ops, base=0, sparse=sp).program) - 1
-                          for ops, (_, _, _, sp) in zip(operands, gemms))
+    probes = [plan_gemm(config, *ops, base=0, sparse=sp) for ops, (_, _, _, sp) in zip(operands, gemms)]
+    program_len = 1 + sum(len(probe.program) - 1 for probe in probes)
     ring_bytes = -(-program_len * INSTRUCTION_BYTES // 64) * 64
-    mem, window = _memory(ring_bytes + sum(probe_sizes) + 64 * len(gemms))
+    mem, window = _memory(ring_bytes + sum(probe.end for probe in probes) + 64 * len(gemms))
     h = Harness(dut, config, mem, window, wait_states=waits, stall_prob=stall, seed=_seed())
     await h.start()
     addr = window[0] + ring_bytes
