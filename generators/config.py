@@ -44,6 +44,7 @@ _INT_LIMITS = {
     "acc_depth":   ("buffers", 2, 65536),
     "param_depth": ("buffers", 1, 4096),
     "bus_width":   ("bus",     32, 128),
+    "ppu_lanes":   ("array",   0, 64),     # 0: one per column
 }
 
 #: Data widths the DMA Wishbone master supports.
@@ -77,6 +78,11 @@ class NPUConfig:
         Entries of the post-processing parameter buffer (per-column bias, multiplier, shift).
     bus_width : int
         Data width of the Wishbone DMA master in bits: 32, 64 or 128.
+    ppu_lanes : int
+        Requantisation lanes of the post-processing unit: it turns an accumulator row
+        into an output row in ``cols / ppu_lanes`` cycles. 0 (the default) means one
+        lane per column (a row per cycle). Fewer lanes save the 32x31-bit multipliers
+        (four DSP blocks each on ECP5) on small FPGAs; must divide ``cols``.
     sparsity : str
         ``"dense"``, or ``"N:M"`` for the sparse front end: a COMPUTE may then run a
         tile of N:M-compressed weights (at most N non-zeros in every M consecutive
@@ -95,6 +101,7 @@ class NPUConfig:
     acc_depth: int = 512
     param_depth: int = 16
     bus_width: int = 32
+    ppu_lanes: int = 0
     sparsity: str = "dense"
 
     def __post_init__(self):
@@ -112,6 +119,9 @@ class NPUConfig:
         if self.bus_width not in BUS_WIDTHS:
             raise ConfigError(f"bus_width = {self.bus_width} is invalid: allowed: "
                               f"{', '.join(map(str, BUS_WIDTHS))}")
+        if self.ppu_lanes and (self.ppu_lanes > self.cols or self.cols % self.ppu_lanes):
+            raise ConfigError(f"ppu_lanes = {self.ppu_lanes} is invalid for cols = {self.cols}: must divide cols "
+                              f"(or be 0: one lane per column)")
         n, m = parse_sparsity(self.sparsity)
         if m and self.rows % n:
             raise ConfigError(f"sparsity = {self.sparsity!r} is invalid for rows = {self.rows}: N = {n} must "
@@ -180,6 +190,16 @@ class NPUConfig:
     def idx_depth(self):
         """Entries of the index buffer (one per weight tile: ``rows x cols`` indices); 0 when dense."""
         return self.wgt_depth // self.rows if self.sparse else 0
+
+    @property
+    def requant_lanes(self):
+        """Lanes of the post-processing unit (``ppu_lanes``, or ``cols`` when 0)."""
+        return self.ppu_lanes or self.cols
+
+    @property
+    def requant_passes(self):
+        """Cycles the post-processing unit spends on one accumulator row."""
+        return self.cols // self.requant_lanes
 
     @property
     def acc_banks(self):

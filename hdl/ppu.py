@@ -13,21 +13,31 @@ __all__ = ["PostProcessor", "requantize_lane"]
 PIPELINE_STAGES = 5
 
 
-def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, acc_width, data_width):
+def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, acc_width, data_width,
+                    param_per_row=False):
     """Build the four-register requantisation pipeline of one lane; return its result.
 
     Semantics (``docs/architecture.md``, "Requantisation"), all integer and exact:
     ``x = wrap(acc + bias, acc_width)``; ``p = x * mult``; ``q = p / 2**shift`` rounded
     to nearest, ties to even; ``y = clamp(q + zero_point, clamp_lo, clamp_hi)``.
+
+    ``param`` is read in the cycle ``acc`` is, unless ``param_per_row`` is false: then it
+    must hold still for the whole command (it is read again in the next stage).
     """
     sync = m.d[domain]
     # Stage 2: bias add, wrapping at the accumulator width like the accumulator itself.
     x = Signal(signed(acc_width))
     sync += x.eq(acc + param.bias)
+    if param_per_row:
+        # The lane serves another column next cycle: keep this column's multiplier and shift.
+        mult, shift = Signal.like(param.mult), Signal.like(param.shift)
+        sync += [mult.eq(param.mult), shift.eq(param.shift)]
+    else:
+        mult, shift = param.mult, param.shift
     # Stage 3: the fixed-point multiply, exact.
-    p = Signal(signed(acc_width + param.mult.shape().width + 1))
-    shift_2 = Signal.like(param.shift)
-    sync += [p.eq(x * param.mult), shift_2.eq(param.shift)]
+    p = Signal(signed(acc_width + mult.shape().width + 1))
+    shift_2 = Signal.like(shift)
+    sync += [p.eq(x * mult), shift_2.eq(shift)]
     # Stage 4: arithmetic shift right with round-half-to-even (ONNX QuantizeLinear's rounding).
     one = Const(1, 64)
     unit = (one << shift_2)[:64]
@@ -111,13 +121,15 @@ class PostProcessor(wiring.Component):
         lane = Signal(data.ArrayLayout(lane_layout, cfg.cols))
         remaining = Signal.like(cmd.count)
         addr = Signal.like(cmd.acc_addr)
+        passes = cfg.requant_passes
         # Rows read from the accumulator but not yet in the FIFO.
-        in_flight = Signal(range(PIPELINE_STAGES + 2))
-        valid = Signal(PIPELINE_STAGES)  # valid[i]: stage i+1 holds a row
+        in_flight = Signal(range(PIPELINE_STAGES + passes + 3))
+        # Cycles until the next row may be read: a row occupies the lanes for ``passes`` cycles.
+        gap = Signal(range(passes))
 
         issue = Signal()
-        fifo_write = valid[-1]
-        pipeline_empty = ~valid.any()
+        fifo_write = Signal()
+        pipeline_empty = Signal()
         has_room = (out_fifo.level + in_flight) < self._fifo_depth
 
         with m.FSM() as fsm:
@@ -134,24 +146,85 @@ class PostProcessor(wiring.Component):
                 m.d.sync += lane.eq(param_r.data)
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += issue.eq((remaining != 0) & has_room)
+                m.d.comb += issue.eq((remaining != 0) & has_room & (gap == 0))
                 with m.If(issue):
                     m.d.sync += [remaining.eq(remaining - 1), addr.eq(addr + 1)]
                 with m.If((remaining == 0) | (issue & (remaining == 1))):
                     m.next = "IDLE"
+        if passes > 1:
+            with m.If(issue):
+                m.d.sync += gap.eq(passes - 1)
+            with m.Elif(gap != 0):
+                m.d.sync += gap.eq(gap - 1)
 
         m.d.comb += self.reading.eq(~fsm.ongoing("IDLE") | (self.cmd.valid & self.cmd.ready))
 
         m.d.comb += [self.acc_rd_addr.eq(addr), self.acc_rd_en.eq(issue)]
-        m.d.sync += [valid.eq((valid << 1) | issue), in_flight.eq(in_flight + issue - fifo_write)]
+        m.d.sync += in_flight.eq(in_flight + issue - fifo_write)
 
-        results = []
-        for n in range(cfg.cols):
-            results.append(requantize_lane(
-                m, "sync", self.acc_rd_data[n], lane[n], cmd.zero_point, cmd.clamp_lo, cmd.clamp_hi,
-                acc_width=cfg.acc_width, data_width=cfg.data_width))
         row = Signal(output_layout(cfg))
-        m.d.comb += [row[n].eq(results[n]) for n in range(cfg.cols)]
+        if passes == 1:
+            # One lane per column: a row per cycle through one pipeline.
+            valid = Signal(PIPELINE_STAGES)  # valid[i]: stage i+1 holds a row
+            m.d.sync += valid.eq((valid << 1) | issue)
+            m.d.comb += [fifo_write.eq(valid[-1]), pipeline_empty.eq(~valid.any())]
+            for n in range(cfg.cols):
+                result = requantize_lane(
+                    m, "sync", self.acc_rd_data[n], lane[n], cmd.zero_point, cmd.clamp_lo, cmd.clamp_hi,
+                    acc_width=cfg.acc_width, data_width=cfg.data_width)
+                m.d.comb += row[n].eq(result)
+        else:
+            self._lane_passes(m, cfg, lane, cmd, issue, row, fifo_write, pipeline_empty)
         m.d.comb += [out_fifo.w_data.eq(row), out_fifo.w_en.eq(fifo_write)]
         m.d.comb += self.idle.eq(fsm.ongoing("IDLE") & pipeline_empty & (out_fifo.level == 0))
         return m
+
+    def _lane_passes(self, m, cfg, lane, cmd, issue, row, fifo_write, pipeline_empty):
+        """Fewer lanes than columns: each row is captured, then requantised ``L`` columns
+        per cycle in ``cols / L`` passes, and assembled before it enters the FIFO.
+
+        Cycle t reads the row; t+1 captures it; passes p = 0..P-1 enter the lanes at
+        t+2+p and leave them four cycles later, into ``assembled`` (the last pass goes
+        straight to the FIFO with it). The next row is read at t+P, so the lanes are busy
+        every cycle of a long command.
+        """
+        L, P = cfg.requant_lanes, cfg.requant_passes
+        captured = Signal()
+        row_buf = Signal(data.ArrayLayout(signed(cfg.acc_width), cfg.cols))
+        m.d.sync += captured.eq(issue)
+        with m.If(captured):
+            m.d.sync += [row_buf[n].eq(self.acc_rd_data[n]) for n in range(cfg.cols)]
+        # The pass sequencer: which pass of the captured row enters the lanes this cycle.
+        active = Signal()
+        index = Signal(range(P))
+        with m.If(captured):
+            m.d.sync += [active.eq(1), index.eq(0)]
+        with m.Elif(active):
+            m.d.sync += index.eq(index + 1)
+            with m.If(index == P - 1):
+                m.d.sync += active.eq(0)
+        results = []
+        for lane_no in range(L):
+            column = index * L + lane_no
+            results.append(requantize_lane(
+                m, "sync", row_buf[column], lane[column], cmd.zero_point, cmd.clamp_lo, cmd.clamp_hi,
+                acc_width=cfg.acc_width, data_width=cfg.data_width, param_per_row=True))
+        # Each pass's (valid, index) travels beside its results through the four lane stages.
+        tag_valid = Signal(4)
+        tag_index = [Signal(range(P), name=f"tag_index{i}") for i in range(4)]
+        m.d.sync += tag_valid.eq((tag_valid << 1) | active)
+        m.d.sync += [tag_index[0].eq(index), *(tag_index[i].eq(tag_index[i - 1]) for i in range(1, 4))]
+        out_valid, out_index = tag_valid[-1], tag_index[-1]
+        assembled = Signal(output_layout(cfg))
+        with m.If(out_valid):
+            with m.Switch(out_index):
+                for p in range(P - 1):
+                    with m.Case(p):
+                        m.d.sync += [assembled[p * L + i].eq(results[i]) for i in range(L)]
+        for n in range(cfg.cols):
+            p, i = divmod(n, L)
+            m.d.comb += row[n].eq(results[i] if p == P - 1 else assembled[n])
+        m.d.comb += [
+            fifo_write.eq(out_valid & (out_index == P - 1)),
+            pipeline_empty.eq(~(captured | active | tag_valid.any())),
+        ]

@@ -80,11 +80,13 @@ def test_array_latency_and_bank_switch(rows, cols):
         assert out[m + array.latency] == list(acts[m] @ weights[sels[m]])
 
 
-@pytest.mark.parametrize("data_width, acc_width", [(8, 32), (6, 20), (16, 40)])
-def test_ppu_matches_golden_requantisation(data_width, acc_width):
+@pytest.mark.parametrize("data_width, acc_width, lanes", [(8, 32, 0), (6, 20, 0), (16, 40, 0), (8, 32, 1), (6, 20, 1)])
+def test_ppu_matches_golden_requantisation(data_width, acc_width, lanes):
     # Narrow accumulators make products narrower than large shifts: negative products
     # must still round correctly (the remainder needs the sign extension).
-    config = NPUConfig(rows=2, cols=3, data_width=data_width, acc_width=acc_width, acc_depth=64, param_depth=4)
+    # lanes = 1: one requantisation lane serves the three columns in turn.
+    config = NPUConfig(rows=2, cols=3, data_width=data_width, acc_width=acc_width, acc_depth=64, param_depth=4,
+                       ppu_lanes=lanes)
     ppu = PostProcessor(config)
     rng = random.Random(5)
     lo, hi = -2**(acc_width - 1), 2**(acc_width - 1) - 1

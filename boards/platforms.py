@@ -1,0 +1,105 @@
+"""The dev boards ``npu build`` supports: platform, clock, memory and default NPU per board.
+
+Each :class:`Board` names an amaranth-boards platform and says how the board top level
+(:mod:`npu.boards.top`) is put together on it: the NPU clock (made by a PLL from the
+board oscillator where they differ), the on-chip memory behind the NPU's DMA (SPRAM on
+the iCE40UP5K, block RAM on ECP5), the programmer, and a default NPU configuration sized
+to the device (``npu build --board NAME`` without ``--config`` builds that one).
+"""
+
+from dataclasses import dataclass, field
+
+from ..generators.config import ConfigError, NPUConfig
+
+__all__ = ["Board", "BOARDS", "board", "board_config", "board_names"]
+
+
+@dataclass(frozen=True)
+class Board:
+    """One supported board.
+
+    Parameters
+    ----------
+    name : str
+        The name ``--board`` takes.
+    platform : str
+        ``module:Class`` of the amaranth-boards platform.
+    family : str
+        ``"ice40"`` or ``"ecp5"``.
+    clk_hz : int
+        The NPU clock (the nextpnr constraint); a PLL makes it from the board clock.
+    ram : str
+        On-chip memory for the DMA: ``"spram"`` (iCE40UP5K) or ``"bram"``.
+    ram_bytes : int
+        Its size in bytes.
+    npu : dict
+        The default NPU configuration for the device (NPUConfig fields).
+    programmer : str
+        The tool ``npu flash`` runs (through the platform's ``toolchain_program``).
+    leds : tuple
+        LED resources the status outputs drive, in order.
+    """
+    name: str
+    platform: str
+    family: str
+    clk_hz: int
+    ram: str
+    ram_bytes: int
+    npu: dict = field(default_factory=dict)
+    programmer: str = "openFPGALoader"
+    leds: tuple = ()
+    description: str = ""
+
+    def platform_class(self):
+        import importlib
+        module, cls = self.platform.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+    @property
+    def device(self):
+        return self.platform_class().device
+
+
+#: The iCE40UP5K's eight SB_MAC16 each hold two int8 multiplies (MODE_8x8): a 4x4 array.
+_ICE40_NPU = dict(rows=4, cols=4, act_depth=256, wgt_depth=64, acc_depth=256, param_depth=16, ppu_lanes=1)
+#: ECP5: one int8 multiply per MULT18X18D; the requantiser's 32x31 multiply takes four.
+_ECP5_12_25 = dict(rows=4, cols=6, act_depth=512, wgt_depth=128, acc_depth=512, param_depth=32, ppu_lanes=1)
+_ECP5_45 = dict(rows=8, cols=8, act_depth=512, wgt_depth=256, acc_depth=512, param_depth=64, ppu_lanes=1)
+_ECP5_85 = dict(rows=12, cols=12, act_depth=512, wgt_depth=384, acc_depth=512, param_depth=64, ppu_lanes=2)
+
+_ULX3S_LEDS = tuple(("led", i) for i in range(8))
+
+BOARDS = {b.name: b for b in [
+    Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 30_000_000, "spram",
+          128 * 1024, _ICE40_NPU, "iceprog", (("led_g", 0), ("led_r", 0)),
+          "1BitSquared iCEBreaker (iCE40UP5K-SG48), 12 MHz oscillator, FTDI FT2232H UART"),
+    *(Board(f"ulx3s-{size}", f"amaranth_boards.ulx3s:ULX3S_{size.upper()}_Platform", "ecp5", 100_000_000,
+            "bram", ram, npu, "openFPGALoader", _ULX3S_LEDS,
+            f"Radiona ULX3S (LFE5U-{size.upper()}-6BG381), 25 MHz oscillator, FT231X UART")
+      for size, ram, npu in (("12f", 32 * 1024, _ECP5_12_25), ("25f", 64 * 1024, _ECP5_12_25),
+                             ("45f", 128 * 1024, _ECP5_45), ("85f", 256 * 1024, _ECP5_85))),
+    *(Board(f"ecpix5-{size}", f"amaranth_boards.ecpix5:ECPIX5{size[:2]}FPlatform", "ecp5", 100_000_000,
+            "bram", ram, npu, "openFPGALoader", (("rgb_led", 0), ("rgb_led", 1), ("rgb_led", 2), ("rgb_led", 3)),
+            f"LambdaConcept ECPIX-5 (LFE5UM5G-{size.upper()}-8BG554), 100 MHz oscillator, FT2232 UART")
+      for size, ram, npu in (("45f", 128 * 1024, _ECP5_45), ("85f", 256 * 1024, _ECP5_85))),
+]}
+
+
+def board_names():
+    return list(BOARDS)
+
+
+def board(name):
+    """The :class:`Board` called ``name``; a one-line error naming the supported boards."""
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise ConfigError(f"board {name!r} is not supported; allowed: {', '.join(BOARDS)}") from None
+
+
+def board_config(name, **overrides):
+    """The default NPU configuration of board ``name`` (with ``overrides``)."""
+    values = {**board(name).npu, **overrides}
+    values.setdefault("name", "npu")
+    return NPUConfig(**values)
+
