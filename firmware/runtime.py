@@ -14,6 +14,7 @@ difference is the *driver* under it, so the same program gives the same bytes on
 every backend.
 """
 
+import inspect
 import os
 import pickle
 import tempfile
@@ -114,6 +115,11 @@ def _pack_rows(layer, plan, x):
     return out
 
 
+async def _maybe_await(value):
+    """A driver's write/read may be plain (a simulated memory) or a coroutine (a board link)."""
+    return await value if inspect.isawaitable(value) else value
+
+
 async def _run_layer(compiled, layer, driver, tensors):
     plan = compiled.layers[layer.name]
     x = tensors[layer.input]
@@ -125,9 +131,13 @@ async def _run_layer(compiled, layer, driver, tensors):
     xd = x.astype(np.int64) + layer.x.offset
     for pack, a in zip(plan.packs, _pack_rows(layer, plan, xd)):
         for addr, data in pack.plan.act_image(a):
-            driver.write(addr, data)
+            await _maybe_await(driver.write(addr, data))
     result = await driver.run(plan.first_slot, plan.tail_slot)
-    parts = [pack.plan.read_result(driver.read) for pack in plan.packs]
+    parts = []
+    for pack in plan.packs:
+        y = pack.plan.y                             # the result region read_result reads
+        data = await _maybe_await(driver.read(y.base, y.size))
+        parts.append(pack.plan.read_result(lambda addr, n: data[addr - y.base:addr - y.base + n]))
     y = np.concatenate(parts, axis=1) - layer.y.offset
     if layer.op == "Conv":
         B, N, oh, ow = plan.out_shape

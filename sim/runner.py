@@ -34,11 +34,12 @@ def build_dir_for(config, tag=""):
     return repo_root() / "build" / "sim" / name
 
 
-def run_cocotb(config, test_module, *, top="npu", testcase=None, build_dir=None, extra_env=None,
+def run_cocotb(config, test_module, *, top="npu", soc=None, testcase=None, build_dir=None, extra_env=None,
                waves=None, result=False, quiet=False):
     """Generate ``config``, build it with Icarus and run ``test_module``'s cocotb tests.
 
-    ``top`` is the design to generate (``"npu"`` or ``"datapath"``). Returns the JSON the tests wrote with :func:`npu.sim.testbench.write_result` when
+    ``top`` is the design to generate (``"npu"``, ``"datapath"``, or ``"soc"`` built with
+    the keyword arguments ``soc``). Returns the JSON the tests wrote with :func:`npu.sim.testbench.write_result` when
     ``result`` is true (else None). Raises ``AssertionError`` if any test failed.
     With ``quiet``, the simulator's output goes to ``sim.log`` in the build directory.
     """
@@ -49,7 +50,7 @@ def run_cocotb(config, test_module, *, top="npu", testcase=None, build_dir=None,
                                "or 'apt-get install iverilog'")
     build_dir = Path(build_dir or build_dir_for(config))
     waves = os.environ.get("NPU_WAVES", "0") not in ("", "0") if waves is None else waves
-    verilog_path, _ = generate(config, build_dir, top)
+    verilog_path, _ = generate(config, build_dir, top, soc)
     sources, build_args = [verilog_path], []
     if waves:
         # cocotb's own dump module is SystemVerilog; this one works with -g2005 below.
