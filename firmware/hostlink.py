@@ -35,8 +35,9 @@ _ID_REGISTERS = [reg for reg in REGISTERS if reg.name.startswith("ID_")]
 _LINK_CODES = frozenset(s.value for s in LINK_STATUSES)
 
 
-class LinkError(RuntimeError):
-    """The board link failed: one line saying what was done and what went wrong.
+class LinkError(DeviceError):
+    """The board link failed: one line saying what was done and what went wrong. (A
+    :class:`~npu.firmware.runtime.DeviceError`, so callers of the runtime catch one type.)
 
     ``status`` is the board's :class:`~npu.hdl.bridge.Status` when it answered with an
     error (None when it did not answer usefully); ``address`` the byte address of a bus

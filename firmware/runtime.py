@@ -6,6 +6,9 @@
   attached to a simulated memory and driven through its registers exactly as a driver
   would: program ring, RING_TAIL, CTRL.START, wait for the interrupt, read the status
   and the performance counters.
+* ``serial``: an FPGA board running the NPU (``npu build``/``npu flash``), reached over
+  its USB-UART through the host protocol (:mod:`npu.firmware.hostlink`): the model is
+  loaded into the board's RAM, and each layer's program is started and polled there.
 
 Both run the same :func:`execute` loop over the graph: for an NPU layer it writes the
 layer's activations (im2col rows for a convolution) into memory, runs the layer's
@@ -29,7 +32,7 @@ from .onnx_import import Graph, ModelError, NpuLayer, load_model
 __all__ = ["Device", "DeviceError", "npu_error_text", "RunResult", "execute", "trace_shapes", "GoldenDriver",
            "BACKENDS", "batch_inputs", "unbatch_outputs"]
 
-BACKENDS = ("golden", "rtl")
+BACKENDS = ("golden", "rtl", "serial")
 
 
 class DeviceError(RuntimeError):
@@ -307,14 +310,19 @@ class Device:
     >>> result.outputs["probabilities"], result.total_cycles
     """
 
-    def __init__(self, config, backend="golden", *, work_dir=None, log=None):
-        """``log(line)``: progress lines while the rtl backend simulates (one per NPU layer)."""
+    def __init__(self, config, backend="golden", *, work_dir=None, log=None, port=None, baud=1_000_000):
+        """``log(line)``: progress lines while the rtl or serial backend runs (one per NPU layer).
+        ``port``, ``baud``: the board's serial port for the ``serial`` backend."""
         if backend not in BACKENDS:
             raise ValueError(f"backend {backend!r} is not one of: {', '.join(BACKENDS)}")
+        if backend == "serial" and not port:
+            raise ValueError("backend 'serial' needs port= (the board's serial device, e.g. /dev/ttyUSB1)")
         self.config = config
         self.backend = backend
         self.work_dir = work_dir
         self.log = log
+        self.port = port
+        self.baud = baud
 
     def compile(self, model, feeds):
         from .compiler import compile_model
@@ -334,10 +342,39 @@ class Device:
         if self.backend == "golden":
             import asyncio
             outputs, stats = asyncio.run(execute(compiled, feeds, GoldenDriver(compiled)))
+        elif self.backend == "serial":
+            outputs, stats = self._run_serial(compiled, feeds)
         else:
             outputs, stats = self._run_rtl(compiled, feeds)
         return RunResult(unbatch_outputs(graph, outputs, batch, short), stats, self.backend, self.config,
                          batch, graph.name)
+
+    def _run_serial(self, compiled, feeds):
+        """Load the model into the board's RAM over the link and run it there."""
+        import asyncio
+
+        from .hostlink import BoardDriver, HostLink, SerialTransport
+        layers, done = len(compiled.layers), []
+
+        def progress(stats):
+            if stats.where == "npu" and self.log:
+                done.append(stats)
+                self.log(f"layer {len(done)}/{layers} {stats.name} ({stats.op}): {stats.cycles} cycles, "
+                         f"{stats.macs} MACs")
+
+        async def go(transport):
+            driver = BoardDriver(HostLink(transport), compiled)
+            info = await driver.load()
+            if self.log:
+                self.log(f"board on {transport.name}: {info.clk_hz / 1e6:g} MHz, {info.ram_size // 1024} KiB RAM; "
+                         f"model loaded ({sum(len(data) for _, data in compiled.image)} bytes)")
+            return await execute(compiled, feeds, driver, progress)
+
+        transport = SerialTransport(self.port, self.baud)
+        try:
+            return asyncio.run(go(transport))
+        finally:
+            transport.close()
 
     def _run_rtl(self, compiled, feeds):
         from ..sim.runner import build_dir_for, run_cocotb

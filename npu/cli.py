@@ -184,8 +184,9 @@ def _load_model(model):
         raise UserError(str(e)) from None
 
 
-def _run_model(config, graph, inputs, backend, *, work_dir=None):
-    """Compile and run an imported model; user errors become one-line :class:`UserError`."""
+def _run_model(config, graph, inputs, backend, *, work_dir=None, **device):
+    """Compile and run an imported model; user errors become one-line :class:`UserError`.
+    ``device``: the serial backend's ``port`` and ``baud``."""
     from .firmware.onnx_import import ModelError
     from .firmware.runtime import Device, DeviceError
     from .sim.runner import SimulatorMissing
@@ -194,10 +195,11 @@ def _run_model(config, graph, inputs, backend, *, work_dir=None):
         npu_layers = graph.npu_layers()
         _step(f"Model '{graph.name}': {len(npu_layers)} NPU layers, "
               f"{len(graph.nodes) - len(npu_layers)} host nodes; running on the '{backend}' backend"
-              + (" (generating the NPU and simulating it with Icarus Verilog)" if backend == "rtl" else ""))
+              + (" (generating the NPU and simulating it with Icarus Verilog)" if backend == "rtl" else "")
+              + (f" (the board on {device.get('port')} at {device.get('baud')} baud)" if backend == "serial" else ""))
         started = time.monotonic()
-        log = (lambda line: click.echo(f"    {line}", err=True)) if backend == "rtl" else None
-        result = Device(config, backend, work_dir=work_dir, log=log).run(graph, inputs)
+        log = (lambda line: click.echo(f"    {line}", err=True)) if backend in ("rtl", "serial") else None
+        result = Device(config, backend, work_dir=work_dir, log=log, **device).run(graph, inputs)
     except (ModelError, DeviceError, SimulatorMissing) as e:
         raise UserError(str(e)) from None
     return result, time.monotonic() - started
@@ -245,26 +247,66 @@ def prune(model, sparsity, out_path):
     click.echo(f"pruned {len(pruned)} weight tensors to {sparsity} -> {out_path}")
 
 
+def _run_config(config_path, board_name):
+    """--config if given, else the default configuration of --board, else configs/default.toml."""
+    if config_path is not None or board_name is None:
+        return resolve_config(config_path)
+    try:
+        from .boards.platforms import board_config
+    except ImportError as e:
+        raise UserError(f"--board needs npu.boards.platforms, which does not import here ({e}); "
+                        f"pass the board's --config instead") from None
+    try:
+        return board_config(board_name)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def _serial_options(backend, port, baud):
+    """The serial backend's port and baud rate; a one-line error if --port is missing or misplaced."""
+    if backend != "serial":
+        if port or baud:
+            raise UserError("--port and --baud are for --backend serial")
+        return {}
+    if not port:
+        raise UserError("--backend serial needs --port: the board's serial device, e.g. /dev/ttyUSB1")
+    if baud is None:
+        try:
+            from .boards.top import DEFAULT_BAUD as baud
+        except ImportError:
+            baud = 1_000_000
+    if baud <= 0:
+        raise UserError(f"--baud {baud} is invalid: must be a positive integer")
+    return {"port": port, "baud": baud}
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="X.npy: B samples stacked, shape (B, *model input shape); X.npz for several inputs.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Y.npy (or .npz): shape (B, *model output shape); float32 when the model's output is float.")
-@click.option("--backend", type=click.Choice(["golden", "rtl"]), default="golden", show_default=True,
-              help="golden: the NumPy model of the NPU; rtl: the generated Verilog under Icarus.")
+@click.option("--backend", type=click.Choice(["golden", "rtl", "serial"]), default="golden", show_default=True,
+              help="golden: the NumPy model of the NPU; rtl: the generated Verilog under Icarus; serial: an FPGA "
+                   "board over its USB-UART (--port).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="TOML configuration (configs/default.toml when omitted).")
+              help="TOML configuration (configs/default.toml when omitted; the board's with --board).")
+@click.option("--board", "board_name", default=None,
+              help="The board the bitstream was built for (its default configuration unless --config).")
+@click.option("--port", default=None, help="--backend serial: the board's serial device, e.g. /dev/ttyUSB1.")
+@click.option("--baud", type=int, default=None, help="--backend serial: the bitstream's baud rate (default: the "
+              "board build's default).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write report.json and report.png (per-layer cycles and utilisation) here.")
-def run(model, input_path, output_path, backend, config_path, report_dir):
+def run(model, input_path, output_path, backend, config_path, board_name, port, baud, report_dir):
     """Run an int8 ONNX model (quantised by onnxruntime's quantize_static) on the NPU."""
     from .firmware.report import layer_table, write_report
 
-    config = resolve_config(config_path)
+    config = _run_config(config_path, board_name)
+    device = _serial_options(backend, port, baud)
     graph = _load_model(model)
     inputs = _load_inputs(input_path, graph)
-    result, seconds = _run_model(config, graph, inputs, backend)
+    result, seconds = _run_model(config, graph, inputs, backend, **device)
     _save_outputs(output_path, result.outputs)
     for line in layer_table(result):
         click.echo(line)
