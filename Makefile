@@ -10,13 +10,14 @@ OUT       ?= build/verilog
 # pytest workers: the cocotb builds are independent, one per parameter set.
 JOBS      ?= 2
 
-.PHONY: help setup tools demo test test-fast verilog bench clean
+.PHONY: help setup tools demo test test-fast verilog bench fpga-report clean
 
 help:
 	@echo "make demo     generate the default NPU and run the int8 digits model on the simulated RTL"
 	@echo "make test     the full test suite (unit tests + cocotb on generated Verilog)"
 	@echo "make verilog  write $(OUT)/npu.v and npu.json from CONFIG=$(CONFIG)"
 	@echo "make bench    benchmarks; JSON results in build/bench/"
+	@echo "make fpga-report  build every supported board (Yosys + nextpnr from PyPI) and print one table"
 	@echo "make setup    create .venv, install the project and simulators"
 	@echo "make clean    remove build products (keeps .venv)"
 
@@ -58,6 +59,10 @@ verilog: setup
 
 bench: setup
 	$(BIN)/npu bench --out build/bench
+
+# Every board's default NPU through synthesis and place-and-route (tens of minutes).
+fpga-report: setup
+	$(BIN)/npu fpga-report --out build/boards
 
 clean:
 	rm -rf build .pytest_cache

@@ -78,7 +78,7 @@ BOARDS = {b.name: b for b in [
             f"Radiona ULX3S (LFE5U-{size.upper()}-6BG381), 25 MHz oscillator, FT231X UART")
       for size, ram, npu in (("12f", 32 * 1024, _ECP5_12_25), ("25f", 64 * 1024, _ECP5_12_25),
                              ("45f", 128 * 1024, _ECP5_45), ("85f", 256 * 1024, _ECP5_85))),
-    *(Board(f"ecpix5-{size}", f"amaranth_boards.ecpix5:ECPIX5{size[:2]}FPlatform", "ecp5", 100_000_000,
+    *(Board(f"ecpix5-{size}", f"amaranth_boards.ecpix5:ECPIX5{size[:2]}Platform", "ecp5", 100_000_000,
             "bram", ram, npu, "openFPGALoader", (("rgb_led", 0), ("rgb_led", 1), ("rgb_led", 2), ("rgb_led", 3)),
             f"LambdaConcept ECPIX-5 (LFE5UM5G-{size.upper()}-8BG554), 100 MHz oscillator, FT2232 UART")
       for size, ram, npu in (("45f", 128 * 1024, _ECP5_45), ("85f", 256 * 1024, _ECP5_85))),

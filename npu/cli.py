@@ -34,6 +34,8 @@ def config_options(command):
         click.option("--name", default=None, help="Verilog top-level module name."),
         click.option("--sparsity", default=None, help="'dense' or 'N:M' (e.g. 2:4, 1:4, 2:8): the sparse front end."),
         click.option("--bus-width", type=int, default=None, help="DMA Wishbone data width: 32, 64 or 128."),
+        click.option("--ppu-lanes", type=int, default=None,
+                     help="Requantisation lanes (divides cols; 0: one per column)."),
         click.option("--param-depth", type=int, default=None, help="Post-processing parameter entries."),
         click.option("--acc-depth", type=int, default=None, help="Entries per accumulator bank."),
         click.option("--wgt-depth", type=int, default=None, help="Weight buffer rows."),
@@ -563,6 +565,136 @@ def _bench_generation(out_dir):
     click.echo("Generation: " + ", ".join(f"{k} in {v['seconds']} s" for k, v in timings.items())
                + f"\n  -> {gen_path}")
     return timings["16x16"]["seconds"] < 10
+
+
+# --- Boards -------------------------------------------------------------------------
+
+
+def _board_or_fail(name):
+    from .boards.platforms import board
+    try:
+        return board(name)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def _board_config(name, config_path, overrides):
+    """The board's default NPU, or ``--config`` (with overrides)."""
+    from .boards.platforms import board_config
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if config_path is None:
+            return board_config(name, **overrides)
+        return load_config(config_path, **overrides)
+    except (ConfigError, TypeError) as e:
+        raise UserError(str(e)) from None
+
+
+def _board_choice():
+    from .boards.platforms import board_names
+    return click.Choice(board_names())
+
+
+@main.command()
+def boards():
+    """List the supported boards and their default NPUs."""
+    from .boards.platforms import BOARDS, board_config
+    for b in BOARDS.values():
+        c = board_config(b.name)
+        click.echo(f"{b.name:12} {b.device:14} NPU {c.rows}x{c.cols} ({c.macs_per_cycle} MACs/cycle) at "
+                   f"{b.clk_hz / 1e6:g} MHz, {b.ram_bytes // 1024} KiB {b.ram}  {b.description}")
+
+
+@main.command()
+@click.option("--board", "board_name", required=True, type=_board_choice(), help="The board to build for.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Build directory [default: build/boards/BOARD].")
+@click.option("--baud", type=int, default=None, help="Host link baud rate [default: 1000000].")
+@config_options
+def build(board_name, out_dir, baud, config_path, **overrides):
+    """Build a bitstream for a dev board (Yosys + nextpnr) and write report.json.
+
+    Without --config the board's default NPU (sized to its device) is built.
+    """
+    from .boards.build import BuildError, build_board
+    _board_or_fail(board_name)
+    config = _board_config(board_name, config_path, overrides)
+    out_dir = out_dir or Path("build") / "boards" / board_name
+    try:
+        report = build_board(board_name, config, out_dir, baud=baud, echo=lambda line: click.echo(line, err=True))
+    except (BuildError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"bitstream: {report['bitstream']}\nreport: {Path(out_dir) / 'report.json'}")
+
+
+@main.command()
+@click.option("--board", "board_name", required=True, type=_board_choice(), help="The board to program.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The build directory of 'npu build' [default: build/boards/BOARD].")
+def flash(board_name, out_dir):
+    """Program a board with the bitstream 'npu build' made (iceprog / openFPGALoader)."""
+    from .boards.flash import FlashError, flash_board
+    board = _board_or_fail(board_name)
+    out_dir = out_dir or Path("build") / "boards" / board_name
+    try:
+        flash_board(board, out_dir, echo=lambda line: click.echo(line, err=True))
+    except FlashError as e:
+        raise UserError(str(e)) from None
+    click.echo(f"{board_name}: programmed")
+
+
+@main.command("fpga-report")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("build/boards"),
+              show_default=True, help="Where the board builds go.")
+@click.option("--board", "board_names", multiple=True, type=_board_choice(),
+              help="Boards to build (repeatable) [default: all].")
+@click.option("--no-build", is_flag=True, help="Only print the table of the existing reports.")
+def fpga_report(out_dir, board_names, no_build):
+    """Build every supported board's default NPU and print one table of the reports."""
+    from .boards.build import BuildError, build_board, read_report
+    from .boards.platforms import board_names as all_boards
+    names = list(board_names) or all_boards()
+    reports, failed = [], []
+    for name in names:
+        if not no_build:
+            _step(f"{name}")
+            try:
+                build_board(name, None, out_dir / name, echo=lambda line: click.echo(line, err=True))
+            except BuildError as e:
+                click.echo(f"  {name}: {e}", err=True)
+                failed.append(name)
+        try:
+            reports.append(read_report(out_dir / name))
+        except BuildError as e:
+            click.echo(f"  {name}: {e}", err=True)
+    click.echo(report_table(reports))
+    (out_dir).mkdir(parents=True, exist_ok=True)
+    (out_dir / "fpga_report.json").write_text(json.dumps(reports, indent=2) + "\n")
+    click.echo(f"-> {out_dir / 'fpga_report.json'}")
+
+
+def report_table(reports):
+    """One text table of board build reports."""
+    head = ["board", "device", "NPU", "MACs/cyc", "logic used/avail", "FF", "DSP", "BRAM", "SPRAM",
+            "Fmax MHz", "target", "GMAC/s", "fits"]
+    rows = []
+    for r in reports:
+        res = r["resources"]
+        cfg = r["config"]["array"]
+
+        def used(key):
+            v = res.get(key)
+            return f"{v['used']}/{v['available']}" if v and v.get("available") else (str(v["used"]) if v else "-")
+        clock = r["clock"]
+        rows.append([r["board"], r["device"], f"{cfg['rows']}x{cfg['cols']}", str(r["macs_per_cycle"]),
+                     used("logic_cells") if "logic_cells" in res else used("luts"), str(res.get("ffs", {}).get("used", "-")),
+                     used("dsp"), used("block_ram"), used("spram"),
+                     f"{clock['fmax_mhz']:.1f}" if clock["fmax_mhz"] else "-", f"{clock['target_mhz']:g}",
+                     f"{r['peak_gmacs']:.2f}" if r.get("peak_gmacs") else "-",
+                     "yes" if r["fits"] else "NO"])
+    widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(row, widths)) for row in [head, *rows]]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,312 @@
+"""``npu build``: board top level -> Yosys -> nextpnr -> bitstream, and ``report.json``.
+
+The amaranth-boards platform writes the build files (RTLIL, Yosys script, pin and clock
+constraints); this module runs the tools on them itself, so it can pick them (``$YOSYS``
+and friends, else a recent system tool, else the YoWASP tool from PyPI), print progress
+while they run, and read their logs into the report: resources used and available,
+Fmax against the constraint, MACs per cycle and peak GMAC/s.
+"""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .platforms import board as get_board
+
+__all__ = ["BuildError", "build_board", "toolchain", "read_report"]
+
+#: The tools of each family: (environment variable, tool name), in the order they run.
+TOOLS = {
+    "ice40": [("YOSYS", "yosys"), ("NEXTPNR_ICE40", "nextpnr-ice40"), ("ICEPACK", "icepack")],
+    "ecp5":  [("YOSYS", "yosys"), ("NEXTPNR_ECP5", "nextpnr-ecp5"), ("ECPPACK", "ecppack")],
+}
+#: Oldest system tools used in place of the YoWASP ones (the versions the flow is tested with).
+MIN_VERSIONS = {"yosys": (0, 40), "nextpnr-ice40": (0, 7), "nextpnr-ecp5": (0, 7)}
+
+#: nextpnr's resource names -> the report's summary names.
+SUMMARY = {
+    "ice40": {"ICESTORM_LC": "logic_cells", "ICESTORM_RAM": "block_ram", "ICESTORM_DSP": "dsp",
+              "ICESTORM_SPRAM": "spram", "ICESTORM_PLL": "pll", "SB_IO": "io"},
+    "ecp5":  {"TRELLIS_COMB": "luts", "TRELLIS_FF": "ffs", "TRELLIS_SLICE": "slices", "DP16KD": "block_ram",
+              "MULT18X18D": "dsp", "EHXPLLL": "pll", "TRELLIS_IO": "io"},
+}
+#: Flip-flop cells in Yosys' statistics, per family.
+FF_CELLS = {"ice40": r"SB_DFF\w*", "ecp5": r"TRELLIS_FF"}
+
+
+class BuildError(RuntimeError):
+    """A tool is missing or failed, or the design does not fit; the message is one line."""
+
+
+def _version(command):
+    try:
+        out = subprocess.run([command, "--version"] if "nextpnr" in command else [command, "-V"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"(\d+)\.(\d+)", out.stdout + out.stderr)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def toolchain(family):
+    """``{env var: command}`` for ``family``: ``$VAR`` if set, else a recent system tool,
+    else the YoWASP tool installed with the project."""
+    tools = {}
+    venv_bin = Path(sys.executable).parent
+    for var, name in TOOLS[family]:
+        if os.environ.get(var):
+            tools[var] = os.environ[var]
+            continue
+        system = shutil.which(name)
+        minimum = MIN_VERSIONS.get(name)
+        if system and (minimum is None or (_version(system) or (0, 0)) >= minimum):
+            tools[var] = system
+            continue
+        yowasp = venv_bin / f"yowasp-{name}"
+        if yowasp.exists() or shutil.which(f"yowasp-{name}"):
+            tools[var] = str(yowasp) if yowasp.exists() else shutil.which(f"yowasp-{name}")
+            continue
+        raise BuildError(f"{name} not found: install the project (it brings yowasp-{name}), install {name}, "
+                         f"or set {var}")
+    return tools
+
+
+class _Progress:
+    """Prints the stages a tool's log reaches while it runs (a line per stage)."""
+
+    PATTERNS = [
+        re.compile(r"^(\d+\.\d+)\. Executing (\w+) pass"),          # Yosys, inside synth_*
+        re.compile(r"^Info: (Packing|Running main analytical placer|Running simulated annealing|Placing"
+                   r"|Routing|Router2|Program finished|Max frequency|Device utilisation|HeAP|Running router)"),
+    ]
+
+    def __init__(self, log, echo, label):
+        self.log, self.echo, self.label = Path(log), echo, label
+        self.started = time.monotonic()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        seen = 0
+        last = None
+        while not self.stop.wait(1.0):
+            if not self.log.exists():
+                continue
+            with self.log.open(errors="replace") as f:
+                f.seek(seen)
+                chunk = f.read()
+            cut = chunk.rfind("\n") + 1
+            seen += len(chunk[:cut].encode(errors="replace"))
+            for line in chunk[:cut].splitlines():
+                for pattern in self.PATTERNS:
+                    match = pattern.search(line)
+                    if match and match[0] != last:
+                        last = match[0]
+                        text = (f"{match[2]}" if match.re is self.PATTERNS[0] else line[6:].strip())
+                        self.echo(f"  [{self.label} {time.monotonic() - self.started:5.0f} s] {text[:100]}")
+
+    def close(self):
+        self.stop.set()
+        self.thread.join()
+
+
+def _run(cmd, cwd, log, echo, label, env):
+    progress = _Progress(log, echo, label) if echo else None
+    started = time.monotonic()
+    try:
+        with open(Path(cwd) / f"{label}.out", "w") as out:
+            done = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    except OSError as e:
+        raise BuildError(f"cannot run {cmd[0]}: {e}") from None
+    finally:
+        if progress:
+            progress.close()
+    return done.returncode, time.monotonic() - started
+
+
+def _commands(plan_dir, family, tools, name="top"):
+    """The three tool command lines of the platform's build script, with our tools."""
+    script = (Path(plan_dir) / f"build_{name}.sh").read_text()
+    commands = []
+    for line in script.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line.startswith('"$'):
+            continue
+        argv = shlex.split(line)
+        var = argv[0].lstrip("$")
+        commands.append((var, [tools[var], *argv[1:]]))
+    if [var for var, _ in commands] != [var for var, _ in TOOLS[family]]:
+        raise BuildError(f"unexpected build script from the platform: {[v for v, _ in commands]}")
+    return commands
+
+
+def _utilisation(text):
+    """nextpnr's last 'Device utilisation' table: {resource: (used, available)}."""
+    start = text.rfind("Device utilisation")
+    if start < 0:
+        return {}
+    table = {}
+    for match in re.finditer(r"^Info:\s+([A-Z][A-Z0-9_]+):\s+(\d+)/\s*(\d+)", text[start:], re.M):
+        if match[1] in table:
+            break
+        table[match[1]] = (int(match[2]), int(match[3]))
+    return table
+
+
+def _fmax(text):
+    """``(fmax_mhz, constraint_mhz)`` of the NPU clock from nextpnr's last timing report."""
+    found = re.findall(r"Max frequency for clock\s+'([^']+)': ([\d.]+) MHz \((?:PASS|FAIL) at ([\d.]+) MHz\)", text)
+    if not found:
+        return None, None
+    npu = [f for f in found if "clk_npu" in f[0] or "sync" in f[0]] or found
+    return float(npu[-1][1]), float(npu[-1][2])
+
+
+def _cells(text):
+    stat = text[text.rfind("Printing statistics"):] if "Printing statistics" in text else ""
+    cells = {}
+    for match in re.finditer(r"^\s+(\d+)\s+([\w$\\]+)\s*$", stat, re.M):
+        cells[match[2]] = cells.get(match[2], 0) + int(match[1])
+    return cells
+
+
+def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, program=False):
+    """Build board ``name`` with ``config`` (the board's default when None) into ``out_dir``.
+
+    Returns the report (also written to ``out_dir/report.json``). Raises
+    :class:`BuildError` when a tool fails; a design that does not fit the device still
+    gets its report (``"fits": false``) before the error.
+    """
+    from .platforms import board_config
+    from .top import DEFAULT_BAUD, BoardTop
+
+    board = get_board(name)
+    config = config or board_config(name)
+    out_dir = Path(out_dir or Path("build") / "boards" / name).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tools = toolchain(board.family)
+    platform = board.platform_class()()
+    top = BoardTop(board, config, baud=baud or DEFAULT_BAUD)
+    overrides = {"nextpnr_opts": "--timing-allow-fail --seed 1"}
+    if board.family == "ecp5" and config.sparse:
+        overrides["synth_opts"] = "-noabc9"     # the pinned Yosys' ABC9 asserts on the sparse NPU
+    if echo:
+        echo(f"{board.name}: {board.device}, NPU {config.rows}x{config.cols} ({config.macs_per_cycle} MACs/cycle), "
+             f"{board.clk_hz / 1e6:g} MHz target, {board.ram_bytes // 1024} KiB {board.ram.upper()}; "
+             f"tools: {', '.join(Path(t).name for t in tools.values())}")
+    started = time.monotonic()
+    plan = platform.build(top, name="top", build_dir=str(out_dir), do_build=False, **overrides)
+    plan.extract(str(out_dir))
+    (out_dir / "npu.toml").write_text(_toml(config))
+    env = {**os.environ, **tools}
+    seconds = {"elaborate": round(time.monotonic() - started, 1)}
+    report = {
+        "board": board.name, "device": board.device, "family": board.family, "description": board.description,
+        "config": config.to_dict(), "baud": baud or DEFAULT_BAUD, "ram": {"kind": board.ram,
+                                                                           "bytes": board.ram_bytes},
+        "tools": {var: _tool_text(cmd) for var, cmd in tools.items()},
+    }
+    labels = {"YOSYS": "synthesis", "NEXTPNR_ICE40": "place-and-route", "NEXTPNR_ECP5": "place-and-route",
+              "ICEPACK": "bitstream", "ECPPACK": "bitstream"}
+    logs = {"YOSYS": "top.rpt", "NEXTPNR_ICE40": "top.tim", "NEXTPNR_ECP5": "top.tim"}
+    failure = None
+    for var, cmd in _commands(out_dir, board.family, tools):
+        label = labels[var]
+        if echo:
+            echo(f"  {label}: {Path(cmd[0]).name} ...")
+        code, secs = _run(cmd, out_dir, out_dir / logs.get(var, f"{label}.out"), echo, label, env)
+        seconds[label] = round(secs, 1)
+        if code:
+            failure = (label, code)
+            break
+    report["seconds"] = seconds
+    _fill_report(report, board, config, out_dir)
+    bitstream = out_dir / ("top.bin" if board.family == "ice40" else "top.bit")
+    report["bitstream"] = str(bitstream) if bitstream.exists() and not failure else None
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if failure:
+        label, code = failure
+        if not report["fits"]:
+            over = ", ".join(f"{k} {u}/{a}" for k, (u, a) in report["resources_raw"].items() if u > a)
+            raise BuildError(f"the design does not fit the {board.device}: {over} (report: {out_dir / 'report.json'})")
+        log = out_dir / logs.get(label, f"{label}.out")
+        raise BuildError(f"{label} failed (exit {code}): {_last_error(out_dir)}; log: {log}")
+    if echo:
+        echo(summary_line(report))
+    return report
+
+
+def _tool_text(cmd):
+    return Path(cmd).name
+
+
+def _toml(config):
+    lines = [f'name = "{config.name}"', f'sparsity = "{config.sparsity}"']
+    for section, values in config.to_dict().items():
+        if isinstance(values, dict):
+            lines.append(f"\n[{section}]")
+            lines += [f"{k} = {v}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _last_error(out_dir):
+    for name in ("top.tim", "top.rpt", "bitstream.out", "synthesis.out", "place-and-route.out"):
+        path = Path(out_dir) / name
+        if path.exists():
+            errors = [line.strip() for line in path.read_text(errors="replace").splitlines()
+                      if line.startswith("ERROR") or "Error" in line[:20]]
+            if errors:
+                return errors[-1][:200]
+    return "no error message in the logs"
+
+
+def _fill_report(report, board, config, out_dir):
+    rpt = out_dir / "top.rpt"
+    tim = out_dir / "top.tim"
+    cells = _cells(rpt.read_text(errors="replace")) if rpt.exists() else {}
+    text = tim.read_text(errors="replace") if tim.exists() else ""
+    raw = _utilisation(text)
+    report["resources_raw"] = raw
+    summary = {}
+    for key, (used, available) in raw.items():
+        if key in SUMMARY[board.family]:
+            summary[SUMMARY[board.family][key]] = {"used": used, "available": available}
+    ffs = sum(n for cell, n in cells.items() if re.fullmatch(FF_CELLS[board.family], cell))
+    summary.setdefault("ffs", {"used": ffs, "available": raw.get("ICESTORM_LC", raw.get("TRELLIS_COMB",
+                                                                                          (0, None)))[1]})
+    report["resources"] = summary
+    report["fits"] = bool(raw) and all(used <= available for used, available in raw.values())
+    fmax, constraint = _fmax(text)
+    macs = config.macs_per_cycle
+    report["clock"] = {"target_mhz": board.clk_hz / 1e6, "constraint_mhz": constraint, "fmax_mhz": fmax,
+                       "met": fmax is not None and fmax >= board.clk_hz / 1e6}
+    report["macs_per_cycle"] = macs
+    report["peak_gmacs"] = round(macs * fmax / 1e3, 3) if fmax else None
+    report["peak_gmacs_at_target"] = round(macs * min(fmax, board.clk_hz / 1e6) / 1e3, 3) if fmax else None
+
+
+def summary_line(report):
+    res = report["resources"]
+    logic = res.get("logic_cells") or res.get("luts") or {}
+    clock = report["clock"]
+    fmax = f"{clock['fmax_mhz']:.1f}" if clock["fmax_mhz"] else "?"
+    return (f"{report['board']}: {'fits' if report['fits'] else 'DOES NOT FIT'}; "
+            f"logic {logic.get('used')}/{logic.get('available')}, "
+            f"DSP {res.get('dsp', {}).get('used')}/{res.get('dsp', {}).get('available')}, "
+            f"Fmax {fmax} MHz (target {clock['target_mhz']:g}, {'met' if clock['met'] else 'NOT met'}), "
+            f"{report['macs_per_cycle']} MACs/cycle, {report['peak_gmacs']} GMAC/s peak")
+
+
+def read_report(out_dir):
+    path = Path(out_dir) / "report.json"
+    if not path.exists():
+        raise BuildError(f"{path}: no build report; run 'npu build --board NAME' first")
+    return json.loads(path.read_text())

@@ -1,0 +1,104 @@
+"""Board builds: the board table, PLL settings, report parsing, and one real ECP5
+synthesis + place-and-route + bitstream of a small NPU through the pip-installed tools."""
+
+import json
+
+import pytest
+
+from npu.boards import build as board_build
+from npu.boards.clocking import ecp5_pll, ice40_pll
+from npu.boards.platforms import BOARDS, board, board_config
+from npu.generators.config import ConfigError, NPUConfig
+
+
+def test_every_board_has_a_valid_default_npu_and_platform():
+    for name, b in BOARDS.items():
+        config = board_config(name)
+        assert config.macs_per_cycle >= 16, name
+        assert b.platform_class().device == b.device
+        assert b.family in ("ice40", "ecp5")
+    assert board_config("ulx3s-85f").macs_per_cycle >= 144
+
+
+def test_unknown_board_is_one_line_naming_the_boards():
+    with pytest.raises(ConfigError, match=r"board 'nope' is not supported; allowed: icebreaker, ulx3s-12f"):
+        board("nope")
+
+
+@pytest.mark.parametrize("f_in, f_out", [(12e6, 30e6), (12e6, 36e6), (12e6, 48e6)])
+def test_ice40_pll_is_exact_and_in_range(f_in, f_out):
+    divr, divf, divq, filter_range, f = ice40_pll(f_in, f_out)
+    assert f == pytest.approx(f_out)
+    assert 533e6 <= f_in / (divr + 1) * (divf + 1) <= 1066e6
+    assert f == f_in * (divf + 1) / ((divr + 1) * 2 ** divq)
+    assert 1 <= filter_range <= 6
+
+
+@pytest.mark.parametrize("f_in, f_out", [(25e6, 100e6), (25e6, 80e6), (100e6, 50e6)])
+def test_ecp5_pll_is_exact_and_in_range(f_in, f_out):
+    clki, clkfb, clkop, f = ecp5_pll(f_in, f_out)
+    assert f == pytest.approx(f_out)
+    assert 400e6 <= f * clkop <= 800e6
+
+
+def test_pll_out_of_reach_is_one_line():
+    with pytest.raises(ValueError, match="cannot make 2000 MHz from 12 MHz"):
+        ice40_pll(12e6, 2000e6)
+
+
+def test_ppu_lanes_must_divide_cols():
+    with pytest.raises(ConfigError, match="ppu_lanes = 3 is invalid for cols = 8: must divide cols"):
+        NPUConfig(ppu_lanes=3)
+
+
+NEXTPNR_LOG = """\
+Info: Device utilisation:
+Info: 	          TRELLIS_IO:     9/  197     4%
+Info: 	        TRELLIS_COMB: 12000/24288    49%
+Info: 	          MULT18X18D:    30/   28   107%
+Info: Max frequency for clock '$glbnet$clk_npu': 61.00 MHz (FAIL at 100.00 MHz)
+Info: Device utilisation:
+Info: 	          TRELLIS_IO:     9/  197     4%
+Info: 	        TRELLIS_COMB: 12000/24288    49%
+Info: 	          MULT18X18D:    30/   28   107%
+Info: Max frequency for clock '$glbnet$clk_npu': 58.25 MHz (FAIL at 100.00 MHz)
+"""
+
+
+def test_report_reads_the_last_utilisation_and_fmax(tmp_path):
+    (tmp_path / "top.tim").write_text(NEXTPNR_LOG)
+    (tmp_path / "top.rpt").write_text("Printing statistics.\n     1234   TRELLIS_FF\n")
+    report = {}
+    b = board("ulx3s-25f")
+    board_build._fill_report(report, b, board_config("ulx3s-25f"), tmp_path)
+    assert report["resources"]["dsp"] == {"used": 30, "available": 28}
+    assert report["resources"]["ffs"]["used"] == 1234
+    assert report["fits"] is False
+    assert report["clock"]["fmax_mhz"] == 58.25 and report["clock"]["met"] is False
+    assert report["peak_gmacs"] == pytest.approx(24 * 58.25 / 1e3, abs=1e-3)
+
+
+def test_flash_without_bitstream_or_tool_is_one_line(tmp_path, monkeypatch):
+    from npu.boards.flash import FlashError, flash_board
+    with pytest.raises(FlashError, match="no bitstream .*run 'npu build --board icebreaker' first"):
+        flash_board(board("icebreaker"), tmp_path)
+    (tmp_path / "top.bit").write_bytes(b"\0")
+    monkeypatch.setenv("OPENFPGALOADER", "/nonexistent/openFPGALoader")
+    with pytest.raises(FlashError, match="openFPGALoader not found"):
+        flash_board(board("ulx3s-85f"), tmp_path)
+
+
+@pytest.mark.rtl
+@pytest.mark.fpga
+def test_ecp5_build_of_a_small_npu(tmp_path):
+    """The whole flow on a fresh machine: Yosys, nextpnr-ecp5 and ecppack from PyPI."""
+    config = NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4, ppu_lanes=1)
+    lines = []
+    report = board_build.build_board("ulx3s-25f", config, tmp_path, echo=lines.append)
+    assert (tmp_path / "top.bit").stat().st_size > 100_000
+    assert report["fits"]
+    assert report["resources"]["dsp"]["used"] == 4 + 4     # four PEs + one requantisation lane
+    assert report["clock"]["fmax_mhz"] > 10
+    assert report["macs_per_cycle"] == 4
+    assert json.loads((tmp_path / "report.json").read_text())["bitstream"].endswith("top.bit")
+    assert any("place-and-route" in line for line in lines)      # progress was shown
