@@ -519,6 +519,11 @@ class SerialTransport:
             self.port = serial.Serial(port, baud, timeout=0)
         except (serial.SerialException, OSError, ValueError) as e:
             raise LinkError(f"cannot open serial port {port}: {str(e).splitlines()[0] if str(e) else e}") from None
+        try:
+            # FTDI adapters hold short answers for their latency timer (16 ms) unless told not to.
+            self.port.set_low_latency_mode(True)
+        except (AttributeError, NotImplementedError, ValueError, OSError):
+            pass
         self.port.reset_input_buffer()
 
     def now(self):

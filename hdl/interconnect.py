@@ -18,10 +18,11 @@ class Arbiter(wiring.Component):
     """Several pipelined masters share one slave, request by request.
 
     The owner of the slave keeps it while no other master asks. When another master
-    presents a request, the owner's new requests are stalled; once its outstanding
-    requests are answered (or it drops ``cyc``) the slave goes to the next asking master
-    in round-robin order. A master that streams requests therefore gives way within a
-    few cycles, and answers always reach the master that made the request.
+    presents a request and the owner has had at least one request accepted since it got
+    the slave (or is not asking), the owner's new requests are stalled; once its
+    outstanding requests are answered (or it drops ``cyc``) the slave goes to the next
+    asking master in round-robin order. Masters that stream requests therefore take
+    turns within a few cycles, and answers always reach the master that made the request.
 
     Parameters
     ----------
@@ -60,8 +61,15 @@ class Arbiter(wiring.Component):
                     for j in reversed([(o + i) % n for i in range(1, n)]):
                         with m.If(asking[j]):
                             m.d.comb += [other.eq(1), successor.eq(j)]
+        served = Signal()           # the owner has had a request accepted since it got the slave
+        owner_asking = Signal()
+        with m.Switch(owner):
+            for o in range(n):
+                with m.Case(o):
+                    m.d.comb += owner_asking.eq(asking[o])
+        give_way = other & (served | ~owner_asking)
         full = outstanding == self.max_outstanding
-        hold = other | full
+        hold = give_way | full
         for i, master in enumerate(self.masters):
             m.d.comb += [master.dat_r.eq(slave.dat_r), master.stall.eq(1)]
         with m.Switch(owner):
@@ -76,8 +84,10 @@ class Arbiter(wiring.Component):
             m.d.sync += outstanding.eq(0)
         with m.Else():
             m.d.sync += outstanding.eq(outstanding + accepted - slave.ack)
-        with m.If(other & ((outstanding == 0) | ~slave.cyc)):
-            m.d.sync += owner.eq(successor)
+        with m.If(give_way & ((outstanding == 0) | ~slave.cyc)):
+            m.d.sync += [owner.eq(successor), served.eq(0)]
+        with m.Elif(accepted):
+            m.d.sync += served.eq(1)
         return m
 
 
