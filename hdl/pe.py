@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ProcessingElement"]
+__all__ = ["ProcessingElement", "dual_int8_dsp", "sb_mac16_pair"]
 
 
 class ProcessingElement(wiring.Component):
@@ -27,9 +27,14 @@ class ProcessingElement(wiring.Component):
         Width of the partial sums (signed); sums wrap at this width.
     group : int
         Activations per cell input (1: dense; M of N:M sparsity).
+    external_multiplier : bool
+        Leave the multiply to the array: the cell presents its operands on ``mul_a`` /
+        ``mul_w`` and adds ``mul_p`` (their product, combinational) to the partial sum.
+        The array then packs two cells' products into one DSP block where the device
+        allows it (:func:`dual_int8_dsp`).
     """
 
-    def __init__(self, *, data_width, psum_width, group=1):
+    def __init__(self, *, data_width, psum_width, group=1, external_multiplier=False):
         if data_width < 1 or psum_width < 2 * data_width:
             raise ValueError(f"psum_width ({psum_width}) must be at least 2*data_width ({2 * data_width})")
         self._data_width = data_width
@@ -50,6 +55,11 @@ class ProcessingElement(wiring.Component):
         }
         if group > 1:
             ports["w_idx"] = In(unsigned(self._idx_bits))
+        self._external = external_multiplier
+        if external_multiplier:
+            ports["mul_a"] = Out(signed(data_width))
+            ports["mul_w"] = Out(signed(data_width))
+            ports["mul_p"] = In(signed(2 * data_width))
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -73,9 +83,48 @@ class ProcessingElement(wiring.Component):
                 with m.Else():
                     m.d.sync += i0.eq(self.w_idx)
             a = self.a_in[Mux(self.sel_in, i1, i0)]
+        if self._external:
+            m.d.comb += [self.mul_a.eq(a), self.mul_w.eq(weight)]
+            product = self.mul_p
+        else:
+            product = a * weight
         m.d.sync += [
             self.a_out.eq(self.a_in),
             self.sel_out.eq(self.sel_in),
-            self.psum_out.eq(self.psum_in + a * weight),
+            self.psum_out.eq(self.psum_in + product),
         ]
         return m
+
+
+def dual_int8_dsp(platform):
+    """True when ``platform``'s DSP blocks hold two independent int8 multiplies.
+
+    The iCE40UP's SB_MAC16 in 8x8 mode (``MODE_8x8``) multiplies the upper bytes and
+    the lower bytes of its operands separately, signed, with both 16-bit products on
+    its output: two processing elements share one block. (An ECP5 MULT18X18D holds one
+    int8 multiply as Yosys and nextpnr use it.) A simulation may pass a platform object
+    with ``npu_dual_int8_dsp = True`` to build the same netlist.
+    """
+    flag = getattr(platform, "npu_dual_int8_dsp", None)
+    if flag is not None:
+        return bool(flag)
+    return str(getattr(platform, "device", "")).startswith("iCE40UP")
+
+
+def sb_mac16_pair(a_hi, w_hi, a_lo, w_lo, p_hi, p_lo):
+    """An SB_MAC16 in 8x8 mode: ``p_hi = a_hi * w_hi`` and ``p_lo = a_lo * w_lo``, signed,
+    combinational (no pipeline registers). Operands narrower than 8 bits are sign-extended."""
+    from amaranth.hdl import Cat, Instance
+
+    def byte(v):
+        return v.as_signed() if len(v) == 8 else Cat(v, *([v[-1]] * (8 - len(v))))
+    out = Signal(32)
+    instance = Instance(
+        "SB_MAC16",
+        p_MODE_8x8=1, p_A_SIGNED=1, p_B_SIGNED=1, p_TOPOUTPUT_SELECT=2, p_BOTOUTPUT_SELECT=2,
+        i_A=Cat(byte(a_lo), byte(a_hi)), i_B=Cat(byte(w_lo), byte(w_hi)),
+        i_C=0, i_D=0, i_CLK=0, i_CE=1, i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,
+        i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0, i_OHOLDTOP=0, i_OHOLDBOT=0,
+        i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
+        o_O=out)
+    return instance, [p_hi.eq(out[16:32].as_signed()), p_lo.eq(out[0:16].as_signed())]

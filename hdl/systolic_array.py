@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pe import ProcessingElement
+from .pe import ProcessingElement, dual_int8_dsp, sb_mac16_pair
 from .pipeline import delay
 
 __all__ = ["SystolicArray"]
@@ -78,11 +78,24 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C = self.rows, self.cols
-        pes = [[ProcessingElement(data_width=self.data_width, psum_width=self.psum_width, group=self.group)
+        # On the iCE40UP two cells share one SB_MAC16 (two int8 multiplies per block).
+        paired = dual_int8_dsp(platform) and self.data_width <= 8
+        pes = [[ProcessingElement(data_width=self.data_width, psum_width=self.psum_width, group=self.group,
+                                  external_multiplier=paired)
                 for _ in range(C)] for _ in range(R)]
         for k in range(R):
             for n in range(C):
                 m.submodules[f"pe_{k}_{n}"] = pes[k][n]
+        if paired:
+            cells = [pe for row in pes for pe in row]
+            for i in range(0, len(cells), 2):
+                hi, lo = cells[i], cells[i + 1] if i + 1 < len(cells) else None
+                if lo is None:       # an odd cell out multiplies in logic
+                    m.d.comb += hi.mul_p.eq(hi.mul_a * hi.mul_w)
+                    continue
+                instance, connect = sb_mac16_pair(hi.mul_a, hi.mul_w, lo.mul_a, lo.mul_w, hi.mul_p, lo.mul_p)
+                m.submodules[f"mac16_{i // 2}"] = instance
+                m.d.comb += connect
 
         for k in range(R):
             # Zero the operand of empty slots so idle cells compute 0 (deterministic, low power).

@@ -35,13 +35,15 @@ def build_dir_for(config, tag=""):
 
 
 def run_cocotb(config, test_module, *, top="npu", soc=None, testcase=None, build_dir=None, extra_env=None,
-               waves=None, result=False, quiet=False):
+               waves=None, result=False, quiet=False, platform=None, extra_sources=()):
     """Generate ``config``, build it with Icarus and run ``test_module``'s cocotb tests.
 
     ``top`` is the design to generate (``"npu"``, ``"datapath"``, or ``"soc"`` built with
     the keyword arguments ``soc``). Returns the JSON the tests wrote with :func:`npu.sim.testbench.write_result` when
     ``result`` is true (else None). Raises ``AssertionError`` if any test failed.
     With ``quiet``, the simulator's output goes to ``sim.log`` in the build directory.
+    ``platform`` is passed to elaboration and ``extra_sources`` (e.g. vendor cell models)
+    are compiled with the design.
     """
     from cocotb_tools.runner import get_results, get_runner
 
@@ -50,8 +52,8 @@ def run_cocotb(config, test_module, *, top="npu", soc=None, testcase=None, build
                                "or 'apt-get install iverilog'")
     build_dir = Path(build_dir or build_dir_for(config))
     waves = os.environ.get("NPU_WAVES", "0") not in ("", "0") if waves is None else waves
-    verilog_path, _ = generate(config, build_dir, top, soc)
-    sources, build_args = [verilog_path], []
+    verilog_path, _ = generate(config, build_dir, top, soc, platform=platform)
+    sources, build_args = [verilog_path, *extra_sources], []
     if waves:
         # cocotb's own dump module is SystemVerilog; this one works with -g2005 below.
         dump = build_dir / "npu_waves.v"

