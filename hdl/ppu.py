@@ -125,7 +125,7 @@ class PostProcessor(wiring.Component):
         # Rows read from the accumulator but not yet in the FIFO.
         in_flight = Signal(range(PIPELINE_STAGES + passes + 3))
         # Cycles until the next row may be read: a row occupies the lanes for ``passes`` cycles.
-        gap = Signal(range(passes))
+        gap = Signal(range(passes)) if passes > 1 else Const(0, 1)
 
         issue = Signal()
         fifo_write = Signal()

@@ -20,7 +20,8 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     verilog = (tmp_path / "g" / "npu.v").read_text()
     manifest = json.loads((tmp_path / "g" / "npu.json").read_text())
     assert "module npu(" in verilog
-    assert manifest["config"]["array"] == {"rows": 8, "cols": 8, "data_width": 8, "acc_width": 32}
+    assert manifest["config"]["array"] == {"rows": 8, "cols": 8, "data_width": 8, "acc_width": 32,
+                                           "ppu_lanes": 0}
     assert manifest["latencies"]["array"] == 15
     port_names = {p["name"] for p in manifest["ports"]}
     for port in port_names:
