@@ -174,7 +174,7 @@ def _cells(text):
     stat = text[text.rfind("Printing statistics"):] if "Printing statistics" in text else ""
     cells = {}
     for match in re.finditer(r"^\s+(\d+)\s+([\w$\\]+)\s*$", stat, re.M):
-        cells[match[2]] = cells.get(match[2], 0) + int(match[1])
+        cells.setdefault(match[2], int(match[1]))     # the flattened top; a hierarchy summary repeats it
     return cells
 
 

@@ -687,7 +687,8 @@ def report_table(reports):
             return f"{v['used']}/{v['available']}" if v and v.get("available") else (str(v["used"]) if v else "-")
         clock = r["clock"]
         rows.append([r["board"], r["device"], f"{cfg['rows']}x{cfg['cols']}", str(r["macs_per_cycle"]),
-                     used("logic_cells") if "logic_cells" in res else used("luts"), str(res.get("ffs", {}).get("used", "-")),
+                     used("logic_cells") if "logic_cells" in res else used("luts"),
+                     str(res.get("ffs", {}).get("used", "-")),
                      used("dsp"), used("block_ram"), used("spram"),
                      f"{clock['fmax_mhz']:.1f}" if clock["fmax_mhz"] else "-", f"{clock['target_mhz']:g}",
                      f"{r['peak_gmacs']:.2f}" if r.get("peak_gmacs") else "-",
