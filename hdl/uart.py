@@ -17,8 +17,9 @@ __all__ = ["UARTRx", "UARTTx", "MIN_DIVISOR"]
 MIN_DIVISOR = 4
 
 
-def _check_divisor(divisor):
+def _check_divisor(component, divisor):
     if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < MIN_DIVISOR:
+        component._MustUse__silence = True      # never elaborated: no warning about it
         raise ValueError(f"divisor = {divisor!r} is invalid: must be an integer of at least {MIN_DIVISOR} "
                          f"(clock cycles per bit)")
 
@@ -44,7 +45,7 @@ class UARTTx(wiring.Component):
     tx: Out(1, init=1)
 
     def __init__(self, *, divisor):
-        _check_divisor(divisor)
+        _check_divisor(self, divisor)
         self.divisor = divisor
         super().__init__()
 
@@ -94,7 +95,7 @@ class UARTRx(wiring.Component):
     error: Out(1)
 
     def __init__(self, *, divisor):
-        _check_divisor(divisor)
+        _check_divisor(self, divisor)
         self.divisor = divisor
         super().__init__()
 

@@ -237,9 +237,9 @@ def flip(frame, i):
     ([encode_request(Command.READ, 9, [BusModel.ERR_ADDR - 8, 4])], Status.BUS_ERROR, 9, [2]),
     ([encode_request(Command.WRITE, 9, [INFO_ADDR, 1])], Status.BUS_ERROR, 9, [0]),
     ([encode_request(Command.READ, 9, [BusModel.HANG_ADDR, 2])], Status.BUS_TIMEOUT, 9, [0]),
-], ids=["bad-crc", "bad-data", "truncated", "bad-sync", "framing", "unknown-command", "read-count-0", "read-count-too-big",
-        "read-no-count", "info-with-payload", "write-no-data", "too-long", "misaligned", "bus-error",
-        "write-read-only", "bus-timeout"])
+], ids=["bad-crc", "bad-data", "truncated", "bad-sync", "framing", "unknown-command", "read-count-0",
+        "read-count-too-big", "read-no-count", "info-with-payload", "write-no-data", "too-long", "misaligned",
+        "bus-error", "write-read-only", "bus-timeout"])
 def test_bridge_answers_every_bad_frame_once(items, status, seq, payload):
     """Each bad frame gets exactly one error answer, and the link works afterwards."""
     responses, _ = run_bridge([*items, encode_request(Command.READ, 10, [INFO_ADDR, 2])])

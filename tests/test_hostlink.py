@@ -315,7 +315,8 @@ def test_cli_serial_backend(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["--backend", "serial"], "error: --backend serial needs --port: the board's serial device, e.g. /dev/ttyUSB1"),
     (["--port", "/dev/ttyUSB1"], "error: --port and --baud are for --backend serial"),
-    (["--backend", "serial", "--port", "/dev/npu-no-such-port"], "error: cannot open serial port /dev/npu-no-such-port"),
+    (["--backend", "serial", "--port", "/dev/npu-no-such-port"],
+     "error: cannot open serial port /dev/npu-no-such-port"),
 ])
 def test_cli_serial_errors_are_one_line(tmp_path, args, message):
     path, x = _compiled(tmp_path, 1)
