@@ -2,6 +2,8 @@
 test_board_sim.py)."""
 
 import json
+import shutil
+import subprocess
 
 import pytest
 from amaranth.lib import wiring
@@ -39,6 +41,14 @@ def test_generate_soc_verilog_and_manifest(tmp_path):
     assert info["soc"]["uart_divisor"] == 104
     assert f"module {CONFIG.name}(" in verilog.read_text()
     assert (tmp_path / "npu_regs.h").exists()
+
+
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
+def test_soc_verilog_lint_clean(tmp_path):
+    verilog, _ = generate(CONFIG, tmp_path, "soc", {"ram_bytes": 8192, "clk_hz": 12_000_000, "baud": 1_000_000})
+    proc = subprocess.run(["verilator", "--lint-only", str(verilog), "--top-module", CONFIG.name],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "%Warning" not in proc.stderr, proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("kwargs, message", [
