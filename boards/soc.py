@@ -39,11 +39,9 @@ STATUS_LEDS = {
 #: How far clk_hz / divisor may be from the requested baud rate.
 BAUD_TOLERANCE = 0.02
 
-_INT = (int,)
-
 
 def _check(name, value, lo, hi=None):
-    if not isinstance(value, _INT) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
         raise ValueError(f"{name} = {value!r} is invalid: must be an integer of at least {lo}"
                          + (f" and at most {hi}" if hi is not None else ""))
 

@@ -93,9 +93,10 @@ class Status(enum.IntEnum, shape=8):
     #: The address is not a multiple of 4.
     BAD_ADDRESS = 0x08
     #: The bus answered ``err`` (nothing at that address, or a write to a read-only
-    #: area). Payload: the byte address. Earlier words of a WRITE were written.
+    #: area). Payload: the index of the failing word in the frame (0 = the first); the
+    #: words of a WRITE before it were written.
     BUS_ERROR = 0x09
-    #: The bus did not answer within ``bus_timeout`` cycles. Payload: the byte address.
+    #: The bus did not answer within ``bus_timeout`` cycles. Payload: the failing word's index.
     BUS_TIMEOUT = 0x0A
 
 
