@@ -212,7 +212,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, progr
         "board": board.name, "device": board.device, "family": board.family, "description": board.description,
         "config": config.to_dict(), "baud": baud or DEFAULT_BAUD, "ram": {"kind": board.ram,
                                                                            "bytes": board.ram_bytes},
-        "tools": {var: _tool_text(cmd) for var, cmd in tools.items()},
+        "tools": {var: Path(cmd).name for var, cmd in tools.items()},
     }
     labels = {"YOSYS": "synthesis", "NEXTPNR_ICE40": "place-and-route", "NEXTPNR_ECP5": "place-and-route",
               "ICEPACK": "bitstream", "ECPPACK": "bitstream"}
@@ -242,10 +242,6 @@ def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, progr
     if echo:
         echo(summary_line(report))
     return report
-
-
-def _tool_text(cmd):
-    return Path(cmd).name
 
 
 def _toml(config):
