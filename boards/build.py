@@ -195,9 +195,13 @@ def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, progr
     tools = toolchain(board.family)
     platform = board.platform_class()()
     top = BoardTop(board, config, baud=baud or DEFAULT_BAUD)
-    overrides = {"nextpnr_opts": "--timing-allow-fail --seed 1"}
+    # Yosys' synth script ends with `autoname`, which takes minutes to tens of minutes on
+    # Amaranth's netlists under YoWASP and only renames cells: run the script up to its
+    # `check` step, then that step without `autoname`.
+    overrides = {"nextpnr_opts": "--timing-allow-fail --seed 1", "synth_opts": "-run begin:check",
+                 "script_after_synth": "hierarchy -check\nstat\ncheck -noinit\nblackbox =A:whitebox"}
     if board.family == "ecp5" and config.sparse:
-        overrides["synth_opts"] = "-noabc9"     # the pinned Yosys' ABC9 asserts on the sparse NPU
+        overrides["synth_opts"] += " -noabc9"     # the pinned Yosys' ABC9 asserts on the sparse NPU
     if echo:
         echo(f"{board.name}: {board.device}, NPU {config.rows}x{config.cols} ({config.macs_per_cycle} MACs/cycle), "
              f"{board.clk_hz / 1e6:g} MHz target, {board.ram_bytes // 1024} KiB {board.ram.upper()}; "
