@@ -149,6 +149,11 @@ class _Core(Elaboratable):
         m.d.comb += npu.irq.eq((irq_pending & irq_enable).any())
 
         # --- Bus arbiter: instruction fetch and DMA share the master --------------------
+        # The master leaves through a register slice: no combinational path from the
+        # units' address logic into the interconnect, or from its stall back.
+        m.submodules.bus_slice = bus_slice = wishbone.RequestSlice(bus_signature(cfg))
+        wiring.connect(m, bus_slice.down, wiring.flipped(npu.bus))
+        bus = bus_slice.up
         owner_dma = Signal()
         with m.If(owner_dma & ~dma.bus_req & fetcher.bus_req):
             m.d.sync += owner_dma.eq(0)
@@ -158,10 +163,10 @@ class _Core(Elaboratable):
                      dma.yield_bus.eq(fetcher.bus_req)]
         for port in (fetcher.bus, dma.bus):
             mine = owner_dma if port is dma.bus else ~owner_dma
-            m.d.comb += [port.dat_r.eq(npu.bus.dat_r), port.ack.eq(mine & npu.bus.ack),
-                         port.err.eq(mine & npu.bus.err), port.stall.eq(~mine | npu.bus.stall)]
+            m.d.comb += [port.dat_r.eq(bus.dat_r), port.ack.eq(mine & bus.ack),
+                         port.err.eq(mine & bus.err), port.stall.eq(~mine | bus.stall)]
         for name in ("cyc", "stb", "we", "adr", "dat_w", "sel"):
-            m.d.comb += getattr(npu.bus, name).eq(Mux(owner_dma, getattr(dma.bus, name),
+            m.d.comb += getattr(bus, name).eq(Mux(owner_dma, getattr(dma.bus, name),
                                                       getattr(fetcher.bus, name)))
         for unit in (fetcher, dma):
             m.d.comb += [unit.window_base.eq(window_base), unit.window_limit.eq(window_limit)]

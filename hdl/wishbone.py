@@ -6,10 +6,11 @@ and every accepted request is answered, in order, by exactly one cycle of ``ack`
 ``err``. A master may drop ``cyc`` to abandon the requests it is waiting for.
 """
 
+from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Signature"]
+__all__ = ["Signature", "RequestSlice"]
 
 
 class Signature(wiring.Signature):
@@ -39,3 +40,58 @@ class Signature(wiring.Signature):
 
     def __repr__(self):
         return f"wishbone.Signature(addr_width={self.addr_width}, data_width={self.data_width})"
+
+
+class RequestSlice(wiring.Component):
+    """A register slice on the request path of a pipelined bus, at full throughput.
+
+    Every output to the slave (``stb``, ``we``, ``adr``, ``dat_w``, ``sel``) and the
+    ``stall`` seen by the master come from registers, so no combinational path crosses
+    the slice from master to slave or back: a timing cut between a unit and the
+    interconnect. Two request registers (the presented one and a skid entry) let a
+    request be accepted every cycle while the slave does not stall. Answers (``ack``,
+    ``err``, ``dat_r``) pass straight through, in order. ``cyc`` passes through too: a
+    master that drops it abandons its requests, including those still in the slice.
+
+    Parameters
+    ----------
+    signature : Signature
+        The bus, seen from the master.
+
+    Members
+    -------
+    up : In(signature)
+        Towards the master.
+    down : Out(signature)
+        Towards the slave.
+    """
+
+    def __init__(self, signature):
+        self._sig = signature
+        super().__init__({"up": In(signature), "down": Out(signature)})
+
+    def elaborate(self, platform):
+        m = Module()
+        up, down = self.up, self.down
+        fields = ("we", "adr", "dat_w", "sel")
+        out_valid, skid_valid = Signal(), Signal()
+        skid = {name: Signal.like(getattr(up, name), name=f"skid_{name}") for name in fields}
+        out = {name: Signal.like(getattr(up, name), name=f"out_{name}") for name in fields}
+        m.d.comb += [down.cyc.eq(up.cyc), down.stb.eq(out_valid), up.stall.eq(skid_valid),
+                     up.dat_r.eq(down.dat_r), up.ack.eq(down.ack)]
+        if "err" in self._sig.members:
+            m.d.comb += up.err.eq(down.err)
+        m.d.comb += [getattr(down, name).eq(out[name]) for name in fields]
+        taken = out_valid & ~down.stall
+        accepted = up.cyc & up.stb & ~skid_valid
+        with m.If(~up.cyc):
+            m.d.sync += [out_valid.eq(0), skid_valid.eq(0)]
+        with m.Elif(out_valid & ~taken):
+            # The slave stalls the presented request: a new one waits in the skid entry.
+            with m.If(accepted):
+                m.d.sync += [skid_valid.eq(1), *(skid[n].eq(getattr(up, n)) for n in fields)]
+        with m.Elif(skid_valid):
+            m.d.sync += [out_valid.eq(1), skid_valid.eq(0), *(out[n].eq(skid[n]) for n in fields)]
+        with m.Else():
+            m.d.sync += [out_valid.eq(accepted), *(out[n].eq(getattr(up, n)) for n in fields)]
+        return m
