@@ -40,6 +40,15 @@ STATUS_LEDS = {
 BAUD_TOLERANCE = 0.02
 
 
+def _in_range(adr, base, size):
+    """``base <= adr < base + size`` (word addresses): an equality on the upper bits when the
+    range is a naturally aligned power of two, which is shorter logic than two compares."""
+    if size & (size - 1) == 0 and base % size == 0:
+        low = size.bit_length() - 1
+        return adr[low:] == base >> low
+    return (adr >= base) & (adr < base + size)
+
+
 def _check(name, value, lo, hi=None):
     if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
         raise ValueError(f"{name} = {value!r} is invalid: must be an integer of at least {lo}"
@@ -145,7 +154,7 @@ class BoardSoC(wiring.Component):
 
         # --- The NPU's DMA master: RAM, or err ---------------------------------------------
         n = npu.bus
-        in_ram = (n.adr >= MEMORY_BASE // bb) & (n.adr < (MEMORY_BASE + self.ram_bytes) // bb)
+        in_ram = _in_range(n.adr, MEMORY_BASE // bb, self.ram_bytes // bb)
         ram_out = Signal(range(8))      # requests to the RAM not yet answered
         err_pending = Signal()          # an out-of-range request, answered err in this cycle
         m.d.comb += [from_npu.cyc.eq(n.cyc), from_npu.stb.eq(n.stb & in_ram & ~err_pending),
@@ -167,7 +176,7 @@ class BoardSoC(wiring.Component):
         info_bits = ceil_log2(len(info))
         hit_csr = b.adr[CSR_ADDR_WIDTH:] == CSR_BASE >> (2 + CSR_ADDR_WIDTH)
         hit_info = b.adr[info_bits:] == INFO_ADDR >> (2 + info_bits)
-        hit_ram = (b.adr >= MEMORY_BASE // 4) & (b.adr < (MEMORY_BASE + self.ram_bytes) // 4)
+        hit_ram = _in_range(b.adr, MEMORY_BASE // 4, self.ram_bytes // 4)
         request = b.cyc & b.stb & ~b.stall
         answer_csr, answer_ram = Signal(), Signal()     # where the accepted request went
         info_ack, info_err, info_data, none_err = Signal(), Signal(), Signal(32), Signal()
