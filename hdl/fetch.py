@@ -80,11 +80,10 @@ class Fetcher(wiring.Component):
         fault_slot = Signal(32)
         holding = Signal()                          # this fetcher holds the bus (cyc high)
 
-        slot_addr = self.ring_base + (fetch_slot << exact_log2(INSTRUCTION_BYTES))
+        # Byte addresses of the next request and the next answer, kept as running pointers
+        # (ring_base + slot * 16 + word * bus_bytes) so no adder sits in front of the bus.
         req_addr = Signal(32)
-        m.d.comb += req_addr.eq(slot_addr + req_word * bb)
         resp_addr = Signal(32)
-        m.d.comb += resp_addr.eq(self.ring_base + (resp_slot << exact_log2(INSTRUCTION_BYTES)) + resp_word * bb)
 
         mid_slot = req_word != 0
         free = FETCH_DEPTH - reserved
@@ -113,15 +112,17 @@ class Fetcher(wiring.Component):
         err = self.bus.cyc & self.bus.err
         m.d.sync += outstanding.eq(outstanding + accept - (ack | err))
 
-        def advance(word, slot):
+        def advance(word, slot, addr):
             """Next bus word of an instruction; after its last, the next ring slot (wrapping)."""
+            wrap = slot + 1 == self.ring_size
             with m.If(word == words - 1):
-                m.d.sync += [word.eq(0), slot.eq(Mux(slot + 1 == self.ring_size, 0, slot + 1))]
+                m.d.sync += [word.eq(0), slot.eq(Mux(wrap, 0, slot + 1)),
+                             addr.eq(Mux(wrap, self.ring_base, addr + bb))]
             with m.Else():
-                m.d.sync += word.eq(word + 1)
+                m.d.sync += [word.eq(word + 1), addr.eq(addr + bb)]
 
         with m.If(accept):
-            advance(req_word, fetch_slot)
+            advance(req_word, fetch_slot, req_addr)
 
         # Faults, in the order the requests would have been made.
         with m.If(~stopped & ~mid_slot & more & bad_ring):
@@ -136,7 +137,7 @@ class Fetcher(wiring.Component):
 
         push = Signal()
         with m.If(ack | err):
-            advance(resp_word, resp_slot)
+            advance(resp_word, resp_slot, resp_addr)
         if words > 1:
             with m.If(ack):
                 m.d.sync += insn_reg.word_select(resp_word, bw).eq(self.bus.dat_r)
@@ -156,6 +157,8 @@ class Fetcher(wiring.Component):
 
         with m.If(self.restart):
             m.d.comb += flush.eq(1)
+            head_addr = self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES))
+            m.d.sync += [req_addr.eq(head_addr), resp_addr.eq(head_addr)]
             m.d.sync += [fetch_slot.eq(self.head), resp_slot.eq(self.head), req_word.eq(0), resp_word.eq(0),
                          reserved.eq(0), stopped.eq(0), discard.eq(0)]
 

@@ -50,8 +50,10 @@ class RequestSlice(wiring.Component):
     the slice from master to slave or back: a timing cut between a unit and the
     interconnect. Two request registers (the presented one and a skid entry) let a
     request be accepted every cycle while the slave does not stall. Answers (``ack``,
-    ``err``, ``dat_r``) pass straight through, in order. ``cyc`` passes through too: a
-    master that drops it abandons its requests, including those still in the slice.
+    ``err``, ``dat_r``) pass straight through, in order. ``cyc`` is registered too: a
+    master that drops it abandons its requests, including those still in the slice, and
+    the slave sees ``cyc`` fall one cycle later (answers in that cycle are ignored, as the
+    master's ``cyc`` is low).
 
     Parameters
     ----------
@@ -77,7 +79,9 @@ class RequestSlice(wiring.Component):
         out_valid, skid_valid = Signal(), Signal()
         skid = {name: Signal.like(getattr(up, name), name=f"skid_{name}") for name in fields}
         out = {name: Signal.like(getattr(up, name), name=f"out_{name}") for name in fields}
-        m.d.comb += [down.cyc.eq(up.cyc), down.stb.eq(out_valid), up.stall.eq(skid_valid),
+        cyc = Signal()
+        m.d.sync += cyc.eq(up.cyc)
+        m.d.comb += [down.cyc.eq(cyc), down.stb.eq(out_valid), up.stall.eq(skid_valid),
                      up.dat_r.eq(down.dat_r), up.ack.eq(down.ack)]
         if "err" in self._sig.members:
             m.d.comb += up.err.eq(down.err)
