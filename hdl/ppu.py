@@ -1,6 +1,6 @@
 """Post-processing unit: bias, requantisation, zero point and clamp, int8 out."""
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -9,53 +9,103 @@ from .layouts import addr_width, output_layout, param_lane_layout, param_write_l
 
 __all__ = ["PostProcessor", "requantize_lane"]
 
+#: Registers in one requantisation lane, from its inputs to its result.
+LANE_STAGES = 7
 #: Pipeline stages from an accumulator read to the output FIFO write.
-PIPELINE_STAGES = 5
+PIPELINE_STAGES = 1 + LANE_STAGES
+#: The multiply is split into products of limbs this wide (an 18x18 DSP takes two).
+_LIMB = 16
+
+
+def _limbs(value, *, signed_top):
+    """``value`` cut into ``_LIMB``-bit limbs, lowest first, as (bit offset, limb): every limb
+    unsigned except the top one when ``signed_top`` (it carries the value's sign)."""
+    width = len(value)
+    limbs = []
+    for lo in range(0, width, _LIMB):
+        hi = min(lo + _LIMB, width)
+        limb = value[lo:hi]
+        limbs.append((lo, limb.as_signed() if signed_top and hi == width else limb))
+    return limbs
 
 
 def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, acc_width, data_width,
                     param_per_row=False):
-    """Build the four-register requantisation pipeline of one lane; return its result.
+    """Build the ``LANE_STAGES``-register requantisation pipeline of one lane; return its result.
 
     Semantics (``docs/architecture.md``, "Requantisation"), all integer and exact:
     ``x = wrap(acc + bias, acc_width)``; ``p = x * mult``; ``q = p / 2**shift`` rounded
     to nearest, ties to even; ``y = clamp(q + zero_point, clamp_lo, clamp_hi)``.
 
+    The stages are short enough for 100 MHz on an ECP5: (1) bias add; (2) products of
+    16-bit limbs (the DSP blocks, registered); (3) the products summed in two groups that
+    do not share a carry chain; (4) ``p``; (5) ``p >> (shift - 1)`` and the sticky bit of
+    the bits below; (6) rounding, and ``q`` saturated to ``data_width + 4`` bits (which
+    leaves every clamp result as it was); (7) zero point and clamp.
+
     ``param`` is read in the cycle ``acc`` is, unless ``param_per_row`` is false: then it
-    must hold still for the whole command (it is read again in the next stage).
+    must hold still for the whole command (``mult`` is read again in the next stage).
     """
     sync = m.d[domain]
-    # Stage 2: bias add, wrapping at the accumulator width like the accumulator itself.
+    mult_width = param.mult.shape().width
+    pw = acc_width + mult_width + 1              # p = x * mult, exact
+    ext = max(64, pw)                            # the remainder is taken over 64 bits at least
+    # (1) Bias add, wrapping at the accumulator width like the accumulator itself.
     x = Signal(signed(acc_width))
     sync += x.eq(acc + param.bias)
     if param_per_row:
-        # The lane serves another column next cycle: keep this column's multiplier and shift.
-        mult, shift = Signal.like(param.mult), Signal.like(param.shift)
-        sync += [mult.eq(param.mult), shift.eq(param.shift)]
+        # The lane serves another column next cycle: keep this column's multiplier.
+        mult = Signal.like(param.mult)
+        sync += mult.eq(param.mult)
     else:
-        mult, shift = param.mult, param.shift
-    # Stage 3: the fixed-point multiply, exact.
-    p = Signal(signed(acc_width + mult.shape().width + 1))
-    shift_2 = Signal.like(shift)
-    sync += [p.eq(x * mult), shift_2.eq(shift)]
-    # Stage 4: arithmetic shift right with round-half-to-even (ONNX QuantizeLinear's rounding).
-    one = Const(1, 64)
-    unit = (one << shift_2)[:64]
-    # The remainder p mod 2**shift needs p's two's-complement bits up to bit 63: sign-extend
-    # first, or a negative product narrower than the shift would lose its upper ones.
-    p_ext = Signal(signed(max(64, p.shape().width)))
+        mult = param.mult
+    shift = [Signal.like(param.shift, name=f"shift_{i}") for i in range(1, 4)]   # after stages 1..3
+    sync += [shift[0].eq(param.shift), *(shift[i].eq(shift[i - 1]) for i in range(1, 3))]
+    # (2) Limb products.
+    products = []
+    for x_at, x_limb in _limbs(x, signed_top=True):
+        for m_at, m_limb in _limbs(mult, signed_top=False):
+            pp = Signal(signed(len(x_limb) + len(m_limb) + 1), name=f"pp_{x_at}_{m_at}")
+            sync += pp.eq(x_limb * m_limb)
+            products.append((x_at + m_at, pp))
+    # The mask of the bits below the rounding bit: bit i is set when i < shift - 1.
+    below = Signal(ext)
+    sync += below.eq(Cat(*((i + 1) < shift[0] for i in range(ext))))
+    below_3, below_4 = Signal(ext), Signal(ext)
+    sync += [below_3.eq(below), below_4.eq(below_3)]
+    # (3) Products at even and odd limb positions: two sums, each with few overlaps.
+    even, odd = Signal(signed(pw)), Signal(signed(pw))
+    sync += [even.eq(sum(pp << at for at, pp in products if (at // _LIMB) % 2 == 0)),
+             odd.eq(sum((pp << at for at, pp in products if (at // _LIMB) % 2 == 1), Const(0, 1)))]
+    # (4) The product; every sum above wraps at pw bits, which p fits exactly.
+    p = Signal(signed(pw))
+    no_shift_4 = Signal()
+    amount = Signal.like(param.shift)           # shift - 1: to the rounding bit
+    sync += [p.eq(even + odd), no_shift_4.eq(shift[2] == 0), amount.eq(Mux(shift[2] == 0, 0, shift[2] - 1))]
+    # (5) Shift to the rounding bit; the sticky bit ORs the bits below it. The remainder
+    # needs p's two's-complement bits up to bit 63: sign-extend, or a negative product
+    # narrower than the shift would lose its upper ones.
+    p_ext = Signal(signed(ext))
     m.d.comb += p_ext.eq(p)
-    remainder = p_ext.as_unsigned()[:64] & (unit - 1)[:64]
-    half = unit >> 1
-    q = Signal(signed(p.shape().width))
+    no_shift = Signal()
+    q1 = Signal(signed(pw))
+    sticky = Signal()
+    sync += [no_shift.eq(no_shift_4), q1.eq(p >> amount),
+             sticky.eq((p_ext.as_unsigned() & below_4) != 0)]
+    # (6) Round half to even (ONNX QuantizeLinear's rounding): up when the rounding bit is
+    # set and either a lower bit is set or q is odd. q is saturated to W bits: any q
+    # beyond them clamps to the same bound as the saturated value does.
+    q = Mux(no_shift, q1, q1 >> 1)
+    W = data_width + 4
+    top = q[W - 1:]
+    fits = (top == 0) | (top == (1 << len(top)) - 1)
+    q_sat = Signal(signed(W))
     round_up = Signal()
-    sync += [
-        q.eq(p >> shift_2),
-        round_up.eq((shift_2 != 0) & ((remainder > half) | ((remainder == half) & (p >> shift_2)[0]))),
-    ]
-    # Stage 5: zero point and clamp; the upper bound wins if clamp_lo > clamp_hi.
-    y = Signal(signed(q.shape().width + 2))
-    m.d.comb += y.eq(q + round_up + zero_point)
+    sync += [q_sat.eq(Mux(fits, q[:W], Mux(q[-1], -(1 << (W - 1)), (1 << (W - 1)) - 1))),
+             round_up.eq(~no_shift & q1[0] & (sticky | q1[1]))]
+    # (7) Zero point and clamp; the upper bound wins if clamp_lo > clamp_hi.
+    y = Signal(signed(W + 2))
+    m.d.comb += y.eq(q_sat + round_up + zero_point)
     y_lo = Mux(y < clamp_lo, clamp_lo, y)
     result = Signal(signed(data_width))
     sync += result.eq(Mux(y_lo > clamp_hi, clamp_hi, y_lo))
@@ -184,7 +234,7 @@ class PostProcessor(wiring.Component):
         per cycle in ``cols / L`` passes, and assembled before it enters the FIFO.
 
         Cycle t reads the row; t+1 captures it; passes p = 0..P-1 enter the lanes at
-        t+2+p and leave them four cycles later, into ``assembled`` (the last pass goes
+        t+2+p and leave them LANE_STAGES cycles later, into ``assembled`` (the last pass goes
         straight to the FIFO with it). The next row is read at t+P, so the lanes are busy
         every cycle of a long command.
         """
@@ -209,11 +259,11 @@ class PostProcessor(wiring.Component):
             results.append(requantize_lane(
                 m, "sync", row_buf[column], lane[column], cmd.zero_point, cmd.clamp_lo, cmd.clamp_hi,
                 acc_width=cfg.acc_width, data_width=cfg.data_width, param_per_row=True))
-        # Each pass's (valid, index) travels beside its results through the four lane stages.
-        tag_valid = Signal(4)
-        tag_index = [Signal(range(P), name=f"tag_index{i}") for i in range(4)]
+        # Each pass's (valid, index) travels beside its results through the LANE_STAGES lane stages.
+        tag_valid = Signal(LANE_STAGES)
+        tag_index = [Signal(range(P), name=f"tag_index{i}") for i in range(LANE_STAGES)]
         m.d.sync += tag_valid.eq((tag_valid << 1) | active)
-        m.d.sync += [tag_index[0].eq(index), *(tag_index[i].eq(tag_index[i - 1]) for i in range(1, 4))]
+        m.d.sync += [tag_index[0].eq(index), *(tag_index[i].eq(tag_index[i - 1]) for i in range(1, LANE_STAGES))]
         out_valid, out_index = tag_valid[-1], tag_index[-1]
         assembled = Signal(output_layout(cfg))
         with m.If(out_valid):
