@@ -222,9 +222,20 @@ class _Core(Elaboratable):
         dq_retire = dma.done
 
         # --- Decode -------------------------------------------------------------------
+        # The fetched instruction is checked and its buffer ranges worked out here; the
+        # results wait in the decode register, and the scoreboard and dispatch work from it.
+        def operands(insn):
+            """The opcode and operand fields of ``insn`` (each opcode reads its own)."""
+            assert FIELDS[Opcode.STORE][3].offset == FIELDS[Opcode.LOAD][3].offset     # mem_addr
+            return (insn[:4], *(_field(insn, Opcode.LOAD, n) for n in ("buffer", "rows", "buf_addr")),
+                    *(_field(insn, Opcode.COMPUTE, n) for n in ("count", "act_addr", "wgt_addr", "acc_addr",
+                                                              "sparse", "part", "idx_addr")),
+                    *(_field(insn, Opcode.STORE, n) for n in ("count", "acc_addr", "param_addr")),
+                    *(_field(insn, Opcode.LOAD, n) for n in ("mem_addr", "stride")))
+
         insn = fetcher.insn.payload.insn
         slot = fetcher.insn.payload.slot
-        opcode = insn[:4]
+        (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx, st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
         is_op = {op: opcode == op for op in Opcode}
         legal = Signal()
         with m.Switch(opcode):
@@ -241,9 +252,6 @@ class _Core(Elaboratable):
         def fits(start, count, depth):
             return (start + count) <= depth
 
-        ld_buf = _field(insn, Opcode.LOAD, "buffer")
-        ld_rows = _field(insn, Opcode.LOAD, "rows")
-        ld_addr = _field(insn, Opcode.LOAD, "buf_addr")
         ld_depth = Signal(range(65537))
         with m.Switch(ld_buf):
             depths = {Buffer.ACT: cfg.act_depth, Buffer.WGT: cfg.wgt_depth, Buffer.PARAM: cfg.param_depth}
@@ -252,19 +260,6 @@ class _Core(Elaboratable):
             for buf, depth in depths.items():
                 with m.Case(buf):
                     m.d.comb += ld_depth.eq(depth)
-        cp_count = _field(insn, Opcode.COMPUTE, "count")
-        cp_act = _field(insn, Opcode.COMPUTE, "act_addr")
-        cp_wgt = _field(insn, Opcode.COMPUTE, "wgt_addr")
-        cp_acc = _field(insn, Opcode.COMPUTE, "acc_addr")
-        cp_sparse = _field(insn, Opcode.COMPUTE, "sparse")
-        cp_part = _field(insn, Opcode.COMPUTE, "part")
-        cp_idx = _field(insn, Opcode.COMPUTE, "idx_addr")
-        st_count = _field(insn, Opcode.STORE, "count")
-        st_acc = _field(insn, Opcode.STORE, "acc_addr")
-        st_param = _field(insn, Opcode.STORE, "param_addr")
-        mem_addr = _field(insn, Opcode.LOAD, "mem_addr")     # same bits in STORE
-        stride = _field(insn, Opcode.LOAD, "stride")
-        assert FIELDS[Opcode.STORE][3].offset == FIELDS[Opcode.LOAD][3].offset
         operands_ok = Signal()
         with m.Switch(opcode):
             with m.Case(Opcode.LOAD):
@@ -285,10 +280,33 @@ class _Core(Elaboratable):
         bb_mask = cfg.bus_bytes - 1
         aligned = ~(is_op[Opcode.LOAD] | is_op[Opcode.STORE]) | (((mem_addr | stride) & bb_mask) == 0)
 
+        decode_error = Signal(8)
+        with m.If(~legal):
+            m.d.comb += decode_error.eq(ErrorCode.ILLEGAL_INSTRUCTION)
+        with m.Elif(~operands_ok):
+            m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
+        with m.Elif(~aligned):
+            m.d.comb += decode_error.eq(ErrorCode.MISALIGNED)
+
+        # The decode register: one instruction, its check result and the ends of its ranges.
+        d_valid = Signal()
+        d_insn, d_slot, d_error = Signal.like(insn), Signal(32), Signal(8)
+        d_act_hi, d_wgt_hi, d_ld_hi = Signal(ext), Signal(ext), Signal(ext)
+        dispatch = Signal()
+        m.d.comb += fetcher.insn.ready.eq(~d_valid | dispatch)
+        with m.If(fetcher.insn.valid & fetcher.insn.ready):
+            m.d.sync += [d_valid.eq(1), d_insn.eq(insn), d_slot.eq(slot), d_error.eq(decode_error),
+                         d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows)]
+        with m.Elif(dispatch):
+            m.d.sync += d_valid.eq(0)
+        with m.If(fetcher.restart):
+            m.d.sync += d_valid.eq(0)
+        # From here on the instruction is the decode register's.
+        insn, slot, decode_error = d_insn, d_slot, d_error
+        (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx, st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
+        cp_act_hi, cp_wgt_hi, ld_hi = d_act_hi, d_wgt_hi, d_ld_hi
+
         # --- Scoreboard ---------------------------------------------------------------
-        cp_act_hi = cp_act + cp_count
-        cp_wgt_hi = cp_wgt + R
-        ld_hi = ld_addr + ld_rows
         hazard_compute = Signal()   # a COMPUTE vs unfinished LOADs
         hazard_load = Signal()      # a LOAD vs unfinished COMPUTEs
         hazard_store = Signal()     # a STORE vs unfinished parameter LOADs
@@ -327,22 +345,13 @@ class _Core(Elaboratable):
         pend_code, pend_addr, pend_cmd = Signal(8), Signal(32), Signal(32)
         pend_drain = Signal()      # wait for every earlier instruction (decode and fetch errors)
 
-        valid = busy & ~stopping & fetcher.insn.valid
-        dispatch = Signal()
+        valid = busy & ~stopping & d_valid
         blocked_dep = Signal()
         blocked_room = Signal()
         push_cq, push_dq = Signal(), Signal()
         new_cq, new_dq = Signal(cq_layout), Signal(dq_layout)
         side_r_data = side_r.data
         m.d.comb += side_r.addr.eq(st_param)
-
-        decode_error = Signal(8)
-        with m.If(~legal):
-            m.d.comb += decode_error.eq(ErrorCode.ILLEGAL_INSTRUCTION)
-        with m.Elif(~operands_ok):
-            m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
-        with m.Elif(~aligned):
-            m.d.comb += decode_error.eq(ErrorCode.MISALIGNED)
 
         with m.If(valid & (decode_error != 0)):
             m.d.sync += [stopping.eq(1), pend_code.eq(decode_error), pend_cmd.eq(slot),
@@ -379,7 +388,6 @@ class _Core(Elaboratable):
                     m.d.comb += dispatch.eq(1)
                     m.d.sync += [stopping.eq(1), stop_end.eq(1)]
         m.d.comb += [new_dq.cmd.mem_addr.eq(mem_addr), new_dq.cmd.stride.eq(stride), new_dq.slot.eq(slot)]
-        m.d.comb += fetcher.insn.ready.eq(dispatch)
         with m.If(dispatch):
             m.d.sync += head.eq(Mux(slot + 1 == ring_size, 0, slot + 1))
 
@@ -417,7 +425,7 @@ class _Core(Elaboratable):
                 m.d.comb += fetcher.restart.eq(1)
 
         # A fetch fault surfaces once everything fetched before it has been dispatched.
-        with m.If(busy & ~stopping & ~fetcher.insn.valid & fetcher.fault):
+        with m.If(busy & ~stopping & ~d_valid & ~fetcher.insn.valid & fetcher.fault):
             m.d.sync += [stopping.eq(1), pend_code.eq(fetcher.fault_code), pend_addr.eq(fetcher.fault_addr),
                          pend_cmd.eq(fetcher.fault_slot), pend_drain.eq(1)]
         with m.If(busy & dma.fault):
@@ -447,17 +455,22 @@ class _Core(Elaboratable):
             "stall_output":     dp.event_output_stall,
             "stall_dependency": valid & blocked_dep,
             "stall_queue_full": valid & ~blocked_dep & blocked_room,
-            "stall_fetch":      busy & ~stopping & ~fetcher.insn.valid & ~(fetcher.caught_up & fetcher.idle),
+            "stall_fetch":      busy & ~stopping & ~d_valid & ~(fetcher.caught_up & fetcher.idle
+                                                         & ~fetcher.insn.valid),
             "stall_bus":        dma.event_bus_wait,
         }
         assert list(events) == list(PERF_COUNTERS)
         counters = {}
         for name, event in events.items():
+            # Events are registered before they are counted: counts land a cycle later, and
+            # no event logic sits in front of a 48-bit adder.
+            seen = Signal(event.shape(), name=f"event_{name}")
+            m.d.sync += seen.eq(event)
             counter = counters[name] = Signal(PERF_COUNTER_BITS, name=f"perf_{name}")
             with m.If(perf_clear):
                 m.d.sync += counter.eq(0)
             with m.Else():
-                m.d.sync += counter.eq(counter + event)
+                m.d.sync += counter.eq(counter + seen)
 
         # --- Register reads -----------------------------------------------------------
         hi_latch = Signal(32)
