@@ -51,9 +51,16 @@ def side_param_layout(config):
     })
 
 
-def in_window(addr, nbytes, base, limit):
-    """True when bytes ``addr .. addr+nbytes-1`` all lie in ``[base, limit)`` (33-bit compare)."""
-    return (addr >= base) & ((addr + nbytes) <= limit)
+def in_window(m, addr, nbytes, base, limit):
+    """True when bytes ``addr .. addr+nbytes-1`` all lie in ``[base, limit)``.
+
+    ``limit - nbytes`` is kept in a register (the window registers change only between
+    programs), so the check is two compares of registers, which map to carry chains,
+    with no adder in front of them.
+    """
+    last = Signal(signed(34))       # the last address a request may start at; negative: none
+    m.d.sync += last.eq(limit - nbytes)
+    return (addr >= base) & (addr <= last)
 
 
 class DMAUnit(wiring.Component):
@@ -138,7 +145,7 @@ class DMAUnit(wiring.Component):
         accept = self.bus.stb & ~self.bus.stall
         ack = self.bus.cyc & self.bus.ack
         err = self.bus.cyc & self.bus.err
-        word_ok = in_window(req_addr, bb, self.window_base, self.window_limit)
+        word_ok = in_window(m, req_addr, bb, self.window_base, self.window_limit)
         have_data = ~cmd.store | srow_valid
         # A request held by stall stays presented, unchanged, until the bus takes it
         # (Wishbone B4), even if the unit meanwhile wants to stop or yield the bus.

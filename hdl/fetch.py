@@ -90,7 +90,7 @@ class Fetcher(wiring.Component):
         more = (fetch_slot != self.tail) & self.enable & ~stopped
         bad_ring = (self.tail >= self.ring_size) | (fetch_slot >= self.ring_size)
         can_issue = mid_slot | (more & ~bad_ring & (reserved != FETCH_DEPTH))
-        word_ok = in_window(req_addr, bb, self.window_base, self.window_limit)
+        word_ok = in_window(m, req_addr, bb, self.window_base, self.window_limit)
         # A request held by stall stays presented, unchanged, until the bus takes it.
         was_stalled = Signal()
         m.d.sync += was_stalled.eq(self.bus.stb & self.bus.stall)
