@@ -112,9 +112,13 @@ class Fetcher(wiring.Component):
         err = self.bus.cyc & self.bus.err
         m.d.sync += outstanding.eq(outstanding + accept - (ack | err))
 
+        # The ring's last slot, registered: a wrap is an equality, not an add and a compare.
+        last_slot = Signal(32)
+        m.d.sync += last_slot.eq(self.ring_size - 1)
+
         def advance(word, slot, addr):
             """Next bus word of an instruction; after its last, the next ring slot (wrapping)."""
-            wrap = slot + 1 == self.ring_size
+            wrap = slot == last_slot
             with m.If(word == words - 1):
                 m.d.sync += [word.eq(0), slot.eq(Mux(wrap, 0, slot + 1)),
                              addr.eq(Mux(wrap, self.ring_base, addr + bb))]

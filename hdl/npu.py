@@ -388,8 +388,10 @@ class _Core(Elaboratable):
                     m.d.comb += dispatch.eq(1)
                     m.d.sync += [stopping.eq(1), stop_end.eq(1)]
         m.d.comb += [new_dq.cmd.mem_addr.eq(mem_addr), new_dq.cmd.stride.eq(stride), new_dq.slot.eq(slot)]
+        last_slot = Signal(32)          # the ring's last slot, registered (an equality below)
+        m.d.sync += last_slot.eq(ring_size - 1)
         with m.If(dispatch):
-            m.d.sync += head.eq(Mux(slot + 1 == ring_size, 0, slot + 1))
+            m.d.sync += head.eq(Mux(slot == last_slot, 0, slot + 1))
 
         # Queue bookkeeping: write at wr, send to the unit at send, retire at ret.
         def bookkeeping(entries, wr, send, ret, count, unsent, push, new, sent, retire):
