@@ -159,8 +159,11 @@ class _Core(Elaboratable):
             m.d.sync += owner_dma.eq(0)
         with m.If(~owner_dma & ~fetcher.bus_req & dma.bus_req):
             m.d.sync += owner_dma.eq(1)
-        m.d.comb += [fetcher.gnt.eq(~owner_dma), dma.gnt.eq(owner_dma),
-                     dma.yield_bus.eq(fetcher.bus_req)]
+        # The DMA unit yields after a burst when the fetcher asks (seen a cycle late: a
+        # timing cut between the two units' request logic).
+        fetcher_waiting = Signal()
+        m.d.sync += fetcher_waiting.eq(fetcher.bus_req)
+        m.d.comb += [fetcher.gnt.eq(~owner_dma), dma.gnt.eq(owner_dma), dma.yield_bus.eq(fetcher_waiting)]
         for port in (fetcher.bus, dma.bus):
             mine = owner_dma if port is dma.bus else ~owner_dma
             m.d.comb += [port.dat_r.eq(bus.dat_r), port.ack.eq(mine & bus.ack),
