@@ -42,7 +42,7 @@ class Fetcher(wiring.Component):
             "bus":          Out(bus_signature(config)),
             "bus_req":      Out(1),
             "gnt":          In(1),
-            "idle":         Out(1),    # no request outstanding
+            "idle":         Out(1),    # no request outstanding (as of the previous cycle)
             "caught_up":    Out(1),    # every slot before ``tail`` has been requested
             "fault":        Out(1),
             "fault_code":   Out(4),
@@ -108,9 +108,17 @@ class Fetcher(wiring.Component):
         ]
         m.d.sync += holding.eq(self.bus.cyc)
         accept = self.bus.stb & ~self.bus.stall
-        ack = self.bus.cyc & self.bus.ack
-        err = self.bus.cyc & self.bus.err
-        m.d.sync += outstanding.eq(outstanding + accept - (ack | err))
+        answer = self.bus.cyc & (self.bus.ack | self.bus.err)
+        m.d.sync += outstanding.eq(outstanding + accept - answer)
+        # Answers to requests made before a restart are dropped: restart does not wait for
+        # the bus, so whoever restarts the fetcher may look at a registered ``idle``.
+        stale = Signal.like(outstanding)
+        with m.If(self.restart):
+            m.d.sync += stale.eq(outstanding + accept - answer)
+        with m.Elif(answer & (stale != 0)):
+            m.d.sync += stale.eq(stale - 1)
+        ack = self.bus.cyc & self.bus.ack & (stale == 0)
+        err = self.bus.cyc & self.bus.err & (stale == 0)
 
         # The ring's last slot, registered: a wrap is an equality, not an add and a compare.
         last_slot = Signal(32)
@@ -159,6 +167,8 @@ class Fetcher(wiring.Component):
         first_accept = accept & ~mid_slot
         m.d.sync += reserved.eq(reserved + first_accept - (self.insn.valid & self.insn.ready))
 
+        idle = Signal()             # registered: a cycle late
+        m.d.sync += idle.eq((outstanding == 0) & ~self.bus.stb)
         with m.If(self.restart):
             m.d.comb += flush.eq(1)
             head_addr = self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES))
@@ -167,12 +177,12 @@ class Fetcher(wiring.Component):
                          reserved.eq(0), stopped.eq(0), discard.eq(0)]
 
         m.d.comb += [
-            self.idle.eq((outstanding == 0) & ~self.bus.stb),
+            self.idle.eq(idle),
             self.caught_up.eq(fetch_slot == self.tail),
             self.fault.eq(stopped & (outstanding == 0)),
             self.fault_code.eq(fault_code),
             self.fault_addr.eq(fault_addr),
             self.fault_slot.eq(fault_slot),
-            self.event_bytes_read.eq(ack * bb),
+            self.event_bytes_read.eq(Mux(self.bus.cyc & self.bus.ack, bb, 0)),   # stale answers too
         ]
         return m
