@@ -143,8 +143,9 @@ class DMAUnit(wiring.Component):
         m.d.comb += self.busy.eq(running)
 
         accept = self.bus.stb & ~self.bus.stall
-        ack = self.bus.cyc & self.bus.ack
-        err = self.bus.cyc & self.bus.err
+        # Answers come only to requests outstanding (the register, not the combinational cyc).
+        ack = (outstanding != 0) & self.bus.ack
+        err = (outstanding != 0) & self.bus.err
         word_ok = in_window(m, req_addr, bb, self.window_base, self.window_limit)
         have_data = ~cmd.store | srow_valid
         # A request held by stall stays presented, unchanged, until the bus takes it

@@ -88,7 +88,9 @@ class Fetcher(wiring.Component):
         mid_slot = req_word != 0
         free = FETCH_DEPTH - reserved
         more = (fetch_slot != self.tail) & self.enable & ~stopped
-        bad_ring = (self.tail >= self.ring_size) | (fetch_slot >= self.ring_size)
+        # Registered (a cycle late): a bad RING_TAIL written while running faults a cycle later.
+        bad_ring = Signal()
+        m.d.sync += bad_ring.eq((self.tail >= self.ring_size) | (fetch_slot >= self.ring_size))
         can_issue = mid_slot | (more & ~bad_ring & (reserved != FETCH_DEPTH))
         word_ok = in_window(m, req_addr, bb, self.window_base, self.window_limit)
         # A request held by stall stays presented, unchanged, until the bus takes it.
@@ -96,7 +98,10 @@ class Fetcher(wiring.Component):
         m.d.sync += was_stalled.eq(self.bus.stb & self.bus.stall)
         go = ~stopped | was_stalled
         # Ask for the bus for a batch of slots; once holding it, keep fetching while there is room.
-        start = more & ((free >= FETCH_BATCH) | (reserved == 0) | (self.tail - fetch_slot < free))
+        # When to ask for the bus: a hint, registered (``more`` and ``can_issue`` are current).
+        batch = Signal()
+        m.d.sync += batch.eq((free >= FETCH_BATCH) | (reserved == 0) | (self.tail - fetch_slot < free))
+        start = more & batch
         want = ((mid_slot | (holding & can_issue) | start) & word_ok & ~stopped & ~bad_ring) | was_stalled
         m.d.comb += self.bus_req.eq(want | (outstanding != 0))
         m.d.comb += [
@@ -108,7 +113,8 @@ class Fetcher(wiring.Component):
         ]
         m.d.sync += holding.eq(self.bus.cyc)
         accept = self.bus.stb & ~self.bus.stall
-        answer = self.bus.cyc & (self.bus.ack | self.bus.err)
+        # Answers come only to requests outstanding (the register, not the combinational cyc).
+        answer = (outstanding != 0) & (self.bus.ack | self.bus.err)
         m.d.sync += outstanding.eq(outstanding + accept - answer)
         # Answers to requests made before a restart are dropped: restart does not wait for
         # the bus, so whoever restarts the fetcher may look at a registered ``idle``.
@@ -117,8 +123,8 @@ class Fetcher(wiring.Component):
             m.d.sync += stale.eq(outstanding + accept - answer)
         with m.Elif(answer & (stale != 0)):
             m.d.sync += stale.eq(stale - 1)
-        ack = self.bus.cyc & self.bus.ack & (stale == 0)
-        err = self.bus.cyc & self.bus.err & (stale == 0)
+        ack = (outstanding != 0) & self.bus.ack & (stale == 0)
+        err = (outstanding != 0) & self.bus.err & (stale == 0)
 
         # The ring's last slot, registered: a wrap is an equality, not an add and a compare.
         last_slot = Signal(32)
@@ -174,7 +180,7 @@ class Fetcher(wiring.Component):
             head_addr = self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES))
             m.d.sync += [req_addr.eq(head_addr), resp_addr.eq(head_addr)]
             m.d.sync += [fetch_slot.eq(self.head), resp_slot.eq(self.head), req_word.eq(0), resp_word.eq(0),
-                         reserved.eq(0), stopped.eq(0), discard.eq(0)]
+                         reserved.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0)]
 
         m.d.comb += [
             self.idle.eq(idle),
@@ -183,6 +189,6 @@ class Fetcher(wiring.Component):
             self.fault_code.eq(fault_code),
             self.fault_addr.eq(fault_addr),
             self.fault_slot.eq(fault_slot),
-            self.event_bytes_read.eq(Mux(self.bus.cyc & self.bus.ack, bb, 0)),   # stale answers too
+            self.event_bytes_read.eq(Mux((outstanding != 0) & self.bus.ack, bb, 0)),   # stale answers too
         ]
         return m
