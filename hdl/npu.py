@@ -238,7 +238,8 @@ class _Core(Elaboratable):
 
         insn = fetcher.insn.payload.insn
         slot = fetcher.insn.payload.slot
-        (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx, st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
+        (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx,
+         st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
         is_op = {op: opcode == op for op in Opcode}
         legal = Signal()
         with m.Switch(opcode):
@@ -306,7 +307,8 @@ class _Core(Elaboratable):
             m.d.sync += d_valid.eq(0)
         # From here on the instruction is the decode register's.
         insn, slot, decode_error = d_insn, d_slot, d_error
-        (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx, st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
+        (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx,
+         st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
         cp_act_hi, cp_wgt_hi, ld_hi = d_act_hi, d_wgt_hi, d_ld_hi
 
         # --- Scoreboard ---------------------------------------------------------------
@@ -338,6 +340,13 @@ class _Core(Elaboratable):
                                                                           e.cmd.idx_addr + 1)
             with m.If(v & (act_hit | wgt_hit | idx_hit)):
                 m.d.comb += hazard_load.eq(1)
+        # The verdict is registered and used a cycle after it is worked out, while the decode
+        # register and the queues' contents are as they were then: an instruction spends at
+        # least two cycles in the decode register (fetching one takes longer on any bus).
+        # Entries that retire meanwhile only make the verdict stricter than it need be.
+        hz_load, hz_compute, hz_store, hz_fresh = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [hz_load.eq(hazard_load), hz_compute.eq(hazard_compute), hz_store.eq(hazard_store),
+                     hz_fresh.eq(~(fetcher.insn.valid & fetcher.insn.ready) & ~dispatch & ~fetcher.restart)]
 
         # --- Dispatch -----------------------------------------------------------------
         cq_room = cq_count != CQ
@@ -362,13 +371,13 @@ class _Core(Elaboratable):
         with m.Elif(valid):
             with m.Switch(opcode):
                 with m.Case(Opcode.LOAD):
-                    m.d.comb += [blocked_dep.eq(hazard_load), blocked_room.eq(~dq_room),
-                                 dispatch.eq(~hazard_load & dq_room), push_dq.eq(1)]
+                    m.d.comb += [blocked_dep.eq(hz_fresh & hz_load), blocked_room.eq(~dq_room),
+                                 dispatch.eq(hz_fresh & ~hz_load & dq_room), push_dq.eq(1)]
                     m.d.comb += [new_dq.cmd.store.eq(0), new_dq.cmd.buffer.eq(ld_buf), new_dq.cmd.rows.eq(ld_rows),
                                  new_dq.cmd.buf_addr.eq(ld_addr), new_dq.buf_hi.eq(ld_hi)]
                 with m.Case(Opcode.COMPUTE):
-                    m.d.comb += [blocked_dep.eq(hazard_compute), blocked_room.eq(~cq_room),
-                                 dispatch.eq(~hazard_compute & cq_room), push_cq.eq(1)]
+                    m.d.comb += [blocked_dep.eq(hz_fresh & hz_compute), blocked_room.eq(~cq_room),
+                                 dispatch.eq(hz_fresh & ~hz_compute & cq_room), push_cq.eq(1)]
                     m.d.comb += [new_cq.cmd.op.eq(TileOp.COMPUTE), new_cq.cmd.accumulate.eq(insn[4]),
                                  new_cq.cmd.count.eq(cp_count), new_cq.cmd.act_addr.eq(cp_act),
                                  new_cq.cmd.wgt_addr.eq(cp_wgt), new_cq.cmd.acc_addr.eq(cp_acc),
@@ -377,8 +386,8 @@ class _Core(Elaboratable):
                         m.d.comb += [new_cq.cmd.sparse.eq(cp_sparse), new_cq.cmd.part.eq(cp_part),
                                      new_cq.cmd.idx_addr.eq(cp_idx)]
                 with m.Case(Opcode.STORE):
-                    m.d.comb += [blocked_dep.eq(hazard_store), blocked_room.eq(~(cq_room & dq_room)),
-                                 dispatch.eq(~hazard_store & cq_room & dq_room), push_cq.eq(1), push_dq.eq(1)]
+                    m.d.comb += [blocked_dep.eq(hz_fresh & hz_store), blocked_room.eq(~(cq_room & dq_room)),
+                                 dispatch.eq(hz_fresh & ~hz_store & cq_room & dq_room), push_cq.eq(1), push_dq.eq(1)]
                     m.d.comb += [new_cq.cmd.op.eq(TileOp.OUTPUT), new_cq.cmd.count.eq(st_count),
                                  new_cq.cmd.acc_addr.eq(st_acc), new_cq.cmd.param_addr.eq(st_param),
                                  new_cq.cmd.zero_point.eq(side_r_data.zero_point),
