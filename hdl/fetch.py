@@ -102,8 +102,10 @@ class Fetcher(wiring.Component):
         batch = Signal()
         m.d.sync += batch.eq((free >= FETCH_BATCH) | (reserved == 0) | (self.tail - fetch_slot < free))
         start = more & batch
-        want = ((mid_slot | (holding & can_issue) | start) & word_ok & ~stopped & ~bad_ring) | was_stalled
-        m.d.comb += self.bus_req.eq(want | (outstanding != 0))
+        want = (mid_slot | (holding & can_issue) | start) & word_ok & ~stopped & ~bad_ring
+        asking = Signal()           # registered: no request logic in front of ``cyc``
+        m.d.sync += asking.eq(want)
+        m.d.comb += self.bus_req.eq(asking | was_stalled | (outstanding != 0))
         m.d.comb += [
             self.bus.cyc.eq(self.gnt & self.bus_req),
             self.bus.stb.eq(self.bus.cyc & (can_issue | was_stalled) & word_ok & go),
@@ -180,7 +182,7 @@ class Fetcher(wiring.Component):
             head_addr = self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES))
             m.d.sync += [req_addr.eq(head_addr), resp_addr.eq(head_addr)]
             m.d.sync += [fetch_slot.eq(self.head), resp_slot.eq(self.head), req_word.eq(0), resp_word.eq(0),
-                         reserved.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0)]
+                         reserved.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0), asking.eq(0)]
 
         m.d.comb += [
             self.idle.eq(idle),
