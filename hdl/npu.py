@@ -26,6 +26,7 @@ from . import wishbone
 from .datapath import Datapath
 from .dma import DMAUnit, bus_signature, dma_command_layout, side_param_layout
 from .fetch import Fetcher
+from .pipeline import StreamSlice
 from .isa import FIELDS, Buffer, ErrorCode, Opcode, reserved_mask
 from .layouts import TileOp, command_layout
 from ..generators.regmap import reset_value
@@ -177,7 +178,10 @@ class _Core(Elaboratable):
         # --- Datapath and DMA data connections ------------------------------------------
         for name in ("act_wr", "wgt_wr", "param_wr", *(("idx_wr",) if cfg.sparse else ())):
             wiring.connect(m, getattr(dma, name), getattr(dp, name))
-        wiring.connect(m, dp.out, dma.rows_in)
+        # Output rows reach the DMA unit through a register slice (a timing cut).
+        m.submodules.rows_slice = rows_slice = StreamSlice(dp.out.payload.shape())
+        wiring.connect(m, dp.out, rows_slice.i)
+        wiring.connect(m, rows_slice.o, dma.rows_in)
         m.submodules.side = side = Memory(shape=side_param_layout(cfg), depth=cfg.param_depth, init=[])
         side_w = side.write_port()
         side_r = side.read_port(domain="comb")

@@ -1,8 +1,10 @@
 """Small pipeline helpers shared by the datapath blocks."""
 
-from amaranth.hdl import Signal
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["delay"]
+__all__ = ["delay", "StreamSlice"]
 
 
 def delay(m, value, cycles, *, name, domain="sync"):
@@ -12,3 +14,31 @@ def delay(m, value, cycles, *, name, domain="sync"):
         m.d[domain] += stage.eq(value)
         value = stage
     return value
+
+
+class StreamSlice(wiring.Component):
+    """A register slice on a stream, at full throughput: ``i.ready`` and everything on ``o``
+    come from registers, so no combinational path crosses it in either direction.
+
+    Two entries (the presented one and a skid entry) let a transfer happen every cycle.
+    """
+
+    def __init__(self, shape):
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        skid = Signal.like(self.i.payload)
+        skid_valid = Signal()
+        m.d.comb += self.i.ready.eq(~skid_valid)
+        taken = self.o.valid & self.o.ready
+        accepted = self.i.valid & ~skid_valid
+        with m.If(self.o.valid & ~taken):
+            # The consumer holds back the presented entry: a new one waits in the skid entry.
+            with m.If(accepted):
+                m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
+        with m.Elif(skid_valid):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
+        with m.Else():
+            m.d.sync += [self.o.valid.eq(accepted), self.o.payload.eq(self.i.payload)]
+        return m
