@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..firmware.compiler import MEMORY_BASE
+from ..hdl import wishbone
 from ..hdl.bridge import CSR_BASE, INFO_ADDR, INFO_FIELDS, INFO_MAGIC, PROTOCOL_VERSION, Bridge
 from ..hdl.interconnect import Arbiter, Upsizer
 from ..hdl.npu import NPU
@@ -149,8 +150,17 @@ class BoardSoC(wiring.Component):
 
         ram_aw = self.ram_signature.addr_width
         m.submodules.arbiter = arbiter = Arbiter(ports=2, addr_width=ram_aw, data_width=cfg.bus_width)
-        wiring.connect(m, arbiter.slave, ram.bus)
-        from_npu, from_bridge = arbiter.masters[0], arbiter.masters[1]
+        # Register slices on every side of the arbiter: the RAM's block RAMs spread over the
+        # device, and the arbiter's decisions should not extend the masters' paths.
+        slices = {}
+        for name in ("ram", "npu", "bridge"):
+            sig = wishbone.Signature(addr_width=ram_aw, data_width=cfg.bus_width, with_err=False)
+            slices[name] = m.submodules[f"{name}_slice"] = wishbone.RequestSlice(sig)
+        wiring.connect(m, arbiter.slave, slices["ram"].up)
+        wiring.connect(m, slices["ram"].down, ram.bus)
+        wiring.connect(m, slices["npu"].down, arbiter.masters[0])
+        wiring.connect(m, slices["bridge"].down, arbiter.masters[1])
+        from_npu, from_bridge = slices["npu"].up, slices["bridge"].up
 
         # --- The NPU's DMA master: RAM, or err ---------------------------------------------
         n = npu.bus

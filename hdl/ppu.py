@@ -70,7 +70,8 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
             products.append((x_at + m_at, pp))
     # The mask of the bits below the rounding bit: bit i is set when i < shift - 1.
     below = Signal(ext)
-    sync += below.eq(Cat(*((i + 1) < shift[0] for i in range(ext))))
+    top_shift = (1 << len(shift[0])) - 1
+    sync += below.eq(Cat(*((i + 1) < shift[0] if i + 1 < top_shift else Const(0, 1) for i in range(ext))))
     below_3, below_4 = Signal(ext), Signal(ext)
     sync += [below_3.eq(below), below_4.eq(below_3)]
     # (3) Products at even and odd limb positions: two sums, each with few overlaps.
