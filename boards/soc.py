@@ -180,7 +180,11 @@ class BoardSoC(wiring.Component):
                          err_pending.eq(n.stb & ~n.stall & ~in_ram)]
 
         # --- The bridge's master: registers, info block, RAM, or err ---------------------
-        b = bridge.bus
+        # The bridge's requests are registered before they are decoded (its frame buffer is a
+        # block RAM read straight onto the bus).
+        m.submodules.bridge_out = bridge_out = wishbone.RequestSlice(bridge.bus.signature)
+        wiring.connect(m, bridge.bus, bridge_out.up)
+        b = bridge_out.down
         csr = npu.csr
         info = self.info_words
         info_bits = ceil_log2(len(info))
