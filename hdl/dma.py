@@ -263,7 +263,7 @@ class DMAUnit(wiring.Component):
             m.d.sync += running.eq(0)
         m.d.comb += self.done.eq(finished)
         m.d.comb += [
-            self.fault.eq(stopping & (outstanding == 0) & ~self.bus.stb),
+            self.fault.eq(stopping & (outstanding == 0) & ~was_stalled),   # no request presented
             self.fault_code.eq(fault_code),
             self.fault_addr.eq(fault_addr),
         ]
