@@ -87,7 +87,10 @@ class Fetcher(wiring.Component):
 
         mid_slot = req_word != 0
         free = FETCH_DEPTH - reserved
-        more = (fetch_slot != self.tail) & self.enable & ~stopped
+        # Slots left before ``tail``, registered: false for a cycle after a slot's last word is
+        # requested (then worked out again from the new ``fetch_slot``).
+        slots_left = Signal()
+        more = slots_left & self.enable & ~stopped
         # Registered (a cycle late): a bad RING_TAIL written while running faults a cycle later.
         bad_ring = Signal()
         m.d.sync += bad_ring.eq((self.tail >= self.ring_size) | (fetch_slot >= self.ring_size))
@@ -141,6 +144,7 @@ class Fetcher(wiring.Component):
             with m.Else():
                 m.d.sync += [word.eq(word + 1), addr.eq(addr + bb)]
 
+        m.d.sync += slots_left.eq((fetch_slot != self.tail) & ~(accept & (req_word == words - 1)))
         with m.If(accept):
             advance(req_word, fetch_slot, req_addr)
 
@@ -182,7 +186,8 @@ class Fetcher(wiring.Component):
             head_addr = self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES))
             m.d.sync += [req_addr.eq(head_addr), resp_addr.eq(head_addr)]
             m.d.sync += [fetch_slot.eq(self.head), resp_slot.eq(self.head), req_word.eq(0), resp_word.eq(0),
-                         reserved.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0), asking.eq(0)]
+                         reserved.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0), asking.eq(0),
+                         slots_left.eq(0)]
 
         m.d.comb += [
             self.idle.eq(idle),
