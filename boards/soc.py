@@ -185,7 +185,11 @@ class BoardSoC(wiring.Component):
         m.submodules.bridge_out = bridge_out = wishbone.RequestSlice(bridge.bus.signature)
         wiring.connect(m, bridge.bus, bridge_out.up)
         b = bridge_out.down
-        csr = npu.csr
+        # The NPU's registers are reached through a register slice too (after the decode).
+        m.submodules.csr_slice = csr_slice = wishbone.RequestSlice(
+            wishbone.Signature(addr_width=CSR_ADDR_WIDTH, data_width=32, with_err=False))
+        wiring.connect(m, csr_slice.down, npu.csr)
+        csr = csr_slice.up
         info = self.info_words
         info_bits = ceil_log2(len(info))
         hit_csr = b.adr[CSR_ADDR_WIDTH:] == CSR_BASE >> (2 + CSR_ADDR_WIDTH)
