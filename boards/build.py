@@ -200,8 +200,10 @@ def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, progr
     # `check` step, then that step without `autoname`.
     overrides = {"nextpnr_opts": "--timing-allow-fail --seed 1", "synth_opts": "-run begin:check",
                  "script_after_synth": "hierarchy -check\nstat\ncheck -noinit\nblackbox =A:whitebox"}
-    if board.family == "ecp5" and config.sparse:
-        overrides["synth_opts"] += " -noabc9"     # the pinned Yosys' ABC9 asserts on the sparse NPU
+    if board.family == "ecp5":
+        # The pinned Yosys' ABC9 fails an internal assertion on some NPUs (the sparse ones,
+        # the 12x12 of the 85F): ECP5 builds map with the classic ABC.
+        overrides["synth_opts"] += " -noabc9"
     if echo:
         echo(f"{board.name}: {board.device}, NPU {config.rows}x{config.cols} ({config.macs_per_cycle} MACs/cycle), "
              f"{board.clk_hz / 1e6:g} MHz target, {board.ram_bytes // 1024} KiB {board.ram.upper()}; "
