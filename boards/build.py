@@ -200,10 +200,6 @@ def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, progr
     # `check` step, then that step without `autoname`.
     overrides = {"nextpnr_opts": "--timing-allow-fail --seed 1", "synth_opts": "-run begin:check",
                  "script_after_synth": "hierarchy -check\nstat\ncheck -noinit\nblackbox =A:whitebox"}
-    if board.family == "ecp5":
-        # The pinned Yosys' ABC9 fails an internal assertion on some NPUs (the sparse ones,
-        # the 12x12 of the 85F): ECP5 builds map with the classic ABC.
-        overrides["synth_opts"] += " -noabc9"
     if echo:
         echo(f"{board.name}: {board.device}, NPU {config.rows}x{config.cols} ({config.macs_per_cycle} MACs/cycle), "
              f"{board.clk_hz / 1e6:g} MHz target, {board.ram_bytes // 1024} KiB {board.ram.upper()}; "
@@ -229,6 +225,16 @@ def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, progr
         if echo:
             echo(f"  {label}: {Path(cmd[0]).name} ...")
         code, secs = _run(cmd, out_dir, out_dir / logs.get(var, f"{label}.out"), echo, label, env)
+        if code and var == "YOSYS" and board.family == "ecp5" and _abc9_failed(out_dir):
+            # The pinned Yosys' ABC9 fails an internal assertion on some NPUs (the sparse
+            # ones, the 12x12 of the 85F): map those with the classic ABC (slower logic).
+            if echo:
+                echo("  synthesis: Yosys' ABC9 mapping failed; again with the classic ABC (-noabc9) ...")
+            script = out_dir / "top.ys"
+            script.write_text(script.read_text().replace("synth_ecp5 ", "synth_ecp5 -noabc9 ", 1))
+            report["abc9"] = False
+            code, more = _run(cmd, out_dir, out_dir / logs["YOSYS"], echo, label, env)
+            secs += more
         seconds[label] = round(secs, 1)
         if code:
             failure = (label, code)
@@ -257,6 +263,13 @@ def _toml(config):
             lines.append(f"\n[{section}]")
             lines += [f"{k} = {v}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
+
+
+def _abc9_failed(out_dir):
+    """Yosys stopped on an internal assertion inside its ABC9 mapping."""
+    text = "".join(Path(out_dir, name).read_text(errors="replace")[-20000:]
+                   for name in ("top.rpt", "synthesis.out") if Path(out_dir, name).exists())
+    return "Assert" in text and "ABC9" in text
 
 
 def _last_error(out_dir):

@@ -60,7 +60,8 @@ def in_window(m, addr, nbytes, base, limit):
     """
     last = Signal(signed(34))       # the last address a request may start at; negative: none
     m.d.sync += last.eq(limit - nbytes)
-    return (addr >= base) & (addr <= last)
+    # Written as subtractions tested by their sign, which map to carry chains.
+    return ~(addr - base)[-1] & ~(last - addr)[-1]
 
 
 class DMAUnit(wiring.Component):

@@ -102,3 +102,12 @@ def test_ecp5_build_of_a_small_npu(tmp_path):
     assert report["macs_per_cycle"] == 4
     assert json.loads((tmp_path / "report.json").read_text())["bitstream"].endswith("top.bit")
     assert any("place-and-route" in line for line in lines)      # progress was shown
+
+
+def test_abc9_failure_is_recognised(tmp_path):
+    """An ECP5 synthesis that stops on ABC9's internal assertion is retried with -noabc9."""
+    assert not board_build._abc9_failed(tmp_path)
+    (tmp_path / "top.rpt").write_text("2.44.19.4. Executing ABC9_EXE pass (technology mapping using ABC9).\n")
+    assert not board_build._abc9_failed(tmp_path)
+    (tmp_path / "synthesis.out").write_text("ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed\n")
+    assert board_build._abc9_failed(tmp_path)
