@@ -53,7 +53,7 @@ class Datapath(wiring.Component):
 
     def __init__(self, config):
         self.config = config
-        self.array_latency = config.rows + config.cols - 1
+        self.array_latency = SystolicArray.latency_of(config.rows, config.cols)
         ports = {
             "cmd":      In(stream.Signature(command_layout(config))),
             "act_wr":   In(stream.Signature(act_write_layout(config))),

@@ -11,7 +11,8 @@ class ProcessingElement(wiring.Component):
     """One multiply-accumulate cell with a double-buffered weight register.
 
     Every cycle the cell passes its activations (and the weight-bank select that travels
-    with them) to the right and ``psum_in + a * w[sel_in]`` downwards, both registered.
+    with them) to the right, registered; the product ``a * w[sel_in]`` is registered,
+    and a cycle later ``psum_in + product`` goes downwards, registered.
     The bank not selected by the activations in flight can be rewritten at the same
     time (``w_load``), so the next tile's weights load while this tile computes.
 
@@ -88,10 +89,15 @@ class ProcessingElement(wiring.Component):
             product = self.mul_p
         else:
             product = a * weight
+        # The product is registered before it is added (the multiplier's output register):
+        # every cell adds a cycle late, and so does the cell above it, so the column's
+        # schedule holds and the whole array is one cycle longer.
+        product_q = Signal(signed(2 * self._data_width))
         m.d.sync += [
             self.a_out.eq(self.a_in),
             self.sel_out.eq(self.sel_in),
-            self.psum_out.eq(self.psum_in + product),
+            product_q.eq(product),
+            self.psum_out.eq(self.psum_in + product_q),
         ]
         return m
 

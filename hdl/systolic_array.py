@@ -19,7 +19,8 @@ class SystolicArray(wiring.Component):
     move down one PE per cycle. Column n's sum leaves the bottom ``rows + n`` cycles
     after the row was presented and is delayed by ``cols - 1 - n`` more (the de-skew), so
     ``psum_out[n] = sum_k a[k] * W[k][n]`` for every column appears together,
-    :attr:`latency` = ``rows + cols - 1`` cycles after the input, with ``valid_out``.
+    :attr:`latency` = ``rows + cols`` cycles after the input (one more for the cells'
+    product registers), with ``valid_out``.
 
     The array never stalls: rows enter at one per cycle and leave at one per cycle.
     Invalid input slots are fed as zero activations, so idle cells compute zeros.
@@ -70,10 +71,15 @@ class SystolicArray(wiring.Component):
             ports["w_idx"] = In(unsigned((group - 1).bit_length())).array(cols)
         super().__init__(ports)
 
+    @staticmethod
+    def latency_of(rows, cols):
+        """Cycles from a row on ``a_in`` to its results on ``psum_out``."""
+        return rows + cols
+
     @property
     def latency(self):
         """Cycles from a row on ``a_in`` to its results on ``psum_out``."""
-        return self.rows + self.cols - 1
+        return self.rows + self.cols
 
     def elaborate(self, platform):
         m = Module()

@@ -33,8 +33,13 @@ def test_pe_double_buffered_weights():
             ctx.set(pe.w_load, 1), ctx.set(pe.w_bank, bank), ctx.set(pe.w_data, w)
             await ctx.tick()
         ctx.set(pe.w_load, 0)
-        for a, sel, psum, load in ((7, 0, 100, None), (7, 1, 100, (0, 11)), (-128, 0, 0, None), (2, 1, -1, None)):
-            ctx.set(pe.a_in, a), ctx.set(pe.sel_in, sel), ctx.set(pe.psum_in, psum)
+        steps = ((7, 0, 100, None), (7, 1, 100, (0, 11)), (-128, 0, 0, None), (2, 1, -1, None), (0, 0, 0, None))
+        previous_psum = 0
+        for a, sel, psum, load in steps:
+            # The partial sum for an activation arrives a cycle after it (the cell above
+            # also registers its product first).
+            ctx.set(pe.a_in, a), ctx.set(pe.sel_in, sel), ctx.set(pe.psum_in, previous_psum)
+            previous_psum = psum
             # Rewriting bank 0 while bank 1 computes must not disturb this cycle's result.
             ctx.set(pe.w_load, load is not None)
             if load:
@@ -43,7 +48,9 @@ def test_pe_double_buffered_weights():
             seen.append((ctx.get(pe.psum_out), ctx.get(pe.a_out), ctx.get(pe.sel_out)))
 
     simulate(pe, testbench)
-    assert seen == [(121, 7, 0), (65, 7, 1), (-1408, -128, 0), (-11, 2, 1)]
+    sums, passed = [s for s, _, _ in seen[1:]], [(a, sel) for _, a, sel in seen[:4]]
+    assert sums == [121, 65, -1408, -11]
+    assert passed == [(7, 0), (7, 1), (-128, 0), (2, 1)]
 
 
 @pytest.mark.parametrize("rows, cols", [(1, 1), (2, 3), (4, 2), (3, 3)])

@@ -22,7 +22,7 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     assert "module npu(" in verilog
     assert manifest["config"]["array"] == {"rows": 8, "cols": 8, "data_width": 8, "acc_width": 32,
                                            "ppu_lanes": 0}
-    assert manifest["latencies"]["array"] == 15
+    assert manifest["latencies"]["array"] == 16
     port_names = {p["name"] for p in manifest["ports"]}
     for port in port_names:
         assert port in verilog
@@ -91,4 +91,4 @@ def test_info_prints_derived_figures():
     assert result.exit_code == 0
     info = json.loads(result.output)
     assert info["derived"]["macs_per_cycle"] == 256
-    assert info["latencies"]["array"] == 31
+    assert info["latencies"]["array"] == 32
