@@ -22,9 +22,7 @@ def ort_run(model_path, inputs, graph):
     if not isinstance(inputs, dict):
         inputs = {graph.inputs[0][0]: inputs}
     feeds, batch, short = batch_inputs(graph, inputs)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    session = _session(ort, model_path)
     names = [name for name, _, _ in graph.outputs]
     fixed = any(shape and shape[0] is not None for _, shape, _ in graph.inputs)
     if not fixed:
@@ -35,6 +33,29 @@ def ort_run(model_path, inputs, graph):
                 for i in range(batch)]
         outs = [np.concatenate([r[k] for r in runs]) for k in range(len(names))]
     return unbatch_outputs(graph, dict(zip(names, outs)), batch, short)
+
+
+def _session(ort, model_path):
+    """An exact ONNX Runtime session for ``model_path``.
+
+    x86 CPUs with AVX2 or AVX-512 but no VNNI multiply uint8 x int8 with an instruction
+    that saturates pairs of products at 16 bits (ONNX Runtime's fast default), so the
+    reference would differ from ONNX's integer semantics by many steps. The session option
+    ``session.x64quantprecision`` makes ONNX Runtime compute those products as uint8 x
+    uint8, exactly. Some int8 x int8 operators (com.microsoft.QGemm) have no kernel in that
+    form; they never took the saturating path, so they run with the default options.
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:       # onnxruntime's NotImplemented has no importable class
+        if "NOT_IMPLEMENTED" not in str(e):
+            raise
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
 
 def output_step(graph: Graph, name):
