@@ -256,12 +256,18 @@ def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, progr
     return report
 
 
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
 def _toml(config):
     lines = [f'name = "{config.name}"', f'sparsity = "{config.sparsity}"']
     for section, values in config.to_dict().items():
         if isinstance(values, dict):
             lines.append(f"\n[{section}]")
-            lines += [f"{k} = {v}" for k, v in values.items()]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -155,7 +155,8 @@ class BoardSoC(wiring.Component):
         slices = {}
         for name in ("ram", "npu", "bridge"):
             sig = wishbone.Signature(addr_width=ram_aw, data_width=cfg.bus_width, with_err=False)
-            slices[name] = m.submodules[f"{name}_slice"] = wishbone.RequestSlice(sig)
+            slices[name] = m.submodules[f"{name}_slice"] = wishbone.RequestSlice(
+                sig, registered=cfg.register_slices)
         wiring.connect(m, arbiter.slave, slices["ram"].up)
         wiring.connect(m, slices["ram"].down, ram.bus)
         wiring.connect(m, slices["npu"].down, arbiter.masters[0])
@@ -182,12 +183,14 @@ class BoardSoC(wiring.Component):
         # --- The bridge's master: registers, info block, RAM, or err ---------------------
         # The bridge's requests are registered before they are decoded (its frame buffer is a
         # block RAM read straight onto the bus).
-        m.submodules.bridge_out = bridge_out = wishbone.RequestSlice(bridge.bus.signature)
+        m.submodules.bridge_out = bridge_out = wishbone.RequestSlice(bridge.bus.signature,
+                                                                       registered=cfg.register_slices)
         wiring.connect(m, bridge.bus, bridge_out.up)
         b = bridge_out.down
         # The NPU's registers are reached through a register slice too (after the decode).
         m.submodules.csr_slice = csr_slice = wishbone.RequestSlice(
-            wishbone.Signature(addr_width=CSR_ADDR_WIDTH, data_width=32, with_err=False))
+            wishbone.Signature(addr_width=CSR_ADDR_WIDTH, data_width=32, with_err=False),
+            registered=cfg.register_slices)
         wiring.connect(m, csr_slice.down, npu.csr)
         csr = csr_slice.up
         info = self.info_words

@@ -45,6 +45,18 @@ _INT_LIMITS = {
     "param_depth": ("buffers", 1, 4096),
     "bus_width":   ("bus",     32, 128),
     "ppu_lanes":   ("array",   0, 64),     # 0: one per column
+    "compute_queue":     ("control", 2, 16),   # a power of two
+    "dma_queue":         ("control", 2, 16),   # a power of two
+    "perf_counter_bits": ("control", 32, 48),
+}
+
+# (section in TOML, name) -> allowed string values, the first the default.
+_STR_CHOICES = {
+    "requantiser": ("array", ("pipelined", "serial")),
+}
+# (section in TOML) of each true/false setting.
+_BOOLS = {
+    "register_slices": "control",
 }
 
 #: Data widths the DMA Wishbone master supports.
@@ -83,6 +95,24 @@ class NPUConfig:
         into an output row in ``cols / ppu_lanes`` cycles. 0 (the default) means one
         lane per column (a row per cycle). Fewer lanes save the 32x31-bit multipliers
         (four DSP blocks each on ECP5) on small FPGAs; must divide ``cols``.
+    requantiser : str
+        How a requantisation lane is built: ``"pipelined"`` (a result per cycle; the
+        32x31-bit multiply as DSP-sized limb products, seven pipeline stages, for 100 MHz
+        on ECP5) or ``"serial"`` (a result every few cycles from a small shift-and-add
+        multiplier and shifter: for devices whose multipliers all go to the array, such as
+        the iCE40UP5K).
+    compute_queue : int
+        Entries of the compute queue: COMPUTEs and STOREs dispatched to the datapath and
+        not yet finished (2, 4, 8 or 16). Deeper queues let more instructions overlap.
+    dma_queue : int
+        Entries of the DMA queue: LOADs and STOREs dispatched to the DMA unit and not yet
+        finished (2, 4, 8 or 16).
+    perf_counter_bits : int
+        Width of each performance counter (32 to 48); counters wrap at this width.
+    register_slices : bool
+        Register slices (timing cuts) on the NPU's bus master, its output-row stream and,
+        in a board system, around the interconnect: true for 100 MHz on ECP5; false
+        saves their flip-flops on small, slow devices (iCE40). Functionally the same.
     sparsity : str
         ``"dense"``, or ``"N:M"`` for the sparse front end: a COMPUTE may then run a
         tile of N:M-compressed weights (at most N non-zeros in every M consecutive
@@ -102,6 +132,11 @@ class NPUConfig:
     param_depth: int = 16
     bus_width: int = 32
     ppu_lanes: int = 0
+    requantiser: str = "pipelined"
+    compute_queue: int = 8
+    dma_queue: int = 4
+    perf_counter_bits: int = 48
+    register_slices: bool = True
     sparsity: str = "dense"
 
     def __post_init__(self):
@@ -116,6 +151,17 @@ class NPUConfig:
             if value < lo or (hi is not None and value > hi):
                 raise ConfigError(f"{param} = {value} is invalid: must be an integer from {lo} to {hi}"
                                   + self._why_minimum(param))
+        for param, (_, choices) in _STR_CHOICES.items():
+            value = getattr(self, param)
+            if value not in choices:
+                raise ConfigError(f"{param} = {value!r} is invalid: allowed: {', '.join(map(repr, choices))}")
+        for param in _BOOLS:
+            if not isinstance(getattr(self, param), bool):
+                raise ConfigError(f"{param} = {getattr(self, param)!r} is invalid: must be true or false")
+        for param in ("compute_queue", "dma_queue"):
+            value = getattr(self, param)
+            if value & (value - 1):
+                raise ConfigError(f"{param} = {value} is invalid: must be a power of two from 2 to 16")
         if self.bus_width not in BUS_WIDTHS:
             raise ConfigError(f"bus_width = {self.bus_width} is invalid: allowed: "
                               f"{', '.join(map(str, BUS_WIDTHS))}")
@@ -239,7 +285,7 @@ class NPUConfig:
     def to_dict(self):
         """The configuration as TOML-shaped nested dicts (the form :func:`load_config` reads)."""
         out = {"name": self.name, "sparsity": self.sparsity}
-        for param, (section, _, _) in _INT_LIMITS.items():
+        for param, section in _sections().items():
             out.setdefault(section, {})[param] = getattr(self, param)
         return out
 
@@ -249,21 +295,22 @@ class NPUConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a table of settings")
         flat = {}
-        sections = {section for section, _, _ in _INT_LIMITS.values()}
+        tabled = _sections()
+        sections = set(tabled.values())
         for key, value in data.items():
             if key in sections:
                 if not isinstance(value, dict):
                     raise ConfigError(f"{source}: [{key}] must be a table")
                 for sub, sub_value in value.items():
-                    if _INT_LIMITS.get(sub, (None,))[0] != key:
-                        allowed = sorted(p for p, (s, _, _) in _INT_LIMITS.items() if s == key)
+                    if tabled.get(sub) != key:
+                        allowed = sorted(p for p, s in tabled.items() if s == key)
                         raise ConfigError(f"{source}: unknown parameter {key}.{sub}; allowed in [{key}]: "
                                           f"{', '.join(allowed)}")
                     flat[sub] = sub_value
             elif key in ("name", "sparsity"):
                 flat[key] = value
-            elif key in _INT_LIMITS:
-                raise ConfigError(f"{source}: parameter {key!r} belongs in the [{_INT_LIMITS[key][0]}] table")
+            elif key in tabled:
+                raise ConfigError(f"{source}: parameter {key!r} belongs in the [{tabled[key]}] table")
             else:
                 raise ConfigError(f"{source}: unknown parameter {key!r}; allowed top-level keys: name, "
                                   f"sparsity and the tables [{'], ['.join(sorted(sections))}]")
@@ -272,7 +319,12 @@ class NPUConfig:
     @classmethod
     def parameter_names(cls):
         """Names of all parameters that can be set (for CLI overrides)."""
-        return ["name", "sparsity", *_INT_LIMITS]
+        return ["name", "sparsity", *_sections()]
+
+
+def _sections():
+    """``{parameter: TOML table}`` of every parameter that lives in a table."""
+    return {**{p: v[0] for p, v in _INT_LIMITS.items()}, **{p: v[0] for p, v in _STR_CHOICES.items()}, **_BOOLS}
 
 
 def parse_sparsity(value):

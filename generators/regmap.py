@@ -189,7 +189,7 @@ def c_header(config):
             out.append(_define(f"NPU_{reg.name}_{f.name}_MASK", _hex(_mask(f))))
     out += ["", "/* Performance counters: read _LO first (it latches _HI); npu_read_perf64 does. */",
             _define("NPU_PERF_COUNT", f"{len(regs.PERF_COUNTERS)}u"),
-            _define("NPU_PERF_COUNTER_BITS", f"{regs.PERF_COUNTER_BITS}u")]
+            _define("NPU_PERF_COUNTER_BITS", f"{config.perf_counter_bits}u")]
     out += ["", "/* Error codes (STATUS.ERROR_CODE). */"]
     out += [_define(f"NPU_ERR_{name}", f"{value}u") for name, value in regs.ERROR_CODES.items()]
     out += ["", "/* Instructions: 16 bytes, little endian; word i holds bits 32*i+31 .. 32*i. */",
@@ -308,8 +308,9 @@ def markdown(config=None):
         doc = "no error" if code == isa.ErrorCode.NONE else _error_doc(code)
         out.append(f"| {code.value} | {code.name} | {_md(doc)} |")
     out += ["", "## Performance counters", "",
-            f"Each counter is {regs.PERF_COUNTER_BITS} bits: `PERF_<NAME>_LO` (bits 31:0) then "
-            f"`PERF_<NAME>_HI` (bits {regs.PERF_COUNTER_BITS - 1}:32). "
+            f"Each counter is `perf_counter_bits` bits ({config.perf_counter_bits} in this configuration; "
+            f"32 to {regs.PERF_COUNTER_BITS}), and wraps: `PERF_<NAME>_LO` (bits 31:0) then "
+            f"`PERF_<NAME>_HI` (bits {config.perf_counter_bits - 1}:32, or 0 for 32-bit counters). "
             "Reading `_LO` latches `_HI`, so read `_LO` first for a consistent pair. The counters count "
             "while `STATUS.BUSY` is set and are cleared by `CTRL.PERF_CLEAR`, reset and soft reset.", "",
             "| LO offset | counter | counts |", "|---|---|---|"]
@@ -348,7 +349,7 @@ def python_module(config):
         f"VERSION = 0x{regs.VERSION:04X}",
         f"CSR_ADDR_WIDTH = {regs.CSR_ADDR_WIDTH}",
         f"INSTRUCTION_BYTES = {isa.INSTRUCTION_BYTES}",
-        f"PERF_COUNTER_BITS = {regs.PERF_COUNTER_BITS}",
+        f"PERF_COUNTER_BITS = {config.perf_counter_bits}",
         "",
     ]
     out += block("CONFIG", config_constants(config).items(), "The configuration this module describes.")

@@ -13,7 +13,7 @@ from ..hdl import isa, regs
 from ..hdl.datapath import PERF_COUNTER_WIDTH, PERF_COUNTERS, Datapath
 from ..hdl.layouts import (TileOp, act_write_layout, command_layout, output_layout, param_write_layout,
                            wgt_write_layout)
-from ..hdl.npu import COMPUTE_QUEUE_DEPTH, DMA_QUEUE_DEPTH, NPU
+from ..hdl.npu import NPU
 from .regmap import write_all
 
 __all__ = ["build_top", "convert", "generate", "manifest", "layout_fields"]
@@ -142,11 +142,11 @@ def manifest(config, top=None):
         info["bus"] = {"csr": {"data_width": 32, "addr_width": regs.CSR_ADDR_WIDTH, "addressing": "word"},
                        "dma": {"data_width": config.bus_width, "addr_width": 32 - (config.bus_bytes.bit_length() - 1),
                                "addressing": "word", "mode": "Wishbone B4 pipelined"}}
-        info["queues"] = {"compute": COMPUTE_QUEUE_DEPTH, "dma": DMA_QUEUE_DEPTH}
+        info["queues"] = {"compute": config.compute_queue, "dma": config.dma_queue}
         info["rows"] = {kind: {"bytes": isa.row_bytes(config, kind), "words": isa.row_words(config, kind)}
                         for kind in isa.row_kinds(config)}
         info["registers"] = {reg.name: reg.offset for reg in regs.REGISTERS}
-        info["perf_counters"] = {name: {"register": f"PERF_{name.upper()}_LO", "width": regs.PERF_COUNTER_BITS,
+        info["perf_counters"] = {name: {"register": f"PERF_{name.upper()}_LO", "width": config.perf_counter_bits,
                                         "meaning": meaning} for name, meaning in regs.PERF_COUNTERS.items()}
     if hasattr(top, "info_words"):        # the board system around the NPU
         from ..boards.soc import STATUS_LEDS

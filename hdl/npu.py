@@ -30,14 +30,9 @@ from .pipeline import StreamSlice
 from .isa import FIELDS, Buffer, ErrorCode, Opcode, reserved_mask
 from .layouts import TileOp, command_layout
 from ..generators.regmap import reset_value
-from .regs import CSR_ADDR_WIDTH, PERF_COUNTER_BITS, PERF_COUNTERS, REGISTERS, field_of
+from .regs import CSR_ADDR_WIDTH, PERF_COUNTERS, REGISTERS, field_of
 
-__all__ = ["NPU", "COMPUTE_QUEUE_DEPTH", "DMA_QUEUE_DEPTH"]
-
-#: Instructions dispatched to the array (COMPUTE, STORE's post-processing) not yet finished.
-COMPUTE_QUEUE_DEPTH = 8
-#: LOAD/STORE instructions dispatched to the DMA unit not yet finished.
-DMA_QUEUE_DEPTH = 4
+__all__ = ["NPU"]
 
 
 def csr_signature():
@@ -152,7 +147,7 @@ class _Core(Elaboratable):
         # --- Bus arbiter: instruction fetch and DMA share the master --------------------
         # The master leaves through a register slice: no combinational path from the
         # units' address logic into the interconnect, or from its stall back.
-        m.submodules.bus_slice = bus_slice = wishbone.RequestSlice(bus_signature(cfg))
+        m.submodules.bus_slice = bus_slice = wishbone.RequestSlice(bus_signature(cfg), registered=cfg.register_slices)
         wiring.connect(m, bus_slice.down, wiring.flipped(npu.bus))
         bus = bus_slice.up
         owner_dma = Signal()
@@ -179,7 +174,7 @@ class _Core(Elaboratable):
         for name in ("act_wr", "wgt_wr", "param_wr", *(("idx_wr",) if cfg.sparse else ())):
             wiring.connect(m, getattr(dma, name), getattr(dp, name))
         # Output rows reach the DMA unit through a register slice (a timing cut).
-        m.submodules.rows_slice = rows_slice = StreamSlice(dp.out.payload.shape())
+        m.submodules.rows_slice = rows_slice = StreamSlice(dp.out.payload.shape(), registered=cfg.register_slices)
         wiring.connect(m, dp.out, rows_slice.i)
         wiring.connect(m, rows_slice.o, dma.rows_in)
         m.submodules.side = side = Memory(shape=side_param_layout(cfg), depth=cfg.param_depth, init=[])
@@ -189,7 +184,9 @@ class _Core(Elaboratable):
                      side_w.en.eq(dma.side_wr.valid), dma.side_wr.ready.eq(1)]
 
         # --- Compute queue ------------------------------------------------------------
-        CQ, DQ = COMPUTE_QUEUE_DEPTH, DMA_QUEUE_DEPTH
+        # Instructions dispatched to the array (COMPUTE, STORE's post-processing) and to the
+        # DMA unit (LOAD, STORE) not yet finished.
+        CQ, DQ = cfg.compute_queue, cfg.dma_queue
         ext = 17
         cq_layout = data.StructLayout({"cmd": command_layout(cfg), "act_hi": ext, "wgt_hi": ext})
         cq = [Signal(cq_layout, name=f"cq{i}") for i in range(CQ)]
@@ -208,7 +205,7 @@ class _Core(Elaboratable):
 
         # Sending queue heads to the units.
         cq_head = Signal(cq_layout)
-        m.d.comb += cq_head.eq(Cat(*cq).word_select(cq_send, cq_layout.size) if CQ > 1 else cq[0])
+        m.d.comb += cq_head.eq(Cat(*cq).word_select(cq_send, cq_layout.size))
         m.d.comb += [dp.cmd.valid.eq(cq_unsent != 0), dp.cmd.payload.eq(cq_head.cmd)]
         cq_sent = dp.cmd.valid & dp.cmd.ready
         dq_head = Signal(dq_layout)
@@ -484,7 +481,7 @@ class _Core(Elaboratable):
             # no event logic sits in front of a 48-bit adder.
             seen = Signal(event.shape(), name=f"event_{name}")
             m.d.sync += seen.eq(event)
-            counter = counters[name] = Signal(PERF_COUNTER_BITS, name=f"perf_{name}")
+            counter = counters[name] = Signal(cfg.perf_counter_bits, name=f"perf_{name}")
             with m.If(perf_clear):
                 m.d.sync += counter.eq(0)
             with m.Else():

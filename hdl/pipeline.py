@@ -21,13 +21,18 @@ class StreamSlice(wiring.Component):
     come from registers, so no combinational path crosses it in either direction.
 
     Two entries (the presented one and a skid entry) let a transfer happen every cycle.
+    ``registered=False`` makes it a plain connection (``register_slices = false``).
     """
 
-    def __init__(self, shape):
+    def __init__(self, shape, *, registered=True):
+        self._registered = registered
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
 
     def elaborate(self, platform):
         m = Module()
+        if not self._registered:
+            wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.o))
+            return m
         skid = Signal.like(self.i.payload)
         skid_valid = Signal()
         m.d.comb += self.i.ready.eq(~skid_valid)

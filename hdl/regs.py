@@ -40,9 +40,9 @@ class Register:
     init: object = 0
 
 
-#: Width of every performance counter: 48 bits (78 hours at 1 GHz), read as
-#: ``PERF_<NAME>_LO`` (bits 31:0) then ``_HI`` (bits 47:32); reading LO latches HI so the
-#: pair is consistent.
+#: Widest performance counter: 48 bits (78 hours at 1 GHz), read as ``PERF_<NAME>_LO``
+#: (bits 31:0) then ``_HI`` (bits 47:32); reading LO latches HI so the pair is consistent.
+#: ``perf_counter_bits`` (32 to 48, 48 by default) sets the width of a generated NPU.
 PERF_COUNTER_BITS = 48
 
 #: Performance counters. They count while STATUS.BUSY is set and are cleared by

@@ -59,6 +59,9 @@ class RequestSlice(wiring.Component):
     ----------
     signature : Signature
         The bus, seen from the master.
+    registered : bool
+        False makes the slice a plain connection (no registers, no added latency): for
+        small, slow devices that need no timing cut (``register_slices = false``).
 
     Members
     -------
@@ -68,13 +71,17 @@ class RequestSlice(wiring.Component):
         Towards the slave.
     """
 
-    def __init__(self, signature):
+    def __init__(self, signature, *, registered=True):
         self._sig = signature
+        self._registered = registered
         super().__init__({"up": In(signature), "down": Out(signature)})
 
     def elaborate(self, platform):
         m = Module()
         up, down = self.up, self.down
+        if not self._registered:
+            wiring.connect(m, wiring.flipped(up), wiring.flipped(down))
+            return m
         fields = ("we", "adr", "dat_w", "sel")
         out_valid, skid_valid = Signal(), Signal()
         skid = {name: Signal.like(getattr(up, name), name=f"skid_{name}") for name in fields}

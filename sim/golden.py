@@ -313,6 +313,10 @@ class NPUModel:
         """Zero every performance counter (``CTRL.PERF_CLEAR``)."""
         self.counters = {"macs": 0, "bytes_read": 0, "bytes_written": 0, "instructions": 0}
 
+    def counter(self, name):
+        """Counter ``name`` as its ``PERF_*`` registers read: it wraps at ``perf_counter_bits``."""
+        return self.counters[name] % (1 << self.config.perf_counter_bits)
+
     def soft_reset(self):
         """``CTRL.SOFT_RESET``: registers (ring, window, error, counters) to their reset values.
 

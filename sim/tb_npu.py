@@ -113,8 +113,8 @@ class Harness:
         names = ["macs", "bytes_written", "instructions"] + (["bytes_read"] if exact_bytes_read else [])
         if expected != "error":
             for name in names:
-                assert counters[name] == self.model.counters[name], \
-                    f"counter {name}: RTL {counters[name]}, model {self.model.counters[name]}"
+                assert counters[name] == self.model.counter(name), \
+                    f"counter {name}: RTL {counters[name]}, model {self.model.counter(name)}"
         if check_memory:
             self.compare_memory()
         self.check_bus()

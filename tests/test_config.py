@@ -24,6 +24,11 @@ def test_default_file_matches_defaults():
     ({"sparsity": "4:4"}, "sparsity = '4:4' is invalid"),
     ({"sparsity": 24}, "sparsity = 24 is invalid: must be a string"),
     ({"sparsity": "sparse"}, "sparsity = 'sparse' is invalid"),
+    ({"compute_queue": 6}, "compute_queue = 6 is invalid: must be a power of two from 2 to 16"),
+    ({"dma_queue": 1}, "dma_queue = 1 is invalid: must be an integer from 2 to 16"),
+    ({"perf_counter_bits": 64}, "perf_counter_bits = 64 is invalid: must be an integer from 32 to 48"),
+    ({"requantiser": "fast"}, "requantiser = 'fast' is invalid: allowed: 'pipelined', 'serial'"),
+    ({"register_slices": 0}, "register_slices = 0 is invalid: must be true or false"),
 ])
 def test_bad_values_name_the_parameter(changes, message):
     with pytest.raises(ConfigError) as info:
@@ -68,6 +73,20 @@ def test_overrides_apply_and_validate(tmp_path):
 def test_round_trip_through_dict():
     config = NPUConfig(rows=3, cols=5, acc_width=24, act_depth=100, name="core")
     assert NPUConfig.from_dict(config.to_dict()) == config
+
+
+def test_small_device_settings_from_toml(tmp_path):
+    """The small-FPGA control settings live in [control] and [array] and round-trip."""
+    path = tmp_path / "small.toml"
+    path.write_text('[array]\nrequantiser = "serial"\nppu_lanes = 1\n'
+                    '[control]\ncompute_queue = 2\ndma_queue = 2\nperf_counter_bits = 32\nregister_slices = false\n')
+    config = load_config(path)
+    assert (config.requantiser, config.compute_queue, config.dma_queue, config.perf_counter_bits,
+            config.register_slices) == ("serial", 2, 2, 32, False)
+    assert NPUConfig.from_dict(config.to_dict()) == config
+    path.write_text("[control]\nqueue = 2\n")
+    with pytest.raises(ConfigError, match="unknown parameter control.queue; allowed in \\[control\\]: compute_queue"):
+        load_config(path)
 
 
 def test_config_from_generated_manifest(tmp_path):
