@@ -30,9 +30,10 @@ class ProcessingElement(wiring.Component):
         Activations per cell input (1: dense; M of N:M sparsity).
     external_multiplier : bool
         Leave the multiply to the array: the cell presents its operands on ``mul_a`` /
-        ``mul_w`` and adds ``mul_p`` (their product, combinational) to the partial sum.
-        The array then packs two cells' products into one DSP block where the device
-        allows it (:func:`dual_int8_dsp`).
+        ``mul_w`` and adds ``mul_p`` to the partial sum. ``mul_p`` is their product
+        *registered* (the operands of the previous cycle), so the multiplier's own output
+        register serves as the cell's product register. The array then packs two cells'
+        products into one DSP block where the device allows it (:func:`dual_int8_dsp`).
     """
 
     def __init__(self, *, data_width, psum_width, group=1, external_multiplier=False):
@@ -84,19 +85,18 @@ class ProcessingElement(wiring.Component):
                 with m.Else():
                     m.d.sync += i0.eq(self.w_idx)
             a = self.a_in[Mux(self.sel_in, i1, i0)]
-        if self._external:
-            m.d.comb += [self.mul_a.eq(a), self.mul_w.eq(weight)]
-            product = self.mul_p
-        else:
-            product = a * weight
         # The product is registered before it is added (the multiplier's output register):
         # every cell adds a cycle late, and so does the cell above it, so the column's
         # schedule holds and the whole array is one cycle longer.
-        product_q = Signal(signed(2 * self._data_width))
+        if self._external:
+            m.d.comb += [self.mul_a.eq(a), self.mul_w.eq(weight)]
+            product_q = self.mul_p          # registered by the array's multiplier
+        else:
+            product_q = Signal(signed(2 * self._data_width))
+            m.d.sync += product_q.eq(a * weight)
         m.d.sync += [
             self.a_out.eq(self.a_in),
             self.sel_out.eq(self.sel_in),
-            product_q.eq(product),
             self.psum_out.eq(self.psum_in + product_q),
         ]
         return m
@@ -119,8 +119,10 @@ def dual_int8_dsp(platform):
 
 def sb_mac16_pair(a_hi, w_hi, a_lo, w_lo, p_hi, p_lo):
     """An SB_MAC16 in 8x8 mode: ``p_hi = a_hi * w_hi`` and ``p_lo = a_lo * w_lo``, signed,
-    combinational (no pipeline registers). Operands narrower than 8 bits are sign-extended."""
-    from amaranth.hdl import Cat, Instance
+    registered in the block's 8x8 product registers (clocked by the ``sync`` domain), so
+    the products cost no logic-cell flip-flops. Operands narrower than 8 bits are
+    sign-extended."""
+    from amaranth.hdl import Cat, ClockSignal, Instance
 
     def byte(v):
         return v.as_signed() if len(v) == 8 else Cat(v, *([v[-1]] * (8 - len(v))))
@@ -128,8 +130,9 @@ def sb_mac16_pair(a_hi, w_hi, a_lo, w_lo, p_hi, p_lo):
     instance = Instance(
         "SB_MAC16",
         p_MODE_8x8=1, p_A_SIGNED=1, p_B_SIGNED=1, p_TOPOUTPUT_SELECT=2, p_BOTOUTPUT_SELECT=2,
+        p_TOP_8x8_MULT_REG=1, p_BOT_8x8_MULT_REG=1,
         i_A=Cat(byte(a_lo), byte(a_hi)), i_B=Cat(byte(w_lo), byte(w_hi)),
-        i_C=0, i_D=0, i_CLK=0, i_CE=1, i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,
+        i_C=0, i_D=0, i_CLK=ClockSignal("sync"), i_CE=1, i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,
         i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0, i_OHOLDTOP=0, i_OHOLDBOT=0,
         i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
         o_O=out)

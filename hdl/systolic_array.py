@@ -97,7 +97,7 @@ class SystolicArray(wiring.Component):
             for i in range(0, len(cells), 2):
                 hi, lo = cells[i], cells[i + 1] if i + 1 < len(cells) else None
                 if lo is None:       # an odd cell out multiplies in logic
-                    m.d.comb += hi.mul_p.eq(hi.mul_a * hi.mul_w)
+                    m.d.sync += hi.mul_p.eq(hi.mul_a * hi.mul_w)
                     continue
                 instance, connect = sb_mac16_pair(hi.mul_a, hi.mul_w, lo.mul_a, lo.mul_w, hi.mul_p, lo.mul_p)
                 m.submodules[f"mac16_{i // 2}"] = instance
