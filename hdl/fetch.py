@@ -1,8 +1,9 @@
 """Instruction fetch: reads command-ring slots ahead of dispatch into a small FIFO.
 
 Slots ``RING_HEAD ..`` up to (not including) ``RING_TAIL`` are read, wrapping at
-``RING_SIZE``, through the shared Wishbone master; each instruction is pushed with its
-slot number. Every request is checked against the DMA window first. A refused
+``RING_SIZE``, through the shared Wishbone master; each instruction leaves with its slot
+number (instructions leave in ring order from ``head``, so a counter beside the FIFO
+tells it: the FIFO holds the instructions alone). Every request is checked against the DMA window first. A refused
 request, an ERR answer or a bad ring register stops fetching and raises ``fault``
 (with code, byte address and slot); the dispatcher reports it once every instruction
 fetched before it has been dispatched, so errors surface in program order.
@@ -59,10 +60,12 @@ class Fetcher(wiring.Component):
 
         flush = Signal()
         m.submodules.queue = queue = ResetInserter(flush)(
-            fifo.SyncFIFOBuffered(width=fetched_layout.size, depth=FETCH_DEPTH))
+            fifo.SyncFIFOBuffered(width=INSTRUCTION_BITS, depth=FETCH_DEPTH))
+        out_slot = Signal(32)       # the slot of the instruction at the FIFO's head
         m.d.comb += [
             self.insn.valid.eq(queue.r_rdy),
-            self.insn.payload.eq(queue.r_data),
+            self.insn.payload.insn.eq(queue.r_data),
+            self.insn.payload.slot.eq(out_slot),
             queue.r_en.eq(self.insn.ready),
         ]
 
@@ -173,8 +176,9 @@ class Fetcher(wiring.Component):
             m.d.comb += payload.insn.word_select(words - 1, bw).eq(last_data)
         else:
             m.d.comb += payload.insn.eq(last_data)
-        m.d.comb += payload.slot.eq(resp_slot)
-        m.d.comb += [queue.w_en.eq(push), queue.w_data.eq(payload)]
+        m.d.comb += [queue.w_en.eq(push), queue.w_data.eq(payload.insn)]
+        with m.If(self.insn.valid & self.insn.ready):
+            m.d.sync += out_slot.eq(Mux(out_slot == last_slot, 0, out_slot + 1))
 
         first_accept = accept & ~mid_slot
         m.d.sync += reserved.eq(reserved + first_accept - (self.insn.valid & self.insn.ready))
@@ -185,7 +189,8 @@ class Fetcher(wiring.Component):
             m.d.comb += flush.eq(1)
             head_addr = self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES))
             m.d.sync += [req_addr.eq(head_addr), resp_addr.eq(head_addr)]
-            m.d.sync += [fetch_slot.eq(self.head), resp_slot.eq(self.head), req_word.eq(0), resp_word.eq(0),
+            m.d.sync += [fetch_slot.eq(self.head), resp_slot.eq(self.head), out_slot.eq(self.head),
+                         req_word.eq(0), resp_word.eq(0),
                          reserved.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0), asking.eq(0),
                          slots_left.eq(0)]
 
