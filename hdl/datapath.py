@@ -91,7 +91,8 @@ class Datapath(wiring.Component):
             # Accept, one read per weight row, queue, hand over: what only the first tile waits.
             "first_tile_weight_stall": self.config.rows + 3,
             "weight_bank_drain": self.drain_cycles,
-            "ppu_pipeline": PPU_STAGES,
+            # The pipelined requantiser's depth (a serial one takes a varying number of cycles).
+            **({"ppu_pipeline": PPU_STAGES} if self.config.requantiser == "pipelined" else {}),
             "min_stall_free_tile_rows": 2 * self.config.rows + self.config.cols + 3,
         }
 

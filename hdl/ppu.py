@@ -1,13 +1,14 @@
 """Post-processing unit: bias, requantisation, zero point and clamp, int8 out."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
 from .layouts import addr_width, output_layout, param_lane_layout, param_write_layout, ppu_command_layout
 
-__all__ = ["PostProcessor", "requantize_lane"]
+__all__ = ["PostProcessor", "requantize_lane", "SerialLane"]
 
 #: Registers in one requantisation lane, from its inputs to its result.
 LANE_STAGES = 7
@@ -15,6 +16,9 @@ LANE_STAGES = 7
 PIPELINE_STAGES = 1 + LANE_STAGES
 #: The multiply is split into products of limbs this wide (an 18x18 DSP takes two).
 _LIMB = 16
+#: Multiply steps of a serial lane: two multiplier bits each, and one more step for the
+#: carry out of the recoding (see ``SerialLane``).
+SERIAL_MULT_STEPS = REQUANT_MULT_WIDTH // 2 + 1
 
 
 def _limbs(value, *, signed_top):
@@ -113,6 +117,142 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     return result
 
 
+class _Digit(enum.Enum, shape=2):
+    """A recoded multiplier digit of ``SerialLane``: the multiple of ``x`` one step adds."""
+    ZERO = 0
+    ONE = 1
+    TWO = 2
+    MINUS_ONE = 3
+
+
+class SerialLane(wiring.Component):
+    """One requantisation lane from plain logic, no multiplier: a result 16 to 24 cycles after
+    ``load``.
+
+    For devices whose multipliers all go to the systolic array (the iCE40UP5K). The result
+    is that of ``requantize_lane`` bit for bit; the work is sequential:
+
+    * ``load`` takes ``acc`` and ``param``: ``x = wrap(acc + bias)`` into a register;
+    * in each of the ``SERIAL_MULT_STEPS`` cycles ``multiply`` is high (right after
+      ``load``), ``d * x`` is added to the product's high part, which then shifts right
+      by two bits. ``mult`` is recoded two bits at a time into digits ``d`` of -1 .. 2 (a
+      chunk of 3 is -1 and a carry into the next chunk), so the addend is ``0``, ``x``,
+      ``2x`` or ``~x`` with a carry-in: one LUT per bit in front of the adder;
+    * the bits shifted out of the product enter ``window`` (``data_width + 6`` bits or one
+      more) from the top and leave it at the bottom into the sticky bit. The window stops
+      when its bit 0 or 1 is the rounding bit of ``p / 2**shift``; the bits shifted out
+      after that only have to equal the result's sign, or ``q`` saturates (as in
+      ``requantize_lane``, to ``data_width + 4`` bits). If the multiply ends before the
+      window gets there, the lane goes on shifting: eight bits per cycle while it may, then
+      two;
+    * ``done`` is high once ``multiply`` is low and the window is in place. ``result``
+      (combinational) is then valid, and holds until the next ``load``.
+
+    The window moves in two-bit steps from bit ``-window_width`` of ``p``; an odd rounding
+    position is read one bit up. ``shift = 0`` (no rounding) reads the window that starts
+    two bits below ``p``: its two bits below ``p`` are the zeros ``load`` wrote.
+    """
+
+    def __init__(self, config):
+        self._config = config
+        dw = config.data_width
+        super().__init__({
+            "load":       In(1),
+            "acc":        In(signed(config.acc_width)),
+            "param":      In(param_lane_layout(config)),
+            "multiply":   In(1),
+            "done":       Out(1),
+            "zero_point": In(signed(dw)),
+            "clamp_lo":   In(signed(dw)),
+            "clamp_hi":   In(signed(dw)),
+            "result":     Out(signed(dw)),
+        })
+
+    @property
+    def window_width(self):
+        """Bits of the window: the saturated floor (``data_width + 4``), the rounding bit,
+        one bit for an odd rounding position, rounded up to an even number (two-bit steps)."""
+        w = self._config.data_width + 4 + 2
+        return w + w % 2
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self._config
+        A, W, K = cfg.acc_width, cfg.data_width + 4, self.window_width
+        x = Signal(signed(A))
+        mult = Signal(REQUANT_MULT_WIDTH)
+        carry = Signal()
+        high = Signal(signed(A))            # the product above the window, two's complement
+        window = Signal(K)
+        # Two-bit window shifts still to do (a hop does four); shift 63 needs (63 >> 1) + K/2.
+        todo = Signal(range((((1 << REQUANT_SHIFT_WIDTH) - 1) >> 1) + K // 2 + 1))
+        odd = Signal()                      # the rounding bit is window[1], not window[0]
+        sticky = Signal()                   # some bit below the window was set
+        mismatch = Signal()                 # a bit shifted out above the stopped window differs from its top
+
+        digit, next_carry = Signal(_Digit), Signal()
+        with m.Switch(mult[:2] + carry):
+            with m.Case(1):
+                m.d.comb += digit.eq(_Digit.ONE)
+            with m.Case(2):
+                m.d.comb += digit.eq(_Digit.TWO)
+            with m.Case(3):
+                m.d.comb += [digit.eq(_Digit.MINUS_ONE), next_carry.eq(1)]
+            with m.Case(4):
+                m.d.comb += next_carry.eq(1)
+        addend = Signal(signed(A + 2))
+        with m.Switch(digit):
+            with m.Case(_Digit.ONE):
+                m.d.comb += addend.eq(x)
+            with m.Case(_Digit.TWO):
+                m.d.comb += addend.eq(x << 1)
+            with m.Case(_Digit.MINUS_ONE):
+                m.d.comb += addend.eq(~x)
+        # high + addend + (digit is -1) as one carry chain: the carry-in enters beside a 1.
+        minus = digit == _Digit.MINUS_ONE
+        total = Signal(signed(A + 2))
+        m.d.comb += total.eq((Cat(minus, high).as_signed() + Cat(Const(1, 1), addend).as_signed())[1:])
+
+        moving = todo != 0
+        hop = ~self.multiply & (todo >= 4)
+        m.d.comb += self.done.eq(~self.multiply & ~moving)
+        with m.If(self.load):
+            shift = self.param.shift
+            m.d.sync += [x.eq(self.acc + self.param.bias), mult.eq(self.param.mult), carry.eq(0), high.eq(0),
+                         window.eq(0), todo.eq(shift[1:] + shift[0] + (K // 2 - 1)), odd.eq(~shift[0]),
+                         sticky.eq(0), mismatch.eq(0)]
+        with m.Else():
+            with m.If(moving):
+                m.d.sync += todo.eq(todo - Mux(hop, 4, 1))
+                with m.If(hop):
+                    m.d.sync += [window.eq(Cat(window[8:], high[:8])), sticky.eq(sticky | window[:8].any())]
+                with m.Else():
+                    m.d.sync += [window.eq(Cat(window[2:], total[:2])), sticky.eq(sticky | window[:2].any())]
+            with m.Elif(self.multiply):
+                m.d.sync += mismatch.eq(mismatch | (total[:2] != Mux(window[-1], 0b11, 0b00)))
+            with m.If(hop):
+                m.d.sync += high.eq(high >> 8)
+            with m.Elif(self.multiply | moving):
+                m.d.sync += high.eq(total[2:])
+            with m.If(self.multiply):
+                m.d.sync += [mult.eq(mult >> 2), carry.eq(next_carry)]
+
+        # Rounding, saturation, zero point and clamps as in requantize_lane's stages 6 and 7.
+        floor = Mux(odd, window[2:W + 2], window[1:W + 1])
+        round_bit = Mux(odd, window[1], window[0])
+        below = sticky | (odd & window[0])
+        upper = Cat(window[W + 1:], high)   # must all equal the floor's top bit
+        fits = (~mismatch & ((upper == 0) | (upper == (1 << len(upper)) - 1))
+                & (odd | (window[W] == window[W + 1])))
+        q_sat = Signal(signed(W))
+        m.d.comb += q_sat.eq(Mux(fits, floor, Mux(high[-1], -(1 << (W - 1)), (1 << (W - 1)) - 1)))
+        y = Signal(signed(W + 2))
+        m.d.comb += y.eq(q_sat + (round_bit & (below | floor[0])) + self.zero_point)
+        y_lo = Mux(y < self.clamp_lo, self.clamp_lo, y)
+        m.d.comb += self.result.eq(Mux(y_lo > self.clamp_hi, self.clamp_hi, y_lo))
+        return m
+
+
 class PostProcessor(wiring.Component):
     """Turns accumulator rows into ``data_width``-bit output rows, one row per cycle.
 
@@ -126,6 +266,13 @@ class PostProcessor(wiring.Component):
     ``reading`` is high from the command's acceptance until its last accumulator read
     (the datapath holds COMPUTE commands back meanwhile); ``idle`` is high when no
     command is in progress and every result has left through ``out``.
+
+    With ``config.requantiser == "serial"`` the lanes are ``SerialLane`` components. Each
+    handles ``cols / requant_lanes`` columns of a row one after another, and the row is
+    read again for each: a row takes ``cols / requant_lanes`` times 18 to 26 cycles (26 at
+    ``shift = 63``). A register of one row replaces the output FIFO (``fifo_depth`` is not
+    used), the parameter memory's read port holds the command's entry in place of a
+    register, and a command is not accepted in a cycle in which ``param_wr`` writes.
     """
 
     def __init__(self, config, *, fifo_depth=12):
@@ -154,11 +301,12 @@ class PostProcessor(wiring.Component):
             shape=data.ArrayLayout(lane_layout, cfg.cols), depth=cfg.param_depth, init=[])
         param_w = params.write_port(granularity=1)
         param_r = params.read_port()
-        m.d.comb += [
-            param_w.addr.eq(self.param_wr.payload.addr),
-            param_w.data.eq(self.param_wr.payload.data),
-            param_w.en.eq(Mux(self.param_wr.valid, self.param_wr.payload.mask, 0)),
-        ]
+        m.d.comb += [param_w.addr.eq(self.param_wr.payload.addr), param_w.data.eq(self.param_wr.payload.data)]
+        write_mask = Mux(self.param_wr.valid, self.param_wr.payload.mask, 0)
+        if cfg.requantiser == "serial":
+            self._serial(m, cfg, param_r, param_w, write_mask)
+            return m
+        m.d.comb += param_w.en.eq(write_mask)
 
         m.submodules.fifo = out_fifo = fifo.SyncFIFOBuffered(
             width=output_layout(cfg).size, depth=self._fifo_depth)
@@ -279,3 +427,89 @@ class PostProcessor(wiring.Component):
             fifo_write.eq(out_valid & (out_index == P - 1)),
             pipeline_empty.eq(~(captured | active | tag_valid.any())),
         ]
+
+    def _serial(self, m, cfg, param_r, param_w, write_mask):
+        """Serial lanes (``SerialLane``): lane ``l`` requantises columns ``k*L + l`` of a row,
+        k = 0 .. P-1, all lanes in step. Per column group: the row is read (the cycle the
+        command is accepted, or the one a group finishes), the lanes load it, run until all
+        are done, and write their results into ``row``, which is ``out``'s payload once it
+        is complete. A group waits for ``row`` to be free, so nothing is lost under back-
+        pressure.
+
+        The parameter read port is enabled only while idle, so its data is the command's
+        entry for the whole command, whatever ``param_wr`` writes meanwhile. A command is
+        not accepted in a cycle with a parameter write: reads and writes then never share
+        a cycle, and the memory needs no read-during-write logic (on an iCE40, two registers
+        and a multiplexer for each of its bits). The write is seen, as any write made before
+        the command is accepted.
+        """
+        L, P = cfg.requant_lanes, cfg.requant_passes
+        cmd = Signal(ppu_command_layout(cfg))
+        addr = Signal.like(cmd.acc_addr)         # the next accumulator read
+        remaining = Signal.like(cmd.count)       # rows with reads still to issue
+        # Columns group*L .. group*L + L-1 are in the lanes.
+        group = Signal(range(P)) if P > 1 else Const(0, 1)
+        step = Signal(range(SERIAL_MULT_STEPS + 1))
+        row = Signal(output_layout(cfg))
+        full = Signal()                          # row holds a whole row for out
+        free = ~full | self.out.ready
+
+        load, multiply, finish, read = Signal(), Signal(), Signal(), Signal()
+        lanes = []
+        for l in range(L):
+            m.submodules[f"lane{l}"] = lane = SerialLane(cfg)
+            lanes.append(lane)
+            m.d.comb += [lane.load.eq(load), lane.multiply.eq(multiply), lane.zero_point.eq(cmd.zero_point),
+                         lane.clamp_lo.eq(cmd.clamp_lo), lane.clamp_hi.eq(cmd.clamp_hi)]
+            with m.Switch(group):
+                for k in range(P):
+                    with m.Case(k):
+                        m.d.comb += [lane.acc.eq(self.acc_rd_data[k * L + l]), lane.param.eq(param_r.data[k * L + l])]
+                        with m.If(finish):
+                            m.d.sync += row[k * L + l].eq(lane.result)
+        all_done = Cat(lane.done for lane in lanes).all()
+
+        m.d.comb += [self.out.valid.eq(full), self.out.payload.eq(row)]
+        with m.If(self.out.ready):
+            m.d.sync += full.eq(0)
+        with m.If(finish & (group == P - 1)):
+            m.d.sync += full.eq(1)
+
+        m.d.comb += [self.acc_rd_en.eq(read), self.acc_rd_addr.eq(addr), param_r.en.eq(0),
+                     param_w.en.eq(Mux(param_r.en, 0, write_mask))]
+        with m.FSM() as fsm:
+            with m.State("IDLE"):
+                payload = self.cmd.payload
+                m.d.comb += [self.cmd.ready.eq(~self.param_wr.valid), param_r.addr.eq(payload.param_addr),
+                             param_r.en.eq(~self.param_wr.valid)]
+                with m.If(self.cmd.valid & self.cmd.ready):
+                    m.d.sync += cmd.eq(payload)
+                    with m.If(payload.count != 0):
+                        completes = P == 1
+                        m.d.comb += [read.eq(1), self.acc_rd_addr.eq(payload.acc_addr)]
+                        m.d.sync += [addr.eq(payload.acc_addr + completes), remaining.eq(payload.count - completes)]
+                        m.next = "LOAD"
+            with m.State("LOAD"):
+                m.d.comb += load.eq(1)
+                m.d.sync += step.eq(0)
+                m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += multiply.eq(step != SERIAL_MULT_STEPS)
+                with m.If(multiply):
+                    m.d.sync += step.eq(step + 1)
+                with m.If(all_done & free):
+                    m.d.comb += finish.eq(1)
+                    if P > 1:
+                        m.d.sync += group.eq(Mux(group == P - 1, 0, group + 1))
+                    with m.If(remaining != 0):
+                        # The read of a row's last column group moves on to the next row.
+                        m.d.comb += read.eq(1)
+                        with m.If(group == (P - 2) % P):
+                            m.d.sync += [addr.eq(addr + 1), remaining.eq(remaining - 1)]
+                        m.next = "LOAD"
+                    with m.Else():
+                        m.next = "IDLE"
+
+        m.d.comb += [self.reading.eq((self.cmd.valid & self.cmd.ready) | (~fsm.ongoing("IDLE") & (remaining != 0))),
+                     self.idle.eq(fsm.ongoing("IDLE") & ~full)]
+

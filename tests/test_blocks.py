@@ -11,10 +11,10 @@ from npu.firmware.quant import quantize_multiplier
 from npu.generators.config import NPUConfig
 from npu.hdl.datapath import Datapath
 from npu.hdl.pe import ProcessingElement
-from npu.hdl.ppu import PostProcessor
+from npu.hdl.ppu import SERIAL_MULT_STEPS, PostProcessor
 from npu.hdl.systolic_array import SystolicArray
 from npu.sim.amaranth_driver import run_program
-from npu.sim.golden import DatapathModel, reference_gemm, requantize
+from npu.sim.golden import DatapathModel, reference_gemm, requantize, wrap
 
 
 def simulate(dut, testbench):
@@ -87,52 +87,52 @@ def test_array_latency_and_bank_switch(rows, cols):
         assert out[m + array.latency] == list(acts[m] @ weights[sels[m]])
 
 
-@pytest.mark.parametrize("data_width, acc_width, lanes", [(8, 32, 0), (6, 20, 0), (16, 40, 0), (8, 32, 1), (6, 20, 1)])
-def test_ppu_matches_golden_requantisation(data_width, acc_width, lanes):
-    # Narrow accumulators make products narrower than large shifts: negative products
-    # must still round correctly (the remainder needs the sign extension).
-    # lanes = 1: one requantisation lane serves the three columns in turn.
-    config = NPUConfig(rows=2, cols=3, data_width=data_width, acc_width=acc_width, acc_depth=64, param_depth=4,
-                       ppu_lanes=lanes)
+def run_ppu(config, acc, params, commands, rng, *, max_cycles, scratch_entry=None):
+    """Drive a PostProcessor in the simulator; return the rows it delivers and whether it
+    went idle within ``max_cycles``.
+
+    ``params[p][n]`` is column n's (bias, mult, shift) of entry p; ``commands`` are
+    (acc_addr, count, param_addr, zero_point, clamp_lo, clamp_hi). ``out`` is back-pressured
+    at random. The accumulator answers a read in the next cycle only: other cycles show
+    garbage. With ``scratch_entry``, that parameter entry is rewritten while commands run
+    (no command may use it).
+    """
     ppu = PostProcessor(config)
-    rng = random.Random(5)
-    lo, hi = -2**(acc_width - 1), 2**(acc_width - 1) - 1
-    acc = [[rng.choice([rng.randint(lo, hi), rng.randint(-300, 300), lo, hi, 0])
-            for _ in range(config.cols)] for _ in range(40)]
-    params = [(rng.randint(lo, hi) if p == 3 else rng.randint(-1000, 1000),
-               rng.choice([1, 1 << 30, rng.randint(0, 2**31 - 1)]), rng.choice([0, 1, 2, 31, 40, 63]))
-              for p in range(config.param_depth * config.cols)]
-    qmin, qmax = -2**(data_width - 1), 2**(data_width - 1) - 1
-    commands = [(0, 40, 0, 0, qmin, qmax), (5, 20, 1, 7, qmin, qmax), (0, 40, 2, -3, -3, 6),
-                (10, 30, 3, 0, 25, -25), (3, 0, 1, 0, qmin, qmax), (0, 40, 2, 1, qmin, qmax)]
-    rows = []
+    lo, hi = -2**(config.acc_width - 1), 2**(config.acc_width - 1) - 1
+    rows, finished = [], []
+
+    def set_param_entry(ctx, p, entry):
+        ctx.set(ppu.param_wr.payload.addr, p), ctx.set(ppu.param_wr.payload.mask, (1 << config.cols) - 1)
+        for n, (b, m, s) in enumerate(entry):
+            lane = ppu.param_wr.payload.data[n]
+            ctx.set(lane.bias, b), ctx.set(lane.mult, m), ctx.set(lane.shift, s)
 
     async def testbench(ctx):
-        for p in range(config.param_depth):
+        for p, entry in enumerate(params):
             ctx.set(ppu.param_wr.valid, 1)
-            ctx.set(ppu.param_wr.payload.addr, p), ctx.set(ppu.param_wr.payload.mask, 0b111)
-            for n in range(config.cols):
-                b, m, s = params[p * config.cols + n]
-                lane = ppu.param_wr.payload.data[n]
-                ctx.set(lane.bias, b), ctx.set(lane.mult, m), ctx.set(lane.shift, s)
+            set_param_entry(ctx, p, entry)
             await ctx.tick()
         ctx.set(ppu.param_wr.valid, 0)
         pending = list(commands)
         read = None
-        for _ in range(2000):
+        for _ in range(max_cycles):
             if pending:
-                addr, count, p, zp, lo, hi = pending[0]
+                addr, count, p, zp, clamp_lo, clamp_hi = pending[0]
                 ctx.set(ppu.cmd.valid, 1)
                 payload = ppu.cmd.payload
                 ctx.set(payload.acc_addr, addr), ctx.set(payload.count, count), ctx.set(payload.param_addr, p)
-                ctx.set(payload.zero_point, zp), ctx.set(payload.clamp_lo, lo), ctx.set(payload.clamp_hi, hi)
+                ctx.set(payload.zero_point, zp), ctx.set(payload.clamp_lo, clamp_lo)
+                ctx.set(payload.clamp_hi, clamp_hi)
             else:
                 ctx.set(ppu.cmd.valid, 0)
+            if scratch_entry is not None:
+                ctx.set(ppu.param_wr.valid, rng.random() < 0.5)
+                set_param_entry(ctx, scratch_entry, [(rng.randint(lo, hi), rng.randint(0, 2**31 - 1),
+                                                      rng.randint(0, 63)) for _ in range(config.cols)])
             ready = rng.random() < 0.6
             ctx.set(ppu.out.ready, ready)
-            if read is not None:                  # the accumulator memory: one-cycle read latency
-                for n in range(config.cols):
-                    ctx.set(ppu.acc_rd_data[n], acc[read][n])
+            for n in range(config.cols):          # the accumulator memory: one-cycle read latency
+                ctx.set(ppu.acc_rd_data[n], acc[read][n] if read is not None else rng.randint(lo, hi))
             if ready and ctx.get(ppu.out.valid):
                 rows.append([ctx.get(ppu.out.payload[n]) for n in range(config.cols)])
             if pending and ctx.get(ppu.cmd.ready):
@@ -140,21 +140,120 @@ def test_ppu_matches_golden_requantisation(data_width, acc_width, lanes):
             read = ctx.get(ppu.acc_rd_addr) if ctx.get(ppu.acc_rd_en) else None
             await ctx.tick()
             if not pending and ctx.get(ppu.idle):
+                finished.append(True)
                 break
 
     simulate(ppu, testbench)
+    return rows, bool(finished)
+
+
+def golden_rows(config, acc, params, commands, *, round_ties_up=False):
+    """The rows ``commands`` should deliver, from the golden model. ``round_ties_up``
+    instead rounds exact ties upwards: what a lane with the wrong tie rule would give."""
     expected = []
     for addr, count, p, zp, lo, hi in commands:
-        lane = params[p * config.cols:(p + 1) * config.cols]
+        bias, mult, shift = zip(*params[p])
         for m in range(addr, addr + count):
-            expected.append(list(requantize(np.array(acc[m]), [b for b, _, _ in lane], [x for _, x, _ in lane],
-                                            [s for _, _, s in lane], zp, lo, hi, acc_width=acc_width)))
+            x = [wrap(a + b, config.acc_width) for a, b in zip(acc[m], bias)]
+            if round_ties_up:
+                # floor(p / 2**s + 1/2) for s > 0; clamp as the golden model does.
+                row = [(((v * k) + (1 << s >> 1)) >> s) + zp for v, k, s in zip(x, mult, shift)]
+                expected.append([min(max(y, lo), hi) for y in row])
+            else:
+                expected.append(list(requantize(np.array(acc[m]), bias, mult, shift, zp, lo, hi,
+                                                acc_width=config.acc_width)))
+    return expected
+
+
+def cycle_budget(config, rows):
+    """Cycles for ``rows`` rows through the PPU, with room for back-pressure: the pipelined
+    requantiser takes a row per cycle, the serial one 18 to 26 cycles per column group."""
+    if config.requantiser == "pipelined":
+        return 2000
+    return 500 + rows * config.requant_passes * (SERIAL_MULT_STEPS + 16)
+
+
+@pytest.mark.parametrize("requantiser", ["pipelined", "serial"])
+@pytest.mark.parametrize("data_width, acc_width, lanes", [(8, 32, 0), (6, 20, 0), (16, 40, 0), (8, 32, 1), (6, 20, 1),
+                                                          (16, 40, 1)])
+def test_ppu_matches_golden_requantisation(data_width, acc_width, lanes, requantiser):
+    # Narrow accumulators make products narrower than large shifts: negative products
+    # must still round correctly (the remainder needs the sign extension).
+    # lanes = 1: one requantisation lane serves the three columns in turn.
+    config = NPUConfig(rows=2, cols=3, data_width=data_width, acc_width=acc_width, acc_depth=64, param_depth=4,
+                       ppu_lanes=lanes, requantiser=requantiser)
+    rng = random.Random(5)
+    lo, hi = -2**(acc_width - 1), 2**(acc_width - 1) - 1
+    acc = [[rng.choice([rng.randint(lo, hi), rng.randint(-300, 300), lo, hi, 0])
+            for _ in range(config.cols)] for _ in range(40)]
+    params = [[(rng.randint(lo, hi) if p == 3 else rng.randint(-1000, 1000),
+                rng.choice([1, 1 << 30, rng.randint(0, 2**31 - 1)]), rng.choice([0, 1, 2, 31, 40, 63]))
+               for _ in range(config.cols)] for p in range(config.param_depth)]
+    qmin, qmax = -2**(data_width - 1), 2**(data_width - 1) - 1
+    commands = [(0, 40, 0, 0, qmin, qmax), (5, 20, 1, 7, qmin, qmax), (0, 40, 2, -3, -3, 6),
+                (10, 30, 3, 0, 25, -25), (3, 0, 1, 0, qmin, qmax), (0, 40, 2, 1, qmin, qmax)]
+    total = sum(count for _, count, *_ in commands)
+    rows, finished = run_ppu(config, acc, params, commands, rng, max_cycles=cycle_budget(config, total))
+    assert finished
+    assert rows == golden_rows(config, acc, params, commands)
+
+
+@pytest.mark.parametrize("requantiser, data_width, acc_width, lanes", [
+    ("pipelined", 8, 32, 0), ("serial", 8, 32, 0), ("serial", 8, 32, 1), ("serial", 16, 64, 0),
+    ("serial", 5, 19, 1), ("serial", 2, 20, 0)])
+def test_ppu_requantisation_edge_cases(requantiser, data_width, acc_width, lanes):
+    """Shifts 0, 1, 63; multipliers 0, 1, 2**31-1; the most negative accumulator; exact
+    ties with even and odd floors; clamp_lo > clamp_hi; parameter writes meanwhile."""
+    config = NPUConfig(rows=2, cols=3, data_width=data_width, acc_width=acc_width, acc_depth=64, param_depth=5,
+                       ppu_lanes=lanes, requantiser=requantiser)
+    rng = random.Random(acc_width * 17 + data_width)
+    lo, hi = -2**(acc_width - 1), 2**(acc_width - 1) - 1
+    top = 2**31 - 1
+    params = [
+        [(0, 1 << 30, 31), (0, 1, 1), (0, 1, 0)],           # x/2: ties for odd x; shift 0 is x itself
+        [(0, top, 63), (0, 0, 17), (0, top, 0)],             # x*(2**31-1) without rounding saturates
+        [(-1, 3 << 28, 30), (hi, 1, 62), (1, top, 32)],
+        [(0, 1 << 29, 31), (0, 5, 3), (lo, 1 << 20, 21)],    # x/4: ties for x = 2 mod 4; 5x/8: x = 4 mod 8
+        [(0, 0, 0)] * 3,                                     # rewritten while commands run
+    ]
+    small = [0, 1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6, 7, -7, 12, -12, 20, -20, 2**data_width + 1]
+    # Beyond the saturation width with small low bits: y must saturate, not wrap.
+    small += [(1 << (data_width + 6)) + 3, (1 << (acc_width - 3)) + 5]
+    acc = [[v, -v, v + 4] for v in small]
+    acc += [[lo, lo, lo], [hi, hi, hi], [lo + 1, hi - 1, lo], [lo, 0, hi]]
+    acc += [[rng.randint(lo, hi) for _ in range(3)] for _ in range(64 - len(acc))]
+    qmin, qmax = -2**(data_width - 1), 2**(data_width - 1) - 1
+    zp_odd = 1 if qmax >= 1 else 0
+    commands = [(0, 30, p, 0, qmin, qmax) for p in range(4)]
+    commands += [(0, 24, 0, zp_odd, qmin, qmax), (0, 24, 3, -1, qmin + 1, qmax), (10, 20, 2, 0, qmax, qmin),
+                 (20, 40, 1, zp_odd, qmin, qmax), (40, 24, 2, 0, qmin, qmax)]
+    # The data must hit the cases named above, or the test proves nothing about them.
+    used = [(acc[m][n], *params[p][n]) for a, count, p, *_ in commands for m in range(a, a + count) for n in range(3)]
+    ties = set()
+    for v, b, k, s in used:
+        product = wrap(v + b, acc_width) * k
+        if s and product % (1 << s) == 1 << (s - 1):
+            ties.add((product >> s) % 2)
+    assert ties == {0, 1}
+    assert {0, 1, 63} <= {s for *_, s in used} and {0, 1, top} <= {k for _, _, k, _ in used}
+    assert any(v == lo and b == 0 and k for v, b, k, _ in used)
+    assert any(clamp_lo > clamp_hi for *_, clamp_lo, clamp_hi in commands)
+    expected = golden_rows(config, acc, params, commands)
+    assert expected != golden_rows(config, acc, params, commands, round_ties_up=True)
+
+    total = sum(count for _, count, *_ in commands)
+    rows, finished = run_ppu(config, acc, params, commands, rng, scratch_entry=4,
+                             max_cycles=cycle_budget(config, total))
+    assert finished
     assert rows == expected
 
 
-@pytest.mark.parametrize("rows, cols, ready", [(2, 3, 0.4), (3, 2, 1.0), (1, 4, 0.7)])
-def test_datapath_gemm_in_amaranth_sim(rows, cols, ready):
-    config = NPUConfig(rows=rows, cols=cols, act_depth=32, acc_depth=16, wgt_depth=8 * rows)
+@pytest.mark.parametrize("rows, cols, ready, requantiser, lanes", [
+    (2, 3, 0.4, "pipelined", 0), (3, 2, 1.0, "pipelined", 0), (1, 4, 0.7, "pipelined", 0),
+    (2, 3, 0.4, "serial", 1), (1, 4, 0.7, "serial", 0)])
+def test_datapath_gemm_in_amaranth_sim(rows, cols, ready, requantiser, lanes):
+    config = NPUConfig(rows=rows, cols=cols, act_depth=32, acc_depth=16, wgt_depth=8 * rows, ppu_lanes=lanes,
+                       requantiser=requantiser)
     rng = np.random.default_rng(rows + cols)
     a, w = rng.integers(-128, 128, (21, 2 * rows + 1)), rng.integers(-128, 128, (2 * rows + 1, cols + 2))
     bias = rng.integers(-3000, 3000, cols + 2)
