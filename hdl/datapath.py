@@ -77,6 +77,8 @@ class Datapath(wiring.Component):
     def drain_cycles(self):
         """Drain timer of a weight bank: set when its tile's last row issues (or when an empty
         tile is taken); the bank may be reloaded ``drain_cycles + 1`` cycles later."""
+        # The last use of the bank is cycle L+R+C (PE (R-1, C-1), behind the array's input
+        # register); the loader's first write into it comes in L+R+C+3 at the earliest.
         return self.config.rows + self.config.cols
 
     @property

@@ -19,8 +19,9 @@ class SystolicArray(wiring.Component):
     move down one PE per cycle. Column n's sum leaves the bottom ``rows + n`` cycles
     after the row was presented and is delayed by ``cols - 1 - n`` more (the de-skew), so
     ``psum_out[n] = sum_k a[k] * W[k][n]`` for every column appears together,
-    :attr:`latency` = ``rows + cols`` cycles after the input (one more for the cells'
-    product registers), with ``valid_out``.
+    :attr:`latency` = ``rows + cols + 1`` cycles after the input (one more for the cells'
+    product registers, one for the input register: the activation buffer's block RAM
+    output and the first multiplier are a register apart), with ``valid_out``.
 
     The array never stalls: rows enter at one per cycle and leave at one per cycle.
     Invalid input slots are fed as zero activations, so idle cells compute zeros.
@@ -74,12 +75,12 @@ class SystolicArray(wiring.Component):
     @staticmethod
     def latency_of(rows, cols):
         """Cycles from a row on ``a_in`` to its results on ``psum_out``."""
-        return rows + cols
+        return rows + cols + 1
 
     @property
     def latency(self):
         """Cycles from a row on ``a_in`` to its results on ``psum_out``."""
-        return self.rows + self.cols
+        return self.latency_of(self.rows, self.cols)
 
     def elaborate(self, platform):
         m = Module()
@@ -105,10 +106,12 @@ class SystolicArray(wiring.Component):
 
         for k in range(R):
             # Zero the operand of empty slots so idle cells compute 0 (deterministic, low power).
+            # The input register: a timing cut between the activation buffer and the array.
             a = Signal(self._act_shape, name=f"a_row{k}")
-            m.d.comb += a.eq(Mux(self.valid, self.a_in[k], 0))
+            sel = Signal(name=f"sel_row{k}")
+            m.d.sync += [a.eq(Mux(self.valid, self.a_in[k], 0)), sel.eq(self.sel)]
             a_skewed = delay(m, a, k, name=f"skew_a{k}")
-            sel_skewed = delay(m, self.sel, k, name=f"skew_sel{k}")
+            sel_skewed = delay(m, sel, k, name=f"skew_sel{k}")
             m.d.comb += [pes[k][0].a_in.eq(a_skewed), pes[k][0].sel_in.eq(sel_skewed)]
             for n in range(1, C):
                 m.d.comb += [
