@@ -53,7 +53,10 @@ class Datapath(wiring.Component):
 
     def __init__(self, config):
         self.config = config
-        self.array_latency = SystolicArray.latency_of(config.rows, config.cols)
+        # With register slices (the 100 MHz settings) every cell registers its DSP's
+        # operands and product once more.
+        self.pe_pipeline = 3 if config.register_slices else 1
+        self.array_latency = SystolicArray.latency_of(config.rows, config.cols, self.pe_pipeline)
         ports = {
             "cmd":      In(stream.Signature(command_layout(config))),
             "act_wr":   In(stream.Signature(act_write_layout(config))),
@@ -138,7 +141,8 @@ class Datapath(wiring.Component):
             m.d.comb += [idx_w.addr.eq(self.idx_wr.payload.addr), idx_w.data.eq(self.idx_wr.payload.data),
                          idx_w.en.eq(self.idx_wr.valid), self.idx_wr.ready.eq(1)]
         m.submodules.array = array = SystolicArray(
-            rows=R, cols=C, data_width=cfg.data_width, psum_width=cfg.psum_width, group=max(group, 1))
+            rows=R, cols=C, data_width=cfg.data_width, psum_width=cfg.psum_width, group=max(group, 1),
+            pe_pipeline=self.pe_pipeline)
         m.submodules.ppu = ppu = PostProcessor(cfg)
         m.d.comb += [ppu.param_wr.valid.eq(self.param_wr.valid), ppu.param_wr.payload.eq(self.param_wr.payload)]
         wiring.connect(m, ppu.out, wiring.flipped(self.out))

@@ -45,9 +45,13 @@ class SystolicArray(wiring.Component):
         Partial-sum width (signed); must hold a ``rows``-long dot product exactly.
     group : int
         Activations per array row (1: dense; M of N:M sparsity).
+    pe_pipeline : int
+        Registers in each cell from its inputs to the product it adds: 1, or 3 for
+        DSP blocks far from the fabric's registers (ECP5); see
+        :class:`~npu.hdl.pe.ProcessingElement`. The latency grows by ``pe_pipeline - 1``.
     """
 
-    def __init__(self, *, rows, cols, data_width, psum_width, group=1):
+    def __init__(self, *, rows, cols, data_width, psum_width, group=1, pe_pipeline=1):
         if rows < 1 or cols < 1:
             raise ValueError(f"array dimensions must be >= 1, not {rows} x {cols}")
         self.rows = rows
@@ -55,6 +59,7 @@ class SystolicArray(wiring.Component):
         self.data_width = data_width
         self.psum_width = psum_width
         self.group = group
+        self.pe_pipeline = pe_pipeline
         act = signed(data_width) if group == 1 else data.ArrayLayout(signed(data_width), group)
         self._act_shape = act
         ports = {
@@ -73,14 +78,14 @@ class SystolicArray(wiring.Component):
         super().__init__(ports)
 
     @staticmethod
-    def latency_of(rows, cols):
+    def latency_of(rows, cols, pe_pipeline=1):
         """Cycles from a row on ``a_in`` to its results on ``psum_out``."""
-        return rows + cols + 1
+        return rows + cols + pe_pipeline
 
     @property
     def latency(self):
         """Cycles from a row on ``a_in`` to its results on ``psum_out``."""
-        return self.latency_of(self.rows, self.cols)
+        return self.latency_of(self.rows, self.cols, self.pe_pipeline)
 
     def elaborate(self, platform):
         m = Module()
@@ -88,7 +93,7 @@ class SystolicArray(wiring.Component):
         # On the iCE40UP two cells share one SB_MAC16 (two int8 multiplies per block).
         paired = dual_int8_dsp(platform) and self.data_width <= 8
         pes = [[ProcessingElement(data_width=self.data_width, psum_width=self.psum_width, group=self.group,
-                                  external_multiplier=paired)
+                                  external_multiplier=paired, pipeline=self.pe_pipeline)
                 for _ in range(C)] for _ in range(R)]
         for k in range(R):
             for n in range(C):

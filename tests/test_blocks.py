@@ -53,10 +53,12 @@ def test_pe_double_buffered_weights():
     assert passed == [(7, 0), (7, 1), (-128, 0), (2, 1)]
 
 
-@pytest.mark.parametrize("rows, cols", [(1, 1), (2, 3), (4, 2), (3, 3)])
-def test_array_latency_and_bank_switch(rows, cols):
+@pytest.mark.parametrize("rows, cols, pe_pipeline", [(1, 1, 1), (2, 3, 1), (4, 2, 1), (3, 3, 1), (1, 1, 3),
+                                                     (2, 3, 3), (3, 3, 3)])
+def test_array_latency_and_bank_switch(rows, cols, pe_pipeline):
     rng = np.random.default_rng(rows * 7 + cols)
-    array = SystolicArray(rows=rows, cols=cols, data_width=8, psum_width=8 * 2 + 2)
+    array = SystolicArray(rows=rows, cols=cols, data_width=8, psum_width=8 * 2 + 2, pe_pipeline=pe_pipeline)
+    assert array.latency == rows + cols + pe_pipeline
     weights = [rng.integers(-128, 128, (rows, cols)) for _ in range(2)]
     acts = rng.integers(-128, 128, (12, rows))
     sels = [0] * 5 + [1] * 4 + [0] * 3          # the bank changes mid-stream, row by row

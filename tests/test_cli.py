@@ -25,7 +25,7 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     assert manifest["config"]["control"] == {"compute_queue": 8, "dma_queue": 4, "perf_counter_bits": 48,
                                              "register_slices": True}
     assert manifest["queues"] == {"compute": 8, "dma": 4}
-    assert manifest["latencies"]["array"] == 17
+    assert manifest["latencies"]["array"] == 19
     port_names = {p["name"] for p in manifest["ports"]}
     for port in port_names:
         assert port in verilog
@@ -94,4 +94,4 @@ def test_info_prints_derived_figures():
     assert result.exit_code == 0
     info = json.loads(result.output)
     assert info["derived"]["macs_per_cycle"] == 256
-    assert info["latencies"]["array"] == 33
+    assert info["latencies"]["array"] == 35
