@@ -45,17 +45,19 @@ def _session(ort, model_path):
     uint8, exactly. Some int8 x int8 operators (com.microsoft.QGemm) have no kernel in that
     form; they never took the saturating path, so they run with the default options.
     """
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.x64quantprecision", "1")
-    try:
+    def session(exact):
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if exact:
+            options.add_session_config_entry("session.x64quantprecision", "1")
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+    try:
+        return session(exact=True)
     except Exception as e:       # onnxruntime's NotImplemented has no importable class
         if "NOT_IMPLEMENTED" not in str(e):
             raise
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    return session(exact=False)
 
 
 def output_step(graph: Graph, name):

@@ -50,11 +50,11 @@ _INT_LIMITS = {
     "perf_counter_bits": ("control", 32, 48),
 }
 
-# (section in TOML, name) -> allowed string values, the first the default.
+# name -> (section in TOML, allowed string values; the first is the default).
 _STR_CHOICES = {
     "requantiser": ("array", ("pipelined", "serial")),
 }
-# (section in TOML) of each true/false setting.
+# name -> section in TOML of each true/false setting.
 _BOOLS = {
     "register_slices": "control",
 }

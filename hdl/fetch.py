@@ -3,10 +3,11 @@
 Slots ``RING_HEAD ..`` up to (not including) ``RING_TAIL`` are read, wrapping at
 ``RING_SIZE``, through the shared Wishbone master; each instruction leaves with its slot
 number (instructions leave in ring order from ``head``, so a counter beside the FIFO
-tells it: the FIFO holds the instructions alone). Every request is checked against the DMA window first. A refused
-request, an ERR answer or a bad ring register stops fetching and raises ``fault``
-(with code, byte address and slot); the dispatcher reports it once every instruction
-fetched before it has been dispatched, so errors surface in program order.
+tells it: the FIFO holds the instructions alone). Every request is checked against the
+DMA window first. A refused request, an ERR answer or a bad ring register stops
+fetching and raises ``fault`` (with code, byte address and slot); the dispatcher
+reports it once every instruction fetched before it has been dispatched, so errors
+surface in program order.
 """
 
 from amaranth.hdl import Module, Mux, ResetInserter, Signal
@@ -170,13 +171,13 @@ class Fetcher(wiring.Component):
                 m.d.sync += insn_reg.word_select(resp_word, bw).eq(self.bus.dat_r)
         last_data = self.bus.dat_r
         m.d.comb += push.eq(ack & (resp_word == words - 1) & ~discard & ~err)
-        payload = Signal(fetched_layout)
+        fetched = Signal(INSTRUCTION_BITS)
         if words > 1:
-            m.d.comb += payload.insn.eq(insn_reg)
-            m.d.comb += payload.insn.word_select(words - 1, bw).eq(last_data)
+            m.d.comb += fetched.eq(insn_reg)
+            m.d.comb += fetched.word_select(words - 1, bw).eq(last_data)
         else:
-            m.d.comb += payload.insn.eq(last_data)
-        m.d.comb += [queue.w_en.eq(push), queue.w_data.eq(payload.insn)]
+            m.d.comb += fetched.eq(last_data)
+        m.d.comb += [queue.w_en.eq(push), queue.w_data.eq(fetched)]
         with m.If(self.insn.valid & self.insn.ready):
             m.d.sync += out_slot.eq(Mux(out_slot == last_slot, 0, out_slot + 1))
 
