@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from .clocking import ecp5_pll, ice40_pll
 from .platforms import board as get_board
 
 __all__ = ["BuildError", "build_board", "toolchain", "read_report"]
@@ -178,8 +179,11 @@ def _cells(text):
     return cells
 
 
-def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, program=False):
+def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo=print, program=False):
     """Build board ``name`` with ``config`` (the board's default when None) into ``out_dir``.
+
+    ``clk_hz`` is the NPU clock the PLL makes and nextpnr is constrained to (the board's
+    target clock when None).
 
     Returns the report (also written to ``out_dir/report.json``). Raises
     :class:`BuildError` when a tool fails; a design that does not fit the device still
@@ -194,7 +198,11 @@ def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, progr
     out_dir.mkdir(parents=True, exist_ok=True)
     tools = toolchain(board.family)
     platform = board.platform_class()()
-    top = BoardTop(board, config, baud=baud or DEFAULT_BAUD)
+    if clk_hz:      # a clock the PLL cannot make is a one-line error before anything runs
+        f_in = platform.lookup(platform.default_clk).clock.frequency
+        if f_in != clk_hz:
+            (ice40_pll if board.family == "ice40" else ecp5_pll)(f_in, clk_hz)
+    top = BoardTop(board, config, baud=baud or DEFAULT_BAUD, clk_hz=clk_hz)
     # Yosys' synth script ends with `autoname`, which takes minutes to tens of minutes on
     # Amaranth's netlists under YoWASP and only renames cells: run the script up to its
     # `check` step, then that step without `autoname`.
@@ -202,11 +210,13 @@ def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, progr
                  "script_after_synth": "hierarchy -check\nstat\ncheck -noinit\nblackbox =A:whitebox"}
     if echo:
         echo(f"{board.name}: {board.device}, NPU {config.rows}x{config.cols} ({config.macs_per_cycle} MACs/cycle), "
-             f"{board.clk_hz / 1e6:g} MHz target, {board.ram_bytes // 1024} KiB {board.ram.upper()}; "
+             f"{(clk_hz or board.clk_hz) / 1e6:g} MHz clock (board target {board.clk_hz / 1e6:g}), {board.ram_bytes // 1024} KiB {board.ram.upper()}; "
              f"tools: {', '.join(Path(t).name for t in tools.values())}")
     started = time.monotonic()
     plan = platform.build(top, name="top", build_dir=str(out_dir), do_build=False, **overrides)
     plan.extract(str(out_dir))
+    for stale in ("top.bin", "top.bit", "top.svf", "report.json"):
+        (out_dir / stale).unlink(missing_ok=True)       # never left from an earlier build
     (out_dir / "npu.toml").write_text(_toml(config))
     env = {**os.environ, **tools}
     seconds = {"elaborate": round(time.monotonic() - started, 1)}
@@ -215,6 +225,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, progr
         "config": config.to_dict(), "baud": baud or DEFAULT_BAUD, "ram": {"kind": board.ram,
                                                                            "bytes": board.ram_bytes},
         "tools": {var: Path(cmd).name for var, cmd in tools.items()},
+        "clock_hz": top.clk_hz,
     }
     labels = {"YOSYS": "synthesis", "NEXTPNR_ICE40": "place-and-route", "NEXTPNR_ECP5": "place-and-route",
               "ICEPACK": "bitstream", "ECPPACK": "bitstream"}
@@ -253,6 +264,11 @@ def build_board(name, config=None, out_dir=None, *, baud=None, echo=print, progr
         raise BuildError(f"{label} failed (exit {code}): {_last_error(out_dir)}; log: {log}")
     if echo:
         echo(summary_line(report))
+        clock = report["clock"]
+        if clock["fmax_mhz"] and not clock["met"]:
+            echo(f"warning: the design misses timing at {clock['clock_mhz']:g} MHz (Fmax {clock['fmax_mhz']:.1f} MHz) "
+                 f"and may not work on the board; 'npu build --board {board.name} --clock-mhz "
+                 f"{int(clock['fmax_mhz'])}' builds it at a clock it meets")
     return report
 
 
@@ -307,8 +323,11 @@ def _fill_report(report, board, config, out_dir):
     report["fits"] = bool(raw) and all(used <= available for used, available in raw.values())
     fmax, constraint = _fmax(text)
     macs = config.macs_per_cycle
-    report["clock"] = {"target_mhz": board.clk_hz / 1e6, "constraint_mhz": constraint, "fmax_mhz": fmax,
-                       "met": fmax is not None and fmax >= board.clk_hz / 1e6}
+    target = board.clk_hz / 1e6
+    built = report.get("clock_hz", board.clk_hz) / 1e6
+    report["clock"] = {"target_mhz": target, "clock_mhz": built, "constraint_mhz": constraint, "fmax_mhz": fmax,
+                       "met": fmax is not None and fmax >= built,
+                       "target_met": fmax is not None and fmax >= target}
     report["macs_per_cycle"] = macs
     report["peak_gmacs"] = round(macs * fmax / 1e3, 3) if fmax else None
     report["peak_gmacs_at_target"] = round(macs * min(fmax, board.clk_hz / 1e6) / 1e3, 3) if fmax else None
@@ -322,7 +341,8 @@ def summary_line(report):
     return (f"{report['board']}: {'fits' if report['fits'] else 'DOES NOT FIT'}; "
             f"logic {logic.get('used')}/{logic.get('available')}, "
             f"DSP {res.get('dsp', {}).get('used')}/{res.get('dsp', {}).get('available')}, "
-            f"Fmax {fmax} MHz (target {clock['target_mhz']:g}, {'met' if clock['met'] else 'NOT met'}), "
+            f"Fmax {fmax} MHz (clock {clock.get('clock_mhz', clock['target_mhz']):g} MHz "
+            f"{'met' if clock['met'] else 'NOT met'}; board target {clock['target_mhz']:g}), "
             f"{report['macs_per_cycle']} MACs/cycle, {report['peak_gmacs']} GMAC/s peak")
 
 

@@ -21,13 +21,17 @@ DEFAULT_BAUD = 1_000_000
 
 
 class BoardTop(Elaboratable):
-    """``board`` (:class:`~npu.boards.platforms.Board`) running an NPU of ``config``."""
+    """``board`` (:class:`~npu.boards.platforms.Board`) running an NPU of ``config``.
 
-    def __init__(self, board, config, *, baud=DEFAULT_BAUD):
+    ``clk_hz`` is the NPU clock to make (the board's target clock when None); after
+    elaboration it holds the frequency the PLL actually makes.
+    """
+
+    def __init__(self, board, config, *, baud=DEFAULT_BAUD, clk_hz=None):
         self.board = board
         self.config = config
         self.baud = baud
-        self.clk_hz = board.clk_hz
+        self.clk_hz = int(clk_hz or board.clk_hz)
 
     def elaborate(self, platform):
         m = Module()

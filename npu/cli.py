@@ -616,8 +616,10 @@ def boards():
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Build directory [default: build/boards/BOARD].")
 @click.option("--baud", type=int, default=None, help="Host link baud rate [default: 1000000].")
+@click.option("--clock-mhz", type=click.FloatRange(min=1, min_open=False), default=None,
+              help="NPU clock the PLL makes and place-and-route aims for [default: the board's target].")
 @config_options
-def build(board_name, out_dir, baud, config_path, **overrides):
+def build(board_name, out_dir, baud, clock_mhz, config_path, **overrides):
     """Build a bitstream for a dev board (Yosys + nextpnr) and write report.json.
 
     Without --config the board's default NPU (sized to its device) is built.
@@ -627,7 +629,8 @@ def build(board_name, out_dir, baud, config_path, **overrides):
     config = _board_config(board_name, config_path, overrides)
     out_dir = out_dir or Path("build") / "boards" / board_name
     try:
-        report = build_board(board_name, config, out_dir, baud=baud, echo=lambda line: click.echo(line, err=True))
+        report = build_board(board_name, config, out_dir, baud=baud, echo=lambda line: click.echo(line, err=True),
+                             clk_hz=None if clock_mhz is None else round(clock_mhz * 1e6))
     except (BuildError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"bitstream: {report['bitstream']}\nreport: {Path(out_dir) / 'report.json'}")
@@ -637,13 +640,14 @@ def build(board_name, out_dir, baud, config_path, **overrides):
 @click.option("--board", "board_name", required=True, type=_board_choice(), help="The board to program.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The build directory of 'npu build' [default: build/boards/BOARD].")
-def flash(board_name, out_dir):
+@click.option("--force", is_flag=True, help="Flash a bitstream that misses timing at its clock.")
+def flash(board_name, out_dir, force):
     """Program a board with the bitstream 'npu build' made (iceprog / openFPGALoader)."""
     from .boards.flash import FlashError, flash_board
     board = _board_or_fail(board_name)
     out_dir = out_dir or Path("build") / "boards" / board_name
     try:
-        flash_board(board, out_dir, echo=lambda line: click.echo(line, err=True))
+        flash_board(board, out_dir, echo=lambda line: click.echo(line, err=True), force=force)
     except FlashError as e:
         raise UserError(str(e)) from None
     click.echo(f"{board_name}: programmed")

@@ -88,17 +88,52 @@ def test_flash_without_bitstream_or_tool_is_one_line(tmp_path, monkeypatch):
         flash_board(board("ulx3s-85f"), tmp_path)
 
 
+def test_flash_refuses_a_bitstream_that_misses_timing(tmp_path, monkeypatch):
+    from npu.boards.flash import FlashError, flash_board
+    (tmp_path / "top.bit").write_bytes(b"\0")
+    report = {"board": "ulx3s-25f", "clock": {"target_mhz": 100.0, "clock_mhz": 100.0, "fmax_mhz": 70.12,
+                                              "met": False}}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    with pytest.raises(FlashError, match=r"misses timing \(Fmax 70.1 MHz < its 100 MHz clock\).*"
+                                         r"--board ulx3s-25f --clock-mhz 70', or flash it anyway with --force"):
+        flash_board(board("ulx3s-25f"), tmp_path)
+    with pytest.raises(FlashError, match="was built for the ulx3s-25f, not the ulx3s-85f"):
+        flash_board(board("ulx3s-85f"), tmp_path)
+    monkeypatch.setenv("OPENFPGALOADER", "/nonexistent/openFPGALoader")
+    with pytest.raises(FlashError, match="openFPGALoader not found"):      # --force gets past the check
+        flash_board(board("ulx3s-25f"), tmp_path, force=True)
+    report["clock"].update(clock_mhz=70.0, met=True)                      # rebuilt at a clock it meets
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    with pytest.raises(FlashError, match="openFPGALoader not found"):
+        flash_board(board("ulx3s-25f"), tmp_path)
+
+
+def test_board_clock_is_the_pll_frequency_and_unreachable_is_one_line():
+    from npu.boards.top import BoardTop
+    b = board("ulx3s-25f")
+    platform = b.platform_class()()
+    top = BoardTop(b, NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4),
+                   clk_hz=70_000_000)
+    platform.prepare(top)
+    assert top.clk_hz == 70_000_000
+    top = BoardTop(b, board_config("ulx3s-25f"), clk_hz=1_000_000)
+    with pytest.raises(ValueError, match="an ECP5 PLL cannot make 1 MHz from 25 MHz"):
+        b.platform_class()().prepare(top)
+
+
 @pytest.mark.rtl
 @pytest.mark.fpga
 def test_ecp5_build_of_a_small_npu(tmp_path):
     """The whole flow on a fresh machine: Yosys, nextpnr-ecp5 and ecppack from PyPI."""
     config = NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4, ppu_lanes=1)
     lines = []
-    report = board_build.build_board("ulx3s-25f", config, tmp_path, echo=lines.append)
+    report = board_build.build_board("ulx3s-25f", config, tmp_path, echo=lines.append, clk_hz=50_000_000)
     assert (tmp_path / "top.bit").stat().st_size > 100_000
     assert report["fits"]
     assert report["resources"]["dsp"]["used"] == 4 + 4     # four PEs + one requantisation lane
-    assert report["clock"]["fmax_mhz"] > 10
+    # Built at 50 MHz (the PLL makes it; nextpnr is constrained to it), which a 2x2 NPU meets.
+    assert report["clock"]["clock_mhz"] == 50 and report["clock"]["constraint_mhz"] == 50
+    assert report["clock"]["met"] and report["clock"]["fmax_mhz"] >= 50
     assert report["macs_per_cycle"] == 4
     assert json.loads((tmp_path / "report.json").read_text())["bitstream"].endswith("top.bit")
     assert any("place-and-route" in line for line in lines)      # progress was shown
