@@ -97,7 +97,7 @@ class NPUConfig:
         (four DSP blocks each on ECP5) on small FPGAs; must divide ``cols``.
     requantiser : str
         How a requantisation lane is built: ``"pipelined"`` (a result per cycle; the
-        32x31-bit multiply as DSP-sized limb products, seven pipeline stages, for 100 MHz
+        32x31-bit multiply as DSP-sized limb products, eight pipeline stages, for 100 MHz
         on ECP5) or ``"serial"`` (a result every few cycles from a small shift-and-add
         multiplier and shifter: for devices whose multipliers all go to the array, such as
         the iCE40UP5K).

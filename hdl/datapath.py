@@ -57,6 +57,8 @@ class Datapath(wiring.Component):
         # operands and product once more.
         self.pe_pipeline = 3 if config.register_slices else 1
         self.array_latency = SystolicArray.latency_of(config.rows, config.cols, self.pe_pipeline)
+        # Array output to accumulator written: read, (register the read data,) add and write.
+        self.accumulate_latency = 3 if config.register_slices else 2
         ports = {
             "cmd":      In(stream.Signature(command_layout(config))),
             "act_wr":   In(stream.Signature(act_write_layout(config))),
@@ -90,8 +92,8 @@ class Datapath(wiring.Component):
         return {
             "array": self.array_latency,
             "activation_read": 1,
-            "accumulate": 2,
-            "compute_row_to_accumulator": 1 + self.array_latency + 2,
+            "accumulate": self.accumulate_latency,
+            "compute_row_to_accumulator": 1 + self.array_latency + self.accumulate_latency,
             "weight_load": self.config.rows + 1,
             # Accept, one read per weight row, queue, hand over: what only the first tile waits.
             "first_tile_weight_stall": self.config.rows + 3,
@@ -288,11 +290,29 @@ class Datapath(wiring.Component):
                 acc_r[n].addr.eq(Mux(array.valid_out, out_addr, ppu.acc_rd_addr)),
                 acc_r[n].en.eq(array.valid_out | ppu.acc_rd_en),
                 ppu.acc_rd_data[n].eq(acc_r[n].data),
-                acc_w[n].addr.eq(rmw_addr),
-                acc_w[n].data.eq(Mux(rmw_accumulate, acc_r[n].data, 0) + rmw_psum[n]),
-                acc_w[n].en.eq(rmw_valid),
             ]
-        m.d.comb += acc_write.eq(rmw_valid)
+        if cfg.register_slices:
+            # The read data is registered before the add (a timing cut after the block RAM's
+            # output). A row read a cycle after the same row was read misses that row's write,
+            # which happens in this cycle: the sum being written is forwarded in its place.
+            w_valid, w_accumulate = Signal(), Signal()
+            w_addr = Signal.like(rmw_addr)
+            w_psum = [Signal.like(rmw_psum[n], name=f"w_psum{n}") for n in range(C)]
+            acc_q = [Signal(signed(cfg.acc_width), name=f"acc_q{n}") for n in range(C)]
+            w_sum = [Signal(signed(cfg.acc_width), name=f"w_sum{n}") for n in range(C)]
+            forward = w_valid & (w_addr == rmw_addr)
+            m.d.sync += [w_valid.eq(rmw_valid), w_addr.eq(rmw_addr), w_accumulate.eq(rmw_accumulate)]
+            for n in range(C):
+                m.d.comb += w_sum[n].eq(Mux(w_accumulate, acc_q[n], 0) + w_psum[n])
+                m.d.sync += [w_psum[n].eq(rmw_psum[n]), acc_q[n].eq(Mux(forward, w_sum[n], acc_r[n].data))]
+                m.d.comb += [acc_w[n].addr.eq(w_addr), acc_w[n].data.eq(w_sum[n]), acc_w[n].en.eq(w_valid)]
+            m.d.comb += acc_write.eq(w_valid)
+        else:
+            for n in range(C):
+                m.d.comb += [acc_w[n].addr.eq(rmw_addr),
+                             acc_w[n].data.eq(Mux(rmw_accumulate, acc_r[n].data, 0) + rmw_psum[n]),
+                             acc_w[n].en.eq(rmw_valid)]
+            m.d.comb += acc_write.eq(rmw_valid)
         m.d.sync += in_flight.eq(in_flight + issue - acc_write)
 
         # --- Status and performance counters ------------------------------------------

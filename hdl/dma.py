@@ -140,14 +140,23 @@ class DMAUnit(wiring.Component):
         capture_left = Signal(17)
 
         running = Signal()
-        req_done = req_rows_left == 0
         m.d.comb += self.busy.eq(running)
+        # The request address and rows left are worked out a cycle ahead (``*_next``), so
+        # the window check of the address presented and "no rows left" come from registers:
+        # no compare sits in front of the bus request.
+        req_addr_next = Signal(32)
+        req_rows_left_next = Signal.like(req_rows_left)
+        m.d.comb += [req_addr_next.eq(req_addr), req_rows_left_next.eq(req_rows_left)]
+        m.d.sync += [req_addr.eq(req_addr_next), req_rows_left.eq(req_rows_left_next)]
+        req_done = Signal(init=1)
+        word_ok = Signal()
+        m.d.sync += [req_done.eq(req_rows_left_next == 0),
+                     word_ok.eq(in_window(m, req_addr_next, bb, self.window_base, self.window_limit))]
 
         accept = self.bus.stb & ~self.bus.stall
         # Answers come only to requests outstanding (the register, not the combinational cyc).
         ack = (outstanding != 0) & self.bus.ack
         err = (outstanding != 0) & self.bus.err
-        word_ok = in_window(m, req_addr, bb, self.window_base, self.window_limit)
         have_data = ~cmd.store | srow_valid
         # A request held by stall stays presented, unchanged, until the bus takes it
         # (Wishbone B4), even if the unit meanwhile wants to stop or yield the bus.
@@ -184,23 +193,47 @@ class DMAUnit(wiring.Component):
 
         with m.If(accept):
             with m.If(req_word == last_word_index):
-                m.d.sync += [req_word.eq(0), req_row_base.eq(req_row_base + cmd.stride),
-                             req_addr.eq(req_row_base + cmd.stride), req_rows_left.eq(req_rows_left - 1)]
+                m.d.sync += [req_word.eq(0), req_row_base.eq(req_row_base + cmd.stride)]
+                m.d.comb += [req_addr_next.eq(req_row_base + cmd.stride),
+                             req_rows_left_next.eq(req_rows_left - 1)]
             with m.Else():
-                m.d.sync += [req_word.eq(req_word + 1), req_addr.eq(req_addr + bb)]
+                m.d.sync += req_word.eq(req_word + 1)
+                m.d.comb += req_addr_next.eq(req_addr + bb)
         m.d.sync += outstanding.eq(outstanding + accept - (ack | err))
 
-        # STORE rows: capture one from the post-processor whenever the register is free
-        # or its last word is being accepted.
+        # STORE rows: ``srow`` holds the row being written out.
         last_accept = accept & (req_word == last_word_index)
-        with m.If(last_accept):
-            m.d.sync += srow_valid.eq(0)
-        take_row = running & cmd.store & ~stopping & (capture_left != 0) & (~srow_valid | last_accept)
-        m.d.comb += self.rows_in.ready.eq(take_row)
+        can_take = running & cmd.store & ~stopping & (capture_left != 0)
         eb = c.element_bytes
         out_bytes = Cat(*(_sign_extend(self.rows_in.payload[n], 8 * eb) for n in range(c.cols)))
-        with m.If(take_row & self.rows_in.valid):
-            m.d.sync += [srow.eq(out_bytes), srow_valid.eq(1), capture_left.eq(capture_left - 1)]
+        if c.register_slices:
+            # A second row register behind it: a row is taken whenever one of the two is
+            # free (registered), not when the bus accepts the row's last word.
+            srow_next = Signal.like(srow)
+            next_valid = Signal()
+            take_row = can_take & ~next_valid
+            taken = take_row & self.rows_in.valid
+            m.d.comb += self.rows_in.ready.eq(take_row)
+            with m.If(taken):
+                m.d.sync += capture_left.eq(capture_left - 1)
+            with m.If(~srow_valid | last_accept):
+                # The head register is free (or frees now): fill it from behind, else the new row.
+                with m.If(next_valid):      # (no row is taken while it is full)
+                    m.d.sync += [srow.eq(srow_next), srow_valid.eq(1), next_valid.eq(0)]
+                with m.Else():
+                    m.d.sync += [srow.eq(out_bytes), srow_valid.eq(taken)]
+            with m.Elif(taken):
+                m.d.sync += [srow_next.eq(out_bytes), next_valid.eq(1)]
+            with m.If(self.cmd.valid & self.cmd.ready):
+                m.d.sync += next_valid.eq(0)
+        else:
+            # One row register: a row is taken when it is free or its last word is being accepted.
+            with m.If(last_accept):
+                m.d.sync += srow_valid.eq(0)
+            take_row = can_take & (~srow_valid | last_accept)
+            m.d.comb += self.rows_in.ready.eq(take_row)
+            with m.If(take_row & self.rows_in.valid):
+                m.d.sync += [srow.eq(out_bytes), srow_valid.eq(1), capture_left.eq(capture_left - 1)]
 
         # Responses, in request order.
         with m.If(ack | err):
@@ -253,10 +286,11 @@ class DMAUnit(wiring.Component):
         m.d.comb += self.cmd.ready.eq(~running & ~stopping)
         with m.If(self.cmd.valid & self.cmd.ready):
             p = self.cmd.payload
+            m.d.comb += [req_addr_next.eq(p.mem_addr), req_rows_left_next.eq(p.rows)]
             m.d.sync += [
                 running.eq(1), cmd.eq(p),
-                req_addr.eq(p.mem_addr), req_row_base.eq(p.mem_addr), req_word.eq(0),
-                req_rows_left.eq(p.rows), resp_addr.eq(p.mem_addr), resp_row_base.eq(p.mem_addr),
+                req_row_base.eq(p.mem_addr), req_word.eq(0),
+                resp_addr.eq(p.mem_addr), resp_row_base.eq(p.mem_addr),
                 resp_word.eq(0), resp_row.eq(0), capture_left.eq(Mux(p.store, p.rows, 0)),
                 srow_valid.eq(0), burst.eq(0),
             ]

@@ -88,6 +88,11 @@ class Fetcher(wiring.Component):
         # (ring_base + slot * 16 + word * bus_bytes) so no adder sits in front of the bus.
         req_addr = Signal(32)
         resp_addr = Signal(32)
+        # The next request address is worked out a cycle ahead, so its window check comes
+        # from a register: no compare sits in front of the bus request.
+        req_addr_next = Signal(32)
+        m.d.comb += req_addr_next.eq(req_addr)
+        m.d.sync += req_addr.eq(req_addr_next)
 
         mid_slot = req_word != 0
         free = FETCH_DEPTH - reserved
@@ -99,7 +104,8 @@ class Fetcher(wiring.Component):
         bad_ring = Signal()
         m.d.sync += bad_ring.eq((self.tail >= self.ring_size) | (fetch_slot >= self.ring_size))
         can_issue = mid_slot | (more & ~bad_ring & (reserved != FETCH_DEPTH))
-        word_ok = in_window(m, req_addr, bb, self.window_base, self.window_limit)
+        word_ok = Signal()
+        m.d.sync += word_ok.eq(in_window(m, req_addr_next, bb, self.window_base, self.window_limit))
         # A request held by stall stays presented, unchanged, until the bus takes it.
         was_stalled = Signal()
         m.d.sync += was_stalled.eq(self.bus.stb & self.bus.stall)
@@ -139,18 +145,21 @@ class Fetcher(wiring.Component):
         last_slot = Signal(32)
         m.d.sync += last_slot.eq(self.ring_size - 1)
 
-        def advance(word, slot, addr):
-            """Next bus word of an instruction; after its last, the next ring slot (wrapping)."""
+        def advance(word, slot, addr, target=None, domain="sync"):
+            """Next bus word of an instruction; after its last, the next ring slot (wrapping).
+            The next address goes to ``target`` in ``domain`` (``addr`` itself by default)."""
+            target = addr if target is None else target
             wrap = slot == last_slot
             with m.If(word == words - 1):
-                m.d.sync += [word.eq(0), slot.eq(Mux(wrap, 0, slot + 1)),
-                             addr.eq(Mux(wrap, self.ring_base, addr + bb))]
+                m.d.sync += [word.eq(0), slot.eq(Mux(wrap, 0, slot + 1))]
+                m.d[domain] += target.eq(Mux(wrap, self.ring_base, addr + bb))
             with m.Else():
-                m.d.sync += [word.eq(word + 1), addr.eq(addr + bb)]
+                m.d.sync += word.eq(word + 1)
+                m.d[domain] += target.eq(addr + bb)
 
         m.d.sync += slots_left.eq((fetch_slot != self.tail) & ~(accept & (req_word == words - 1)))
         with m.If(accept):
-            advance(req_word, fetch_slot, req_addr)
+            advance(req_word, fetch_slot, req_addr, req_addr_next, domain="comb")
 
         # Faults, in the order the requests would have been made.
         with m.If(~stopped & ~mid_slot & more & bad_ring):
@@ -184,12 +193,17 @@ class Fetcher(wiring.Component):
         first_accept = accept & ~mid_slot
         m.d.sync += reserved.eq(reserved + first_accept - (self.insn.valid & self.insn.ready))
 
+        # The ring head's byte address, registered: ``head`` and ``ring_base`` do not change
+        # in the cycle before a restart (CSR writes land at least two cycles before START
+        # takes effect; a program's END restarts long after its last dispatch moved ``head``).
+        head_addr = Signal(32)
+        m.d.sync += head_addr.eq(self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES)))
         idle = Signal()             # registered: a cycle late
         m.d.sync += idle.eq((outstanding == 0) & ~self.bus.stb)
         with m.If(self.restart):
             m.d.comb += flush.eq(1)
-            head_addr = self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES))
-            m.d.sync += [req_addr.eq(head_addr), resp_addr.eq(head_addr)]
+            m.d.comb += req_addr_next.eq(head_addr)
+            m.d.sync += resp_addr.eq(head_addr)
             m.d.sync += [fetch_slot.eq(self.head), resp_slot.eq(self.head), out_slot.eq(self.head),
                          req_word.eq(0), resp_word.eq(0),
                          reserved.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0), asking.eq(0),

@@ -237,10 +237,33 @@ class _Core(Elaboratable):
                     *(_field(insn, Opcode.STORE, n) for n in ("count", "acc_addr", "param_addr")),
                     *(_field(insn, Opcode.LOAD, n) for n in ("mem_addr", "stride")))
 
+        # The decode register: one instruction and the ends of its ranges.
         insn = fetcher.insn.payload.insn
         slot = fetcher.insn.payload.slot
         (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx,
          st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
+        d_valid = Signal()
+        d_insn, d_slot = Signal.like(insn), Signal(32)
+        d_act_hi, d_wgt_hi, d_ld_hi = Signal(ext), Signal(ext), Signal(ext)
+        dispatch = Signal()
+        # With register slices, the next instruction is taken once the register is empty
+        # (no path from dispatch back into the fetcher): a cycle per instruction more,
+        # which the fetch of an instruction (four bus words on a 32-bit bus) hides.
+        m.d.comb += fetcher.insn.ready.eq(~d_valid | (dispatch if not cfg.register_slices else 0))
+        loaded = fetcher.insn.valid & fetcher.insn.ready
+        with m.If(loaded):
+            m.d.sync += [d_valid.eq(1), d_insn.eq(insn), d_slot.eq(slot),
+                         d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows)]
+        with m.Elif(dispatch):
+            m.d.sync += d_valid.eq(0)
+        with m.If(fetcher.restart):
+            m.d.sync += d_valid.eq(0)
+        # From here on the instruction is the decode register's. It is checked there, and
+        # the check's verdict is registered beside the scoreboard's (below).
+        insn, slot = d_insn, d_slot
+        (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx,
+         st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
+        cp_act_hi, cp_wgt_hi, ld_hi = d_act_hi, d_wgt_hi, d_ld_hi
         is_op = {op: opcode == op for op in Opcode}
         legal = Signal()
         with m.Switch(opcode):
@@ -254,8 +277,8 @@ class _Core(Elaboratable):
                             & (_field(insn, op, "idx_addr") == 0)
                     m.d.comb += legal.eq(ok)
 
-        def fits(start, count, depth):
-            return (start + count) <= depth
+        def fits(end, depth):
+            return end <= depth
 
         ld_depth = Signal(range(65537))
         with m.Switch(ld_buf):
@@ -268,17 +291,17 @@ class _Core(Elaboratable):
         operands_ok = Signal()
         with m.Switch(opcode):
             with m.Case(Opcode.LOAD):
-                m.d.comb += operands_ok.eq((ld_rows != 0) & fits(ld_addr, ld_rows, ld_depth))
+                m.d.comb += operands_ok.eq((ld_rows != 0) & fits(ld_hi, ld_depth))
             with m.Case(Opcode.COMPUTE):
                 sparse_ok = 1
                 if cfg.sparse:
                     sparse_ok = Mux(cp_sparse, (cp_part == 0) & (cp_idx < cfg.idx_depth),
                                     (cp_part < cfg.dense_parts) & (cp_idx == 0))
-                m.d.comb += operands_ok.eq((cp_count != 0) & fits(cp_act, cp_count, cfg.act_depth)
-                                           & fits(cp_wgt, R, cfg.wgt_depth) & fits(cp_acc, cp_count, cfg.acc_depth)
+                m.d.comb += operands_ok.eq((cp_count != 0) & fits(cp_act_hi, cfg.act_depth)
+                                           & fits(cp_wgt_hi, cfg.wgt_depth) & fits(cp_acc + cp_count, cfg.acc_depth)
                                            & sparse_ok)
             with m.Case(Opcode.STORE):
-                m.d.comb += operands_ok.eq((st_count != 0) & fits(st_acc, st_count, cfg.acc_depth)
+                m.d.comb += operands_ok.eq((st_count != 0) & fits(st_acc + st_count, cfg.acc_depth)
                                            & (st_param < cfg.param_depth))
             with m.Default():
                 m.d.comb += operands_ok.eq(1)
@@ -293,24 +316,6 @@ class _Core(Elaboratable):
         with m.Elif(~aligned):
             m.d.comb += decode_error.eq(ErrorCode.MISALIGNED)
 
-        # The decode register: one instruction, its check result and the ends of its ranges.
-        d_valid = Signal()
-        d_insn, d_slot, d_error = Signal.like(insn), Signal(32), Signal(8)
-        d_act_hi, d_wgt_hi, d_ld_hi = Signal(ext), Signal(ext), Signal(ext)
-        dispatch = Signal()
-        m.d.comb += fetcher.insn.ready.eq(~d_valid | dispatch)
-        with m.If(fetcher.insn.valid & fetcher.insn.ready):
-            m.d.sync += [d_valid.eq(1), d_insn.eq(insn), d_slot.eq(slot), d_error.eq(decode_error),
-                         d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows)]
-        with m.Elif(dispatch):
-            m.d.sync += d_valid.eq(0)
-        with m.If(fetcher.restart):
-            m.d.sync += d_valid.eq(0)
-        # From here on the instruction is the decode register's.
-        insn, slot, decode_error = d_insn, d_slot, d_error
-        (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx,
-         st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
-        cp_act_hi, cp_wgt_hi, ld_hi = d_act_hi, d_wgt_hi, d_ld_hi
 
         # --- Scoreboard ---------------------------------------------------------------
         hazard_compute = Signal()   # a COMPUTE vs unfinished LOADs
@@ -345,14 +350,21 @@ class _Core(Elaboratable):
         # register and the queues' contents are as they were then: an instruction spends at
         # least two cycles in the decode register (fetching one takes longer on any bus).
         # Entries that retire meanwhile only make the verdict stricter than it need be.
+        # The instruction check's verdict (``d_error``) is registered the same way.
         hz_load, hz_compute, hz_store, hz_fresh = Signal(), Signal(), Signal(), Signal()
+        d_error = Signal(8)
         m.d.sync += [hz_load.eq(hazard_load), hz_compute.eq(hazard_compute), hz_store.eq(hazard_store),
-                     hz_fresh.eq(~(fetcher.insn.valid & fetcher.insn.ready) & ~dispatch & ~fetcher.restart)]
+                     d_error.eq(decode_error),
+                     hz_fresh.eq(~loaded & ~dispatch & ~fetcher.restart)]
 
         # --- Dispatch -----------------------------------------------------------------
         cq_room = cq_count != CQ
         dq_room = dq_count != DQ
-        all_idle = (cq_count == 0) & (dq_count == 0) & dp.idle
+        # Registered: nothing is dispatched in the cycle before it is used (an instruction
+        # spends at least two cycles in the decode register), and what finishes meanwhile
+        # only delays a FENCE or the end of a program by a cycle.
+        all_idle = Signal()
+        m.d.sync += all_idle.eq((cq_count == 0) & (dq_count == 0) & dp.idle & ~dispatch)
         stopping = Signal()        # no more dispatch; finishing an END or an error
         stop_end = Signal()
         pend_code, pend_addr, pend_cmd = Signal(8), Signal(32), Signal(32)
@@ -366,9 +378,9 @@ class _Core(Elaboratable):
         side_r_data = side_r.data
         m.d.comb += side_r.addr.eq(st_param)
 
-        with m.If(valid & (decode_error != 0)):
-            m.d.sync += [stopping.eq(1), pend_code.eq(decode_error), pend_cmd.eq(slot),
-                         pend_addr.eq(Mux(decode_error == ErrorCode.MISALIGNED, mem_addr, 0)), pend_drain.eq(1)]
+        with m.If(valid & hz_fresh & (d_error != 0)):
+            m.d.sync += [stopping.eq(1), pend_code.eq(d_error), pend_cmd.eq(slot),
+                         pend_addr.eq(Mux(d_error == ErrorCode.MISALIGNED, mem_addr, 0)), pend_drain.eq(1)]
         with m.Elif(valid):
             with m.Switch(opcode):
                 with m.Case(Opcode.LOAD):
@@ -396,10 +408,11 @@ class _Core(Elaboratable):
                                  new_cq.cmd.clamp_hi.eq(side_r_data.clamp_hi)]
                     m.d.comb += [new_dq.cmd.store.eq(1), new_dq.cmd.rows.eq(st_count)]
                 with m.Case(Opcode.FENCE):
-                    m.d.comb += [blocked_room.eq(~all_idle), dispatch.eq(all_idle)]
+                    m.d.comb += [blocked_room.eq(~all_idle), dispatch.eq(hz_fresh & all_idle)]
                 with m.Case(Opcode.END):
-                    m.d.comb += dispatch.eq(1)
-                    m.d.sync += [stopping.eq(1), stop_end.eq(1)]
+                    m.d.comb += dispatch.eq(hz_fresh)
+                    with m.If(hz_fresh):
+                        m.d.sync += [stopping.eq(1), stop_end.eq(1)]
         m.d.comb += [new_dq.cmd.mem_addr.eq(mem_addr), new_dq.cmd.stride.eq(stride), new_dq.slot.eq(slot)]
         last_slot = Signal(32)          # the ring's last slot, registered (an equality below)
         m.d.sync += last_slot.eq(ring_size - 1)
@@ -426,13 +439,19 @@ class _Core(Elaboratable):
         m.d.comb += fetcher.enable.eq(busy & ~stopping)
         m.d.comb += [fetcher.head.eq(head), fetcher.tail.eq(tail), fetcher.ring_base.eq(ring_base),
                      fetcher.ring_size.eq(ring_size)]
-        bad_ring = (ring_size == 0) | (ring_base[:4] != 0) | (head >= ring_size) | (tail >= ring_size)
+        # START takes effect a cycle after its write, with the ring check registered: the
+        # registers it reads cannot change in between (the NPU is idle and the register
+        # slave takes no write in the cycle after one).
+        bad_ring = Signal()
+        m.d.sync += bad_ring.eq((ring_size == 0) | (ring_base[:4] != 0) | (head >= ring_size) | (tail >= ring_size))
+        start_now = Signal()
+        m.d.sync += start_now.eq(start & ~busy & ~error)
 
         def finish_error(code, addr, cmd):
             m.d.sync += [busy.eq(0), error.eq(1), error_code.eq(code), error_addr.eq(addr),
                          error_cmd.eq(cmd), head.eq(cmd), irq_pending[IRQ_ERROR].eq(1), stopping.eq(0)]
 
-        with m.If(start & ~busy & ~error):
+        with m.If(start_now):
             with m.If(bad_ring):
                 finish_error(ErrorCode.BAD_RING, 0, head)
             with m.Else():

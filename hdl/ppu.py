@@ -11,7 +11,7 @@ from .layouts import addr_width, output_layout, param_lane_layout, param_write_l
 __all__ = ["PostProcessor", "requantize_lane", "SerialLane"]
 
 #: Registers in one requantisation lane, from its inputs to its result.
-LANE_STAGES = 7
+LANE_STAGES = 8
 #: Pipeline stages from an accumulator read to the output FIFO write.
 PIPELINE_STAGES = 1 + LANE_STAGES
 #: The multiply is split into products of limbs this wide (an 18x18 DSP takes two).
@@ -45,7 +45,7 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     16-bit limbs (the DSP blocks, registered); (3) the products summed in two groups that
     do not share a carry chain; (4) ``p``; (5) ``p >> (shift - 1)`` and the sticky bit of
     the bits below; (6) rounding, and ``q`` saturated to ``data_width + 4`` bits (which
-    leaves every clamp result as it was); (7) zero point and clamp.
+    leaves every clamp result as it was); (7) zero point; (8) clamp.
 
     ``param`` is read in the cycle ``acc`` is, unless ``param_per_row`` is false: then it
     must hold still for the whole command (``mult`` is read again in the next stage).
@@ -108,9 +108,9 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     round_up = Signal()
     sync += [q_sat.eq(Mux(fits, q[:W], Mux(q[-1], -(1 << (W - 1)), (1 << (W - 1)) - 1))),
              round_up.eq(~no_shift & q1[0] & (sticky | q1[1]))]
-    # (7) Zero point and clamp; the upper bound wins if clamp_lo > clamp_hi.
+    # (7) Zero point; (8) clamp, the upper bound winning if clamp_lo > clamp_hi.
     y = Signal(signed(W + 2))
-    m.d.comb += y.eq(q_sat + round_up + zero_point)
+    sync += y.eq(q_sat + round_up + zero_point)
     y_lo = Mux(y < clamp_lo, clamp_lo, y)
     result = Signal(signed(data_width))
     sync += result.eq(Mux(y_lo > clamp_hi, clamp_hi, y_lo))

@@ -289,3 +289,32 @@ def test_stall_free_threshold_is_exact(rows, cols):
         waits[count] = perf["weight_stall_cycles"]
     assert waits[threshold] == latencies["first_tile_weight_stall"] == rows + 3
     assert waits[threshold - 1] > waits[threshold]
+
+
+@pytest.mark.parametrize("register_slices", [True, False])
+@pytest.mark.parametrize("rows, cols", [(3, 2), (4, 4)])
+def test_a_row_accumulated_right_after_it_is_written(rows, cols, register_slices):
+    """Each tile starts on the row the tile before it ended on, and issues right behind it
+    (tiles of min_stall_free_tile_rows): that row is read back a cycle after its write
+    (with register slices, before the write lands: the sum being written is forwarded)."""
+    config = NPUConfig(rows=rows, cols=cols, act_depth=64, acc_depth=64, wgt_depth=8 * rows,
+                       register_slices=register_slices)
+    datapath = Datapath(config)
+    datapath._MustUse__silence = True
+    latencies = datapath.latencies
+    count = latencies["min_stall_free_tile_rows"]
+    tiles = 4
+    rng = np.random.default_rng(rows)
+    program = [ActWrite(m, tuple(int(v) for v in rng.integers(-128, 128, rows)), (1 << rows) - 1)
+               for m in range(count)]
+    program += [WgtWrite(r, tuple(int(v) for v in rng.integers(-128, 128, cols)), (1 << cols) - 1)
+                for r in range(tiles * rows)]
+    program += [Compute(0, rows * t, t * (count - 1), count, t > 0) for t in range(tiles)]
+    span = tiles * (count - 1) + 1
+    program += [ParamWrite(0, (0,) * cols, (1 << 30,) * cols, (38,) * cols, (1 << cols) - 1),
+                Output(0, span, 0, 0, -128, 127)]
+    out, perf = run_program(config, program)
+    assert perf["weight_stall_cycles"] == latencies["first_tile_weight_stall"]    # no gap between tiles
+    assert out == DatapathModel(config).run(program)
+    shared = [t * (count - 1) for t in range(1, tiles)]
+    assert len({tuple(out[r]) for r in shared}) > 1     # the shared rows' sums are not all alike
