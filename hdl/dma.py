@@ -18,7 +18,7 @@ from . import wishbone
 from .isa import BUFFER_KINDS, Buffer, ErrorCode, row_bytes, row_format, row_kinds, row_words
 from .layouts import act_write_layout, idx_write_layout, output_layout, param_write_layout, wgt_write_layout
 
-__all__ = ["DMAUnit", "dma_command_layout", "side_param_layout", "in_window", "bus_signature",
+__all__ = ["DMAUnit", "dma_command_layout", "side_param_layout", "in_window", "next_window_check", "bus_signature",
            "MAX_BURST"]
 
 #: Requests issued back to back before the unit offers the bus to the instruction
@@ -56,12 +56,34 @@ def in_window(m, addr, nbytes, base, limit):
 
     ``limit - nbytes`` is kept in a register (the window registers change only between
     programs), so the check is two compares of registers, which map to carry chains,
-    with no adder in front of them.
+    with no adder in front of them. ``addr`` may be a list: then a list of checks, which
+    share that register.
     """
     last = Signal(signed(34))       # the last address a request may start at; negative: none
     m.d.sync += last.eq(limit - nbytes)
     # Written as subtractions tested by their sign, which map to carry chains.
-    return ~(addr - base)[-1] & ~(last - addr)[-1]
+    checks = [~(a - base)[-1] & ~(last - a)[-1] for a in (addr if isinstance(addr, list) else [addr])]
+    return checks if isinstance(addr, list) else checks[0]
+
+
+def next_window_check(m, config, word_ok, addr_next, candidates, nbytes, base, limit):
+    """Drive the register ``word_ok`` with the window check of ``addr_next``, the value a
+    request address register takes next.
+
+    ``candidates`` lists ``(condition, address)`` in priority order: the values
+    ``addr_next`` takes (it keeps its value when none holds). With register slices each
+    candidate is checked from registers on its own and the conditions only choose among
+    the results, so the accept logic that picks the next address is not in front of the
+    compares; otherwise one check of ``addr_next`` (smaller).
+    """
+    if not config.register_slices:
+        m.d.sync += word_ok.eq(in_window(m, addr_next, nbytes, base, limit))
+        return
+    oks = in_window(m, [address for _, address in candidates], nbytes, base, limit)
+    verdict = word_ok
+    for (condition, _), ok in reversed(list(zip(candidates, oks))):
+        verdict = Mux(condition, ok, verdict)
+    m.d.sync += word_ok.eq(verdict)
 
 
 class DMAUnit(wiring.Component):
@@ -150,8 +172,7 @@ class DMAUnit(wiring.Component):
         m.d.sync += [req_addr.eq(req_addr_next), req_rows_left.eq(req_rows_left_next)]
         req_done = Signal(init=1)
         word_ok = Signal()
-        m.d.sync += [req_done.eq(req_rows_left_next == 0),
-                     word_ok.eq(in_window(m, req_addr_next, bb, self.window_base, self.window_limit))]
+        m.d.sync += req_done.eq(req_rows_left_next == 0)
 
         accept = self.bus.stb & ~self.bus.stall
         # Answers come only to requests outstanding (the register, not the combinational cyc).
@@ -175,6 +196,11 @@ class DMAUnit(wiring.Component):
             self.bus.adr.eq(req_addr[addr_shift:]),
             self.bus.dat_w.eq(Mux(cmd.store, srow.word_select(req_word, bw) if words["out"] > 1 else srow, 0)),
         ]
+        take_cmd = self.cmd.valid & self.cmd.ready
+        row_end = req_word == last_word_index
+        next_window_check(m, c, word_ok, req_addr_next,
+                          [(take_cmd, self.cmd.payload.mem_addr), (accept & row_end, req_row_base + cmd.stride),
+                           (accept, req_addr + bb)], bb, self.window_base, self.window_limit)
         # Byte selects: a STORE's last word of a row carries only the row's data bytes.
         tail_bytes = row_bytes(c, "out") - (words["out"] - 1) * bb
         full_sel = (1 << bb) - 1

@@ -15,7 +15,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from .dma import bus_signature, in_window
+from .dma import bus_signature, next_window_check
 from .isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, ErrorCode
 
 __all__ = ["Fetcher", "fetched_layout", "FETCH_DEPTH"]
@@ -91,6 +91,10 @@ class Fetcher(wiring.Component):
         # The next request address is worked out a cycle ahead, so its window check comes
         # from a register: no compare sits in front of the bus request.
         req_addr_next = Signal(32)
+        # The ring head's byte address, registered: ``head`` and ``ring_base`` do not change
+        # in the cycle before a restart (CSR writes land at least two cycles before START
+        # takes effect; a program's END restarts long after its last dispatch moved ``head``).
+        head_addr = Signal(32)
         m.d.comb += req_addr_next.eq(req_addr)
         m.d.sync += req_addr.eq(req_addr_next)
 
@@ -105,7 +109,6 @@ class Fetcher(wiring.Component):
         m.d.sync += bad_ring.eq((self.tail >= self.ring_size) | (fetch_slot >= self.ring_size))
         can_issue = mid_slot | (more & ~bad_ring & (reserved != FETCH_DEPTH))
         word_ok = Signal()
-        m.d.sync += word_ok.eq(in_window(m, req_addr_next, bb, self.window_base, self.window_limit))
         # A request held by stall stays presented, unchanged, until the bus takes it.
         was_stalled = Signal()
         m.d.sync += was_stalled.eq(self.bus.stb & self.bus.stall)
@@ -160,6 +163,10 @@ class Fetcher(wiring.Component):
         m.d.sync += slots_left.eq((fetch_slot != self.tail) & ~(accept & (req_word == words - 1)))
         with m.If(accept):
             advance(req_word, fetch_slot, req_addr, req_addr_next, domain="comb")
+        slot_end = req_word == words - 1
+        next_window_check(m, c, word_ok, req_addr_next,
+                          [(self.restart, head_addr), (accept & slot_end & (fetch_slot == last_slot), self.ring_base),
+                           (accept, req_addr + bb)], bb, self.window_base, self.window_limit)
 
         # Faults, in the order the requests would have been made.
         with m.If(~stopped & ~mid_slot & more & bad_ring):
@@ -193,12 +200,9 @@ class Fetcher(wiring.Component):
         first_accept = accept & ~mid_slot
         m.d.sync += reserved.eq(reserved + first_accept - (self.insn.valid & self.insn.ready))
 
-        # The ring head's byte address, registered: ``head`` and ``ring_base`` do not change
-        # in the cycle before a restart (CSR writes land at least two cycles before START
-        # takes effect; a program's END restarts long after its last dispatch moved ``head``).
-        head_addr = Signal(32)
         m.d.sync += head_addr.eq(self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES)))
         idle = Signal()             # registered: a cycle late
+
         m.d.sync += idle.eq((outstanding == 0) & ~self.bus.stb)
         with m.If(self.restart):
             m.d.comb += flush.eq(1)

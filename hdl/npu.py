@@ -245,6 +245,7 @@ class _Core(Elaboratable):
         d_valid = Signal()
         d_insn, d_slot = Signal.like(insn), Signal(32)
         d_act_hi, d_wgt_hi, d_ld_hi = Signal(ext), Signal(ext), Signal(ext)
+        d_acc_hi, d_st_hi = Signal(ext), Signal(ext)
         dispatch = Signal()
         # With register slices, the next instruction is taken once the register is empty
         # (no path from dispatch back into the fetcher): a cycle per instruction more,
@@ -253,7 +254,8 @@ class _Core(Elaboratable):
         loaded = fetcher.insn.valid & fetcher.insn.ready
         with m.If(loaded):
             m.d.sync += [d_valid.eq(1), d_insn.eq(insn), d_slot.eq(slot),
-                         d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows)]
+                         d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows),
+                         d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]
         with m.Elif(dispatch):
             m.d.sync += d_valid.eq(0)
         with m.If(fetcher.restart):
@@ -298,10 +300,10 @@ class _Core(Elaboratable):
                     sparse_ok = Mux(cp_sparse, (cp_part == 0) & (cp_idx < cfg.idx_depth),
                                     (cp_part < cfg.dense_parts) & (cp_idx == 0))
                 m.d.comb += operands_ok.eq((cp_count != 0) & fits(cp_act_hi, cfg.act_depth)
-                                           & fits(cp_wgt_hi, cfg.wgt_depth) & fits(cp_acc + cp_count, cfg.acc_depth)
+                                           & fits(cp_wgt_hi, cfg.wgt_depth) & fits(d_acc_hi, cfg.acc_depth)
                                            & sparse_ok)
             with m.Case(Opcode.STORE):
-                m.d.comb += operands_ok.eq((st_count != 0) & fits(st_acc + st_count, cfg.acc_depth)
+                m.d.comb += operands_ok.eq((st_count != 0) & fits(d_st_hi, cfg.acc_depth)
                                            & (st_param < cfg.param_depth))
             with m.Default():
                 m.d.comb += operands_ok.eq(1)

@@ -111,9 +111,12 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     # (7) Zero point; (8) clamp, the upper bound winning if clamp_lo > clamp_hi.
     y = Signal(signed(W + 2))
     sync += y.eq(q_sat + round_up + zero_point)
-    y_lo = Mux(y < clamp_lo, clamp_lo, y)
+    # min(max(y, lo), hi), with the two compares side by side: max(y, lo) > hi is
+    # lo > hi when y < lo, else y > hi.
+    below_lo = y < clamp_lo
+    above_hi = Mux(below_lo, clamp_lo > clamp_hi, y > clamp_hi)
     result = Signal(signed(data_width))
-    sync += result.eq(Mux(y_lo > clamp_hi, clamp_hi, y_lo))
+    sync += result.eq(Mux(above_hi, clamp_hi, Mux(below_lo, clamp_lo, y)))
     return result
 
 
