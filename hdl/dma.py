@@ -163,16 +163,15 @@ class DMAUnit(wiring.Component):
 
         running = Signal()
         m.d.comb += self.busy.eq(running)
-        # The request address and rows left are worked out a cycle ahead (``*_next``), so
-        # the window check of the address presented and "no rows left" come from registers:
-        # no compare sits in front of the bus request.
+        # The request address and rows left are worked out a cycle ahead (``*_next``), and
+        # the window check of the address presented and "no rows left" are registers: no
+        # compare sits between the accept logic and the bus request.
         req_addr_next = Signal(32)
         req_rows_left_next = Signal.like(req_rows_left)
         m.d.comb += [req_addr_next.eq(req_addr), req_rows_left_next.eq(req_rows_left)]
         m.d.sync += [req_addr.eq(req_addr_next), req_rows_left.eq(req_rows_left_next)]
         req_done = Signal(init=1)
         word_ok = Signal()
-        m.d.sync += req_done.eq(req_rows_left_next == 0)
 
         accept = self.bus.stb & ~self.bus.stall
         # Answers come only to requests outstanding (the register, not the combinational cyc).
@@ -201,6 +200,9 @@ class DMAUnit(wiring.Component):
         next_window_check(m, c, word_ok, req_addr_next,
                           [(take_cmd, self.cmd.payload.mem_addr), (accept & row_end, req_row_base + cmd.stride),
                            (accept, req_addr + bb)], bb, self.window_base, self.window_limit)
+        # "No rows left to request", registered: from the rows left now, not the count's next value.
+        m.d.sync += req_done.eq(Mux(take_cmd, self.cmd.payload.rows == 0,
+                                    Mux(accept & row_end, req_rows_left == 1, req_done)))
         # Byte selects: a STORE's last word of a row carries only the row's data bytes.
         tail_bytes = row_bytes(c, "out") - (words["out"] - 1) * bb
         full_sel = (1 << bb) - 1
