@@ -175,18 +175,21 @@ class DMAUnit(wiring.Component):
 
         accept = self.bus.stb & ~self.bus.stall
         # Answers come only to requests outstanding (the register, not the combinational cyc).
-        ack = (outstanding != 0) & self.bus.ack
-        err = (outstanding != 0) & self.bus.err
+        # ``pending`` is ``outstanding != 0`` kept as a register of its own.
+        pending = Signal()
+        ack = pending & self.bus.ack
+        err = pending & self.bus.err
         have_data = ~cmd.store | srow_valid
         # A request held by stall stays presented, unchanged, until the bus takes it
         # (Wishbone B4), even if the unit meanwhile wants to stop or yield the bus.
         was_stalled = Signal()
         m.d.sync += was_stalled.eq(self.bus.stb & self.bus.stall)
         # After MAX_BURST requests, let the waiting instruction fetcher have the bus.
-        hold = (burst == MAX_BURST) & self.yield_bus & ~was_stalled
+        burst_full = Signal()           # burst == MAX_BURST, kept as a register of its own
+        hold = burst_full & self.yield_bus & ~was_stalled
         want_issue = running & ((~req_done & ~stopping & ~hold & have_data) | was_stalled)
-        release = hold & (outstanding == 0)
-        m.d.comb += self.bus_req.eq((want_issue & word_ok) | (outstanding != 0))
+        release = hold & ~pending
+        m.d.comb += self.bus_req.eq((want_issue & word_ok) | pending)
 
         m.d.comb += [
             self.bus.cyc.eq(self.gnt & self.bus_req),
@@ -215,9 +218,9 @@ class DMAUnit(wiring.Component):
         with m.If(err & ~stopping):
             m.d.sync += [stopping.eq(1), fault_code.eq(ErrorCode.BUS_ERROR), fault_addr.eq(resp_addr)]
         with m.If(release):
-            m.d.sync += burst.eq(0)
-        with m.Elif(accept & (burst != MAX_BURST)):
-            m.d.sync += burst.eq(burst + 1)
+            m.d.sync += [burst.eq(0), burst_full.eq(0)]
+        with m.Elif(accept & ~burst_full):
+            m.d.sync += [burst.eq(burst + 1), burst_full.eq(burst == MAX_BURST - 1)]
 
         with m.If(accept):
             with m.If(req_word == last_word_index):
@@ -228,6 +231,10 @@ class DMAUnit(wiring.Component):
                 m.d.sync += req_word.eq(req_word + 1)
                 m.d.comb += req_addr_next.eq(req_addr + bb)
         m.d.sync += outstanding.eq(outstanding + accept - (ack | err))
+        with m.If(accept):
+            m.d.sync += pending.eq(1)
+        with m.Elif((ack | err) & (outstanding == 1)):
+            m.d.sync += pending.eq(0)
 
         # STORE rows: ``srow`` holds the row being written out.
         last_accept = accept & (req_word == last_word_index)
@@ -310,7 +317,7 @@ class DMAUnit(wiring.Component):
                 m.d.comb += getattr(self.side_wr.payload.data, f.name).eq(field_value(f))
 
         # --- Command sequencing -----------------------------------------------------
-        finished = running & req_done & (outstanding == 0) & ~row_write & ~stopping
+        finished = running & req_done & ~pending & ~row_write & ~stopping
         m.d.comb += self.cmd.ready.eq(~running & ~stopping)
         with m.If(self.cmd.valid & self.cmd.ready):
             p = self.cmd.payload
@@ -320,13 +327,13 @@ class DMAUnit(wiring.Component):
                 req_row_base.eq(p.mem_addr), req_word.eq(0),
                 resp_addr.eq(p.mem_addr), resp_row_base.eq(p.mem_addr),
                 resp_word.eq(0), resp_row.eq(0), capture_left.eq(Mux(p.store, p.rows, 0)),
-                srow_valid.eq(0), burst.eq(0),
+                srow_valid.eq(0), burst.eq(0), burst_full.eq(0),
             ]
         with m.If(finished):
             m.d.sync += running.eq(0)
         m.d.comb += self.done.eq(finished)
         m.d.comb += [
-            self.fault.eq(stopping & (outstanding == 0) & ~was_stalled),   # no request presented
+            self.fault.eq(stopping & ~pending & ~was_stalled),   # no request presented
             self.fault_code.eq(fault_code),
             self.fault_addr.eq(fault_addr),
         ]
@@ -337,7 +344,7 @@ class DMAUnit(wiring.Component):
             self.event_bytes_written.eq(Mux(ack & cmd.store,
                                             Mux(resp_word == words["out"] - 1, tail_bytes, bb), 0)),
             self.event_bus_wait.eq(self.bus.cyc & ((self.bus.stb & self.bus.stall)
-                                                   | (~self.bus.stb & ~self.bus.ack & (outstanding != 0)))),
+                                                   | (~self.bus.stb & ~self.bus.ack & pending))),
         ]
         return m
 

@@ -121,7 +121,8 @@ class Fetcher(wiring.Component):
         want = (mid_slot | (holding & can_issue) | start) & word_ok & ~stopped & ~bad_ring
         asking = Signal()           # registered: no request logic in front of ``cyc``
         m.d.sync += asking.eq(want)
-        m.d.comb += self.bus_req.eq(asking | was_stalled | (outstanding != 0))
+        pending = Signal()          # ``outstanding != 0``, kept as a register of its own
+        m.d.comb += self.bus_req.eq(asking | was_stalled | pending)
         m.d.comb += [
             self.bus.cyc.eq(self.gnt & self.bus_req),
             self.bus.stb.eq(self.bus.cyc & (can_issue | was_stalled) & word_ok & go),
@@ -132,8 +133,12 @@ class Fetcher(wiring.Component):
         m.d.sync += holding.eq(self.bus.cyc)
         accept = self.bus.stb & ~self.bus.stall
         # Answers come only to requests outstanding (the register, not the combinational cyc).
-        answer = (outstanding != 0) & (self.bus.ack | self.bus.err)
+        answer = pending & (self.bus.ack | self.bus.err)
         m.d.sync += outstanding.eq(outstanding + accept - answer)
+        with m.If(accept):
+            m.d.sync += pending.eq(1)
+        with m.Elif(answer & (outstanding == 1)):
+            m.d.sync += pending.eq(0)
         # Answers to requests made before a restart are dropped: restart does not wait for
         # the bus, so whoever restarts the fetcher may look at a registered ``idle``.
         stale = Signal.like(outstanding)
@@ -141,8 +146,8 @@ class Fetcher(wiring.Component):
             m.d.sync += stale.eq(outstanding + accept - answer)
         with m.Elif(answer & (stale != 0)):
             m.d.sync += stale.eq(stale - 1)
-        ack = (outstanding != 0) & self.bus.ack & (stale == 0)
-        err = (outstanding != 0) & self.bus.err & (stale == 0)
+        ack = pending & self.bus.ack & (stale == 0)
+        err = pending & self.bus.err & (stale == 0)
 
         # The ring's last slot, registered: a wrap is an equality, not an add and a compare.
         last_slot = Signal(32)
@@ -203,7 +208,7 @@ class Fetcher(wiring.Component):
         m.d.sync += head_addr.eq(self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES)))
         idle = Signal()             # registered: a cycle late
 
-        m.d.sync += idle.eq((outstanding == 0) & ~self.bus.stb)
+        m.d.sync += idle.eq(~pending & ~self.bus.stb)
         with m.If(self.restart):
             m.d.comb += flush.eq(1)
             m.d.comb += req_addr_next.eq(head_addr)
@@ -216,10 +221,10 @@ class Fetcher(wiring.Component):
         m.d.comb += [
             self.idle.eq(idle),
             self.caught_up.eq(fetch_slot == self.tail),
-            self.fault.eq(stopped & (outstanding == 0)),
+            self.fault.eq(stopped & ~pending),
             self.fault_code.eq(fault_code),
             self.fault_addr.eq(fault_addr),
             self.fault_slot.eq(fault_slot),
-            self.event_bytes_read.eq(Mux((outstanding != 0) & self.bus.ack, bb, 0)),   # stale answers too
+            self.event_bytes_read.eq(Mux(pending & self.bus.ack, bb, 0)),   # stale answers too
         ]
         return m
