@@ -217,7 +217,13 @@ class Bridge(wiring.Component):
         from_bus = Signal()                     # the buffer is written from the bus
         pos_next = Signal(k + 2)
         m.d.comb += pos_next.eq(pos + Mux(step_word, 4, 1))
-        idx_next = pos_next[2:]
+        # "The word after this one is the last": where it is asked (a frame's last payload
+        # word received, the last bus access done, the last response word sent) the next
+        # word index is idx + 1, and neither idx nor the counts changed in the cycle before
+        # (idx moves once per four bytes, or per bus access, which takes at least two
+        # cycles), so the compares are registered, off the state machine's paths.
+        next_is_nwords, next_is_count = Signal(), Signal()
+        m.d.sync += [next_is_nwords.eq((idx + 1)[:k] == nwords[:k]), next_is_count.eq((idx + 1)[:k] == count)]
 
         with m.If(take_cmd):
             m.d.sync += cmd.eq(rx.payload)
@@ -331,7 +337,7 @@ class Bridge(wiring.Component):
                 word_done = rx.valid & (nbyte == 3)
                 m.d.comb += [word_shift.eq(rx.valid), pos_step.eq(rx.valid), addr_take.eq(word_done & idx.all()),
                              wr.en.eq(word_done & ~idx.all()), count_take.eq(word_done & (idx == 0))]
-                with m.If(word_done & ~self.rx_error & (idx_next == nwords[:k])):
+                with m.If(word_done & ~self.rx_error & next_is_nwords):
                     m.next = "CRC_HI"
             with m.State("CRC_HI"):
                 receive("CRC_LO")
@@ -388,7 +394,7 @@ class Bridge(wiring.Component):
                 m.d.comb += [bus.cyc.eq(1), step_word.eq(1), from_bus.eq(1)]
                 with m.If(bus.ack):
                     m.d.comb += [wr.en.eq(~writing), pos_step.eq(1), addr_next.eq(1)]
-                    with m.If(idx_next == count):
+                    with m.If(next_is_count):
                         respond(Status.OK, Mux(writing, 0, count))
                     with m.Else():
                         m.next = "BUS_PREP"
@@ -419,7 +425,7 @@ class Bridge(wiring.Component):
                 m.d.comb += [word_shift.eq(tx.ready), pos_step.eq(tx.ready)]
                 with m.If(tx.ready & (nbyte == 3)):
                     m.next = "R_PREP"
-                    with m.If(idx_next == count):
+                    with m.If(next_is_count):
                         m.next = "R_CRC_HI"
             with m.State("R_CRC_HI"):
                 send(crc[8:], "R_CRC_LO", through_crc=False)

@@ -215,7 +215,8 @@ class Datapath(wiring.Component):
         acc_write = Signal()
 
         issue = s_active
-        last_issue = s_active & (s_remaining == 1)
+        s_last = Signal()           # s_remaining == 1, kept as a register of its own
+        last_issue = s_active & s_last
         q_is_compute = q_cmd.op == TileOp.COMPUTE
         take_compute = q_valid & q_is_compute & (~s_active | last_issue) & ~ppu.reading
         m.d.comb += [
@@ -226,11 +227,11 @@ class Datapath(wiring.Component):
 
         with m.If(issue):
             m.d.sync += [s_remaining.eq(s_remaining - 1), s_act_addr.eq(s_act_addr + 1),
-                         s_acc_addr.eq(s_acc_addr + 1)]
+                         s_acc_addr.eq(s_acc_addr + 1), s_last.eq(s_remaining == 2)]
             with m.If(last_issue):
                 m.d.sync += s_active.eq(0)
         with m.If(take_compute):
-            m.d.sync += [s_active.eq(q_cmd.count != 0), s_remaining.eq(q_cmd.count),
+            m.d.sync += [s_active.eq(q_cmd.count != 0), s_remaining.eq(q_cmd.count), s_last.eq(q_cmd.count == 1),
                          s_act_addr.eq(q_cmd.act_addr), s_acc_addr.eq(q_cmd.acc_addr),
                          s_accumulate.eq(q_cmd.accumulate), s_bank.eq(q_bank)]
 
