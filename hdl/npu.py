@@ -16,11 +16,10 @@ conflicts with an unfinished instruction in the other queue (``docs/isa.md``,
 and stores of different tiles overlap.
 """
 
-from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, Elaboratable, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from . import wishbone
 from .datapath import Datapath
@@ -191,26 +190,28 @@ class _Core(Elaboratable):
         cq_layout = data.StructLayout({"cmd": command_layout(cfg), "act_hi": ext, "wgt_hi": ext})
         cq = [Signal(cq_layout, name=f"cq{i}") for i in range(CQ)]
         cq_wr, cq_send, cq_ret = (Signal(range(CQ), name=n) for n in ("cq_wr", "cq_send", "cq_ret"))
-        cq_count, cq_unsent = Signal(range(CQ + 1)), Signal(range(CQ + 1))
+        # Per entry: it holds an unfinished instruction (``cq_live``), which has been sent
+        # to its unit (``cq_sent``). Bits, not counts: no adder on the dispatch path.
+        cq_live, cq_sent_bits = Signal(CQ, name="cq_live"), Signal(CQ, name="cq_sent_bits")
         retire_credits = Signal(range(CQ + 1))
 
         dq_layout = data.StructLayout({"cmd": dma_command_layout(cfg), "buf_hi": ext, "slot": 32})
         dq = [Signal(dq_layout, name=f"dq{i}") for i in range(DQ)]
         dq_wr, dq_send, dq_ret = (Signal(range(DQ), name=n) for n in ("dq_wr", "dq_send", "dq_ret"))
-        dq_count, dq_unsent = Signal(range(DQ + 1)), Signal(range(DQ + 1))
+        dq_live, dq_sent_bits = Signal(DQ, name="dq_live"), Signal(DQ, name="dq_sent_bits")
 
-        def live(i, ret, count, depth):
-            """Entry ``i`` of a circular queue (power-of-two depth) holds an unfinished instruction."""
-            return (Const(i, ceil_log2(depth)) - ret)[:ceil_log2(depth)] < count
+        def unsent(live, sent, send):
+            """The entry at ``send`` holds an instruction not yet sent to its unit."""
+            return live.bit_select(send, 1) & ~sent.bit_select(send, 1)
 
         # Sending queue heads to the units.
         cq_head = Signal(cq_layout)
         m.d.comb += cq_head.eq(Cat(*cq).word_select(cq_send, cq_layout.size))
-        m.d.comb += [dp.cmd.valid.eq(cq_unsent != 0), dp.cmd.payload.eq(cq_head.cmd)]
+        m.d.comb += [dp.cmd.valid.eq(unsent(cq_live, cq_sent_bits, cq_send)), dp.cmd.payload.eq(cq_head.cmd)]
         cq_sent = dp.cmd.valid & dp.cmd.ready
         dq_head = Signal(dq_layout)
         m.d.comb += dq_head.eq(Cat(*dq).word_select(dq_send, dq_layout.size))
-        m.d.comb += [dma.cmd.valid.eq(dq_unsent != 0), dma.cmd.payload.eq(dq_head.cmd)]
+        m.d.comb += [dma.cmd.valid.eq(unsent(dq_live, dq_sent_bits, dq_send)), dma.cmd.payload.eq(dq_head.cmd)]
         dq_sent = dma.cmd.valid & dma.cmd.ready
         dq_oldest = Signal(dq_layout)
         m.d.comb += dq_oldest.eq(Cat(*dq).word_select(dq_ret, dq_layout.size))
@@ -219,7 +220,7 @@ class _Core(Elaboratable):
         # command once sent (the DMA queue's STORE entry tracks its completion).
         cq_oldest = Signal(cq_layout)
         m.d.comb += cq_oldest.eq(Cat(*cq).word_select(cq_ret, cq_layout.size))
-        oldest_sent = cq_count > cq_unsent
+        oldest_sent = cq_live.bit_select(cq_ret, 1) & cq_sent_bits.bit_select(cq_ret, 1)
         oldest_is_compute = cq_oldest.cmd.op == TileOp.COMPUTE
         cq_retire = oldest_sent & (~oldest_is_compute | (retire_credits != 0))
         m.d.sync += retire_credits.eq(retire_credits + dp.compute_retire - (cq_retire & oldest_is_compute))
@@ -325,7 +326,7 @@ class _Core(Elaboratable):
         hazard_store = Signal()     # a STORE vs unfinished parameter LOADs
         for i in range(DQ):
             e = dq[i]
-            v = live(i, dq_ret, dq_count, DQ) & ~e.cmd.store
+            v = dq_live[i] & ~e.cmd.store
             act_hit = (e.cmd.buffer == Buffer.ACT) & _overlap(cp_act, cp_act_hi, e.cmd.buf_addr, e.buf_hi)
             wgt_hit = (e.cmd.buffer == Buffer.WGT) & _overlap(cp_wgt, cp_wgt_hi, e.cmd.buf_addr, e.buf_hi)
             par_hit = (e.cmd.buffer == Buffer.PARAM) & _overlap(st_param, st_param + 1, e.cmd.buf_addr, e.buf_hi)
@@ -339,7 +340,7 @@ class _Core(Elaboratable):
                 m.d.comb += hazard_store.eq(1)
         for i in range(CQ):
             e = cq[i]
-            v = live(i, cq_ret, cq_count, CQ) & (e.cmd.op == TileOp.COMPUTE)
+            v = cq_live[i] & (e.cmd.op == TileOp.COMPUTE)
             act_hit = (ld_buf == Buffer.ACT) & _overlap(ld_addr, ld_hi, e.cmd.act_addr, e.act_hi)
             wgt_hit = (ld_buf == Buffer.WGT) & _overlap(ld_addr, ld_hi, e.cmd.wgt_addr, e.wgt_hi)
             idx_hit = 0
@@ -360,13 +361,13 @@ class _Core(Elaboratable):
                      hz_fresh.eq(~loaded & ~dispatch & ~fetcher.restart)]
 
         # --- Dispatch -----------------------------------------------------------------
-        cq_room = cq_count != CQ
-        dq_room = dq_count != DQ
+        cq_room = ~cq_live.bit_select(cq_wr, 1)
+        dq_room = ~dq_live.bit_select(dq_wr, 1)
         # Registered: nothing is dispatched in the cycle before it is used (an instruction
         # spends at least two cycles in the decode register), and what finishes meanwhile
         # only delays a FENCE or the end of a program by a cycle.
         all_idle = Signal()
-        m.d.sync += all_idle.eq((cq_count == 0) & (dq_count == 0) & dp.idle & ~dispatch)
+        m.d.sync += all_idle.eq(~cq_live.any() & ~dq_live.any() & dp.idle & ~dispatch)
         stopping = Signal()        # no more dispatch; finishing an END or an error
         stop_end = Signal()
         pend_code, pend_addr, pend_cmd = Signal(8), Signal(32), Signal(32)
@@ -422,20 +423,21 @@ class _Core(Elaboratable):
             m.d.sync += head.eq(Mux(slot == last_slot, 0, slot + 1))
 
         # Queue bookkeeping: write at wr, send to the unit at send, retire at ret.
-        def bookkeeping(entries, wr, send, ret, count, unsent, push, new, sent, retire):
+        def bookkeeping(entries, wr, send, ret, live_bits, sent_bits, push, new, sent, retire):
+            # Pushed at wr (a free entry), sent at send, retired at ret (a live one): three
+            # different entries whenever two of these happen in one cycle.
             with m.If(push):
                 for i, entry in enumerate(entries):
                     with m.If(wr == i):
-                        m.d.sync += entry.eq(new)
+                        m.d.sync += [entry.eq(new), live_bits[i].eq(1), sent_bits[i].eq(0)]
                 m.d.sync += wr.eq(wr + 1)
-            m.d.sync += [count.eq(count + push - retire), unsent.eq(unsent + push - sent)]
             with m.If(sent):
-                m.d.sync += send.eq(send + 1)
+                m.d.sync += [sent_bits.bit_select(send, 1).eq(1), send.eq(send + 1)]
             with m.If(retire):
-                m.d.sync += ret.eq(ret + 1)
+                m.d.sync += [live_bits.bit_select(ret, 1).eq(0), ret.eq(ret + 1)]
 
-        bookkeeping(cq, cq_wr, cq_send, cq_ret, cq_count, cq_unsent, dispatch & push_cq, new_cq, cq_sent, cq_retire)
-        bookkeeping(dq, dq_wr, dq_send, dq_ret, dq_count, dq_unsent, dispatch & push_dq, new_dq, dq_sent, dq_retire)
+        bookkeeping(cq, cq_wr, cq_send, cq_ret, cq_live, cq_sent_bits, dispatch & push_cq, new_cq, cq_sent, cq_retire)
+        bookkeeping(dq, dq_wr, dq_send, dq_ret, dq_live, dq_sent_bits, dispatch & push_dq, new_dq, dq_sent, dq_retire)
 
         # --- Start, stop, errors ------------------------------------------------------
         m.d.comb += fetcher.enable.eq(busy & ~stopping)
