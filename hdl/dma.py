@@ -138,7 +138,8 @@ class DMAUnit(wiring.Component):
 
         # --- Request side -----------------------------------------------------------
         req_addr = Signal(32)          # byte address of the next request
-        req_row_base = Signal(32)
+        req_row_next = Signal(32)      # byte address of the next row's first request
+        req_addr_inc = Signal(32)      # req_addr + bus_bytes
         req_word = Signal(range(max_words))
         req_rows_left = Signal(17)     # rows with requests still to issue
         burst = Signal(range(MAX_BURST + 1))
@@ -169,7 +170,8 @@ class DMAUnit(wiring.Component):
         req_addr_next = Signal(32)
         req_rows_left_next = Signal.like(req_rows_left)
         m.d.comb += [req_addr_next.eq(req_addr), req_rows_left_next.eq(req_rows_left)]
-        m.d.sync += [req_addr.eq(req_addr_next), req_rows_left.eq(req_rows_left_next)]
+        m.d.sync += [req_addr.eq(req_addr_next), req_rows_left.eq(req_rows_left_next),
+                     req_addr_inc.eq(req_addr_next + bb)]
         req_done = Signal(init=1)
         word_ok = Signal()
 
@@ -201,8 +203,8 @@ class DMAUnit(wiring.Component):
         take_cmd = self.cmd.valid & self.cmd.ready
         row_end = req_word == last_word_index
         next_window_check(m, c, word_ok, req_addr_next,
-                          [(take_cmd, self.cmd.payload.mem_addr), (accept & row_end, req_row_base + cmd.stride),
-                           (accept, req_addr + bb)], bb, self.window_base, self.window_limit)
+                          [(take_cmd, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
+                           (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
         # "No rows left to request", registered: from the rows left now, not the count's next value.
         m.d.sync += req_done.eq(Mux(take_cmd, self.cmd.payload.rows == 0,
                                     Mux(accept & row_end, req_rows_left == 1, req_done)))
@@ -224,12 +226,12 @@ class DMAUnit(wiring.Component):
 
         with m.If(accept):
             with m.If(req_word == last_word_index):
-                m.d.sync += [req_word.eq(0), req_row_base.eq(req_row_base + cmd.stride)]
-                m.d.comb += [req_addr_next.eq(req_row_base + cmd.stride),
+                m.d.sync += [req_word.eq(0), req_row_next.eq(req_row_next + cmd.stride)]
+                m.d.comb += [req_addr_next.eq(req_row_next),
                              req_rows_left_next.eq(req_rows_left - 1)]
             with m.Else():
                 m.d.sync += req_word.eq(req_word + 1)
-                m.d.comb += req_addr_next.eq(req_addr + bb)
+                m.d.comb += req_addr_next.eq(req_addr_inc)
         m.d.sync += outstanding.eq(outstanding + accept - (ack | err))
         with m.If(accept):
             m.d.sync += pending.eq(1)
@@ -324,7 +326,7 @@ class DMAUnit(wiring.Component):
             m.d.comb += [req_addr_next.eq(p.mem_addr), req_rows_left_next.eq(p.rows)]
             m.d.sync += [
                 running.eq(1), cmd.eq(p),
-                req_row_base.eq(p.mem_addr), req_word.eq(0),
+                req_row_next.eq(p.mem_addr + p.stride), req_word.eq(0),
                 resp_addr.eq(p.mem_addr), resp_row_base.eq(p.mem_addr),
                 resp_word.eq(0), resp_row.eq(0), capture_left.eq(Mux(p.store, p.rows, 0)),
                 srow_valid.eq(0), burst.eq(0), burst_full.eq(0),

@@ -71,6 +71,7 @@ class Fetcher(wiring.Component):
         ]
 
         fetch_slot = Signal(32)
+        at_last = Signal()          # fetch_slot is the ring's last slot
         req_word = Signal(range(max(words, 2)))
         resp_slot = Signal(32)
         resp_word = Signal(range(max(words, 2)))
@@ -95,8 +96,9 @@ class Fetcher(wiring.Component):
         # in the cycle before a restart (CSR writes land at least two cycles before START
         # takes effect; a program's END restarts long after its last dispatch moved ``head``).
         head_addr = Signal(32)
+        req_addr_inc = Signal(32)   # req_addr + bus_bytes
         m.d.comb += req_addr_next.eq(req_addr)
-        m.d.sync += req_addr.eq(req_addr_next)
+        m.d.sync += [req_addr.eq(req_addr_next), req_addr_inc.eq(req_addr_next + bb)]
 
         mid_slot = req_word != 0
         free = FETCH_DEPTH - reserved
@@ -107,7 +109,8 @@ class Fetcher(wiring.Component):
         # Registered (a cycle late): a bad RING_TAIL written while running faults a cycle later.
         bad_ring = Signal()
         m.d.sync += bad_ring.eq((self.tail >= self.ring_size) | (fetch_slot >= self.ring_size))
-        can_issue = mid_slot | (more & ~bad_ring & (reserved != FETCH_DEPTH))
+        full = Signal()             # reserved == FETCH_DEPTH, kept as a register of its own
+        can_issue = mid_slot | (more & ~bad_ring & ~full)
         word_ok = Signal()
         # A request held by stall stays presented, unchanged, until the bus takes it.
         was_stalled = Signal()
@@ -153,25 +156,31 @@ class Fetcher(wiring.Component):
         last_slot = Signal(32)
         m.d.sync += last_slot.eq(self.ring_size - 1)
 
-        def advance(word, slot, addr, target=None, domain="sync"):
+        def advance(word, slot, addr, target=None, domain="sync", wrap=None, addr_inc=None):
             """Next bus word of an instruction; after its last, the next ring slot (wrapping).
-            The next address goes to ``target`` in ``domain`` (``addr`` itself by default)."""
+            The next address goes to ``target`` in ``domain`` (``addr`` itself by default);
+            ``wrap`` (slot is the ring's last) and ``addr_inc`` (addr + bus_bytes) may be given."""
             target = addr if target is None else target
-            wrap = slot == last_slot
+            wrap = slot == last_slot if wrap is None else wrap
+            addr_inc = addr + bb if addr_inc is None else addr_inc
             with m.If(word == words - 1):
                 m.d.sync += [word.eq(0), slot.eq(Mux(wrap, 0, slot + 1))]
-                m.d[domain] += target.eq(Mux(wrap, self.ring_base, addr + bb))
+                m.d[domain] += target.eq(Mux(wrap, self.ring_base, addr_inc))
             with m.Else():
                 m.d.sync += word.eq(word + 1)
-                m.d[domain] += target.eq(addr + bb)
+                m.d[domain] += target.eq(addr_inc)
 
         m.d.sync += slots_left.eq((fetch_slot != self.tail) & ~(accept & (req_word == words - 1)))
         with m.If(accept):
-            advance(req_word, fetch_slot, req_addr, req_addr_next, domain="comb")
+            advance(req_word, fetch_slot, req_addr, req_addr_next, domain="comb", wrap=at_last, addr_inc=req_addr_inc)
         slot_end = req_word == words - 1
         next_window_check(m, c, word_ok, req_addr_next,
-                          [(self.restart, head_addr), (accept & slot_end & (fetch_slot == last_slot), self.ring_base),
-                           (accept, req_addr + bb)], bb, self.window_base, self.window_limit)
+                          [(self.restart, head_addr), (accept & slot_end & at_last, self.ring_base),
+                           (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
+        # ``at_last``: fetch_slot == last_slot, kept as a register of its own (worked out from
+        # the slot's next value: the ring's first after the last, else the next one).
+        with m.If(accept & slot_end):
+            m.d.sync += at_last.eq(Mux(at_last, last_slot == 0, fetch_slot + 1 == last_slot))
 
         # Faults, in the order the requests would have been made.
         with m.If(~stopped & ~mid_slot & more & bad_ring):
@@ -203,7 +212,12 @@ class Fetcher(wiring.Component):
             m.d.sync += out_slot.eq(Mux(out_slot == last_slot, 0, out_slot + 1))
 
         first_accept = accept & ~mid_slot
-        m.d.sync += reserved.eq(reserved + first_accept - (self.insn.valid & self.insn.ready))
+        popped = self.insn.valid & self.insn.ready
+        m.d.sync += reserved.eq(reserved + first_accept - popped)
+        with m.If(first_accept & ~popped & (reserved == FETCH_DEPTH - 1)):
+            m.d.sync += full.eq(1)
+        with m.Elif(popped & ~first_accept):
+            m.d.sync += full.eq(0)
 
         m.d.sync += head_addr.eq(self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES)))
         idle = Signal()             # registered: a cycle late
@@ -214,8 +228,9 @@ class Fetcher(wiring.Component):
             m.d.comb += req_addr_next.eq(head_addr)
             m.d.sync += resp_addr.eq(head_addr)
             m.d.sync += [fetch_slot.eq(self.head), resp_slot.eq(self.head), out_slot.eq(self.head),
+                         at_last.eq(self.head == last_slot),
                          req_word.eq(0), resp_word.eq(0),
-                         reserved.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0), asking.eq(0),
+                         reserved.eq(0), full.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0), asking.eq(0),
                          slots_left.eq(0)]
 
         m.d.comb += [

@@ -223,7 +223,11 @@ class _Core(Elaboratable):
         oldest_sent = cq_live.bit_select(cq_ret, 1) & cq_sent_bits.bit_select(cq_ret, 1)
         oldest_is_compute = cq_oldest.cmd.op == TileOp.COMPUTE
         cq_retire = oldest_sent & (~oldest_is_compute | (retire_credits != 0))
-        m.d.sync += retire_credits.eq(retire_credits + dp.compute_retire - (cq_retire & oldest_is_compute))
+        # The array's "last row issued" is registered first: a cycle later only holds the
+        # COMPUTE in the scoreboard a cycle longer.
+        compute_retire = Signal()
+        m.d.sync += compute_retire.eq(dp.compute_retire)
+        m.d.sync += retire_credits.eq(retire_credits + compute_retire - (cq_retire & oldest_is_compute))
         dq_retire = dma.done
 
         # --- Decode -------------------------------------------------------------------
@@ -243,6 +247,22 @@ class _Core(Elaboratable):
         slot = fetcher.insn.payload.slot
         (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx,
          st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
+        # Whether the opcode exists and its reserved bits are zero: worked out from the
+        # fetched instruction and loaded with it (the rest of the check follows from the
+        # decode register).
+        legal = Signal()
+        fetched_opcode = insn[:4]
+        with m.Switch(fetched_opcode):
+            for op in Opcode:
+                with m.Case(op):
+                    ok = (insn & reserved_mask(op)) == 0
+                    if op == Opcode.LOAD and not cfg.sparse:
+                        ok = ok & (_field(insn, op, "buffer") != Buffer.IDX)
+                    if op == Opcode.COMPUTE and not cfg.sparse:
+                        ok = ok & ~_field(insn, op, "sparse") & (_field(insn, op, "part") == 0) \
+                            & (_field(insn, op, "idx_addr") == 0)
+                    m.d.comb += legal.eq(ok)
+        d_legal = Signal()
         d_valid = Signal()
         d_insn, d_slot = Signal.like(insn), Signal(32)
         d_act_hi, d_wgt_hi, d_ld_hi = Signal(ext), Signal(ext), Signal(ext)
@@ -254,7 +274,7 @@ class _Core(Elaboratable):
         m.d.comb += fetcher.insn.ready.eq(~d_valid | (dispatch if not cfg.register_slices else 0))
         loaded = fetcher.insn.valid & fetcher.insn.ready
         with m.If(loaded):
-            m.d.sync += [d_valid.eq(1), d_insn.eq(insn), d_slot.eq(slot),
+            m.d.sync += [d_valid.eq(1), d_insn.eq(insn), d_slot.eq(slot), d_legal.eq(legal),
                          d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows),
                          d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]
         with m.Elif(dispatch):
@@ -268,17 +288,6 @@ class _Core(Elaboratable):
          st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
         cp_act_hi, cp_wgt_hi, ld_hi = d_act_hi, d_wgt_hi, d_ld_hi
         is_op = {op: opcode == op for op in Opcode}
-        legal = Signal()
-        with m.Switch(opcode):
-            for op in Opcode:
-                with m.Case(op):
-                    ok = (insn & reserved_mask(op)) == 0
-                    if op == Opcode.LOAD and not cfg.sparse:
-                        ok = ok & (_field(insn, op, "buffer") != Buffer.IDX)
-                    if op == Opcode.COMPUTE and not cfg.sparse:
-                        ok = ok & ~_field(insn, op, "sparse") & (_field(insn, op, "part") == 0) \
-                            & (_field(insn, op, "idx_addr") == 0)
-                    m.d.comb += legal.eq(ok)
 
         def fits(end, depth):
             return end <= depth
@@ -312,7 +321,7 @@ class _Core(Elaboratable):
         aligned = ~(is_op[Opcode.LOAD] | is_op[Opcode.STORE]) | (((mem_addr | stride) & bb_mask) == 0)
 
         decode_error = Signal(8)
-        with m.If(~legal):
+        with m.If(~d_legal):
             m.d.comb += decode_error.eq(ErrorCode.ILLEGAL_INSTRUCTION)
         with m.Elif(~operands_ok):
             m.d.comb += decode_error.eq(ErrorCode.BAD_OPERAND)
