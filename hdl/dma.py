@@ -170,8 +170,7 @@ class DMAUnit(wiring.Component):
         req_addr_next = Signal(32)
         req_rows_left_next = Signal.like(req_rows_left)
         m.d.comb += [req_addr_next.eq(req_addr), req_rows_left_next.eq(req_rows_left)]
-        m.d.sync += [req_addr.eq(req_addr_next), req_rows_left.eq(req_rows_left_next),
-                     req_addr_inc.eq(req_addr_next + bb)]
+        m.d.sync += [req_addr.eq(req_addr_next), req_rows_left.eq(req_rows_left_next)]
         req_done = Signal(init=1)
         word_ok = Signal()
 
@@ -205,6 +204,10 @@ class DMAUnit(wiring.Component):
         next_window_check(m, c, word_ok, req_addr_next,
                           [(take_cmd, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
                            (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
+        # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
+        m.d.sync += req_addr_inc.eq(Mux(take_cmd, self.cmd.payload.mem_addr + bb,
+                                        Mux(accept, Mux(row_end, req_row_next + bb, req_addr_inc + bb),
+                                            req_addr_inc)))
         # "No rows left to request", registered: from the rows left now, not the count's next value.
         m.d.sync += req_done.eq(Mux(take_cmd, self.cmd.payload.rows == 0,
                                     Mux(accept & row_end, req_rows_left == 1, req_done)))

@@ -98,7 +98,7 @@ class Fetcher(wiring.Component):
         head_addr = Signal(32)
         req_addr_inc = Signal(32)   # req_addr + bus_bytes
         m.d.comb += req_addr_next.eq(req_addr)
-        m.d.sync += [req_addr.eq(req_addr_next), req_addr_inc.eq(req_addr_next + bb)]
+        m.d.sync += req_addr.eq(req_addr_next)
 
         mid_slot = req_word != 0
         free = FETCH_DEPTH - reserved
@@ -153,8 +153,8 @@ class Fetcher(wiring.Component):
         err = pending & self.bus.err & (stale == 0)
 
         # The ring's last slot, registered: a wrap is an equality, not an add and a compare.
-        last_slot = Signal(32)
-        m.d.sync += last_slot.eq(self.ring_size - 1)
+        last_slot, last_but_one = Signal(32), Signal(32)
+        m.d.sync += [last_slot.eq(self.ring_size - 1), last_but_one.eq(self.ring_size - 2)]
 
         def advance(word, slot, addr, target=None, domain="sync", wrap=None, addr_inc=None):
             """Next bus word of an instruction; after its last, the next ring slot (wrapping).
@@ -180,7 +180,11 @@ class Fetcher(wiring.Component):
         # ``at_last``: fetch_slot == last_slot, kept as a register of its own (worked out from
         # the slot's next value: the ring's first after the last, else the next one).
         with m.If(accept & slot_end):
-            m.d.sync += at_last.eq(Mux(at_last, last_slot == 0, fetch_slot + 1 == last_slot))
+            m.d.sync += at_last.eq(Mux(at_last, last_slot == 0, fetch_slot == last_but_one))
+        # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
+        m.d.sync += req_addr_inc.eq(Mux(self.restart, head_addr + bb,
+                                        Mux(accept, Mux(slot_end & at_last, self.ring_base + bb, req_addr_inc + bb),
+                                            req_addr_inc)))
 
         # Faults, in the order the requests would have been made.
         with m.If(~stopped & ~mid_slot & more & bad_ring):

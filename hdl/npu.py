@@ -204,15 +204,21 @@ class _Core(Elaboratable):
             """The entry at ``send`` holds an instruction not yet sent to its unit."""
             return live.bit_select(send, 1) & ~sent.bit_select(send, 1)
 
-        # Sending queue heads to the units.
+        # Sending queue heads to the units, through register slices (timing cuts between
+        # the queues' head multiplexers and the units' command logic). A command in a slice
+        # counts as sent; "all idle" below also waits for the slices to be empty.
+        m.submodules.cq_slice = cq_slice = StreamSlice(command_layout(cfg), registered=cfg.register_slices)
+        m.submodules.dq_slice = dq_slice = StreamSlice(dma_command_layout(cfg), registered=cfg.register_slices)
+        wiring.connect(m, cq_slice.o, dp.cmd)
+        wiring.connect(m, dq_slice.o, dma.cmd)
         cq_head = Signal(cq_layout)
         m.d.comb += cq_head.eq(Cat(*cq).word_select(cq_send, cq_layout.size))
-        m.d.comb += [dp.cmd.valid.eq(unsent(cq_live, cq_sent_bits, cq_send)), dp.cmd.payload.eq(cq_head.cmd)]
-        cq_sent = dp.cmd.valid & dp.cmd.ready
+        m.d.comb += [cq_slice.i.valid.eq(unsent(cq_live, cq_sent_bits, cq_send)), cq_slice.i.payload.eq(cq_head.cmd)]
+        cq_sent = cq_slice.i.valid & cq_slice.i.ready
         dq_head = Signal(dq_layout)
         m.d.comb += dq_head.eq(Cat(*dq).word_select(dq_send, dq_layout.size))
-        m.d.comb += [dma.cmd.valid.eq(unsent(dq_live, dq_sent_bits, dq_send)), dma.cmd.payload.eq(dq_head.cmd)]
-        dq_sent = dma.cmd.valid & dma.cmd.ready
+        m.d.comb += [dq_slice.i.valid.eq(unsent(dq_live, dq_sent_bits, dq_send)), dq_slice.i.payload.eq(dq_head.cmd)]
+        dq_sent = dq_slice.i.valid & dq_slice.i.ready
         dq_oldest = Signal(dq_layout)
         m.d.comb += dq_oldest.eq(Cat(*dq).word_select(dq_ret, dq_layout.size))
 
@@ -376,7 +382,8 @@ class _Core(Elaboratable):
         # spends at least two cycles in the decode register), and what finishes meanwhile
         # only delays a FENCE or the end of a program by a cycle.
         all_idle = Signal()
-        m.d.sync += all_idle.eq(~cq_live.any() & ~dq_live.any() & dp.idle & ~dispatch)
+        m.d.sync += all_idle.eq(~cq_live.any() & ~dq_live.any() & ~cq_slice.o.valid & ~dq_slice.o.valid & dp.idle
+                                & ~dispatch)
         stopping = Signal()        # no more dispatch; finishing an END or an error
         stop_end = Signal()
         pend_code, pend_addr, pend_cmd = Signal(8), Signal(32), Signal(32)
