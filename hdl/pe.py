@@ -36,17 +36,19 @@ class ProcessingElement(wiring.Component):
         products into one DSP block where the device allows it (:func:`dual_int8_dsp`).
     pipeline : int
         Registers from the cell's inputs to the product it adds: 1 (the product
-        register) or 3 (also the multiplier's operands, and the product once more). An
-        ECP5 DSP block is combinational as Yosys and nextpnr use it and sits in a column
-        of its own: the two extra registers let the placer put one register beside the
-        DSP on each side, so neither the operands' nor the product's long route shares
-        a cycle with the multiply. Every cell adds ``pipeline - 1`` cycles later, and so
-        does the cell above it: the column's schedule holds.
+        register), 3 (also the multiplier's operands, and the product once more) or 5
+        (the operands twice, the product three times). An ECP5 DSP block is
+        combinational as Yosys and nextpnr use it and sits in a column of its own, which
+        may be across the device when every DSP block is used: the extra registers let
+        the placer put registers beside the DSP on each side, so neither the operands'
+        nor the product's long route shares a cycle with the multiply. Every cell adds
+        ``pipeline - 1`` cycles later, and so does the cell above it: the column's
+        schedule holds.
     """
 
     def __init__(self, *, data_width, psum_width, group=1, external_multiplier=False, pipeline=1):
-        if pipeline not in (1, 3):
-            raise ValueError(f"pipeline must be 1 or 3, not {pipeline}")
+        if pipeline not in (1, 3, 5):
+            raise ValueError(f"pipeline must be 1, 3 or 5, not {pipeline}")
         self._pipeline = pipeline
         if data_width < 1 or psum_width < 2 * data_width:
             raise ValueError(f"psum_width ({psum_width}) must be at least 2*data_width ({2 * data_width})")
@@ -99,11 +101,12 @@ class ProcessingElement(wiring.Component):
         # The product is registered before it is added (the multiplier's output register):
         # every cell adds a cycle late, and so does the cell above it, so the column's
         # schedule holds and the whole array is one cycle longer.
-        if self._pipeline == 3:
+        extra = (self._pipeline - 1) // 2
+        for i in range(extra):
             # The operands, registered (the weight is picked when the activation arrives,
             # as without these registers: the weight banks' timing is unchanged).
-            a_q = Signal.like(a, name="a_q")
-            w_q = Signal.like(weight, name="w_q")
+            a_q = Signal.like(a, name=f"a_q{i}")
+            w_q = Signal.like(weight, name=f"w_q{i}")
             m.d.sync += [a_q.eq(a), w_q.eq(weight)]
             a, weight = a_q, w_q
         if self._external:
@@ -112,10 +115,10 @@ class ProcessingElement(wiring.Component):
         else:
             product_q = Signal(signed(2 * self._data_width))
             m.d.sync += product_q.eq(a * weight)
-        if self._pipeline == 3:
-            product_q2 = Signal.like(product_q, name="product_q2")
-            m.d.sync += product_q2.eq(product_q)
-            product_q = product_q2
+        for i in range(extra):
+            product_qn = Signal.like(product_q, name=f"product_q{i + 2}")
+            m.d.sync += product_qn.eq(product_q)
+            product_q = product_qn
         m.d.sync += [
             self.a_out.eq(self.a_in),
             self.sel_out.eq(self.sel_in),

@@ -46,7 +46,7 @@ class SystolicArray(wiring.Component):
     group : int
         Activations per array row (1: dense; M of N:M sparsity).
     pe_pipeline : int
-        Registers in each cell from its inputs to the product it adds: 1, or 3 for
+        Registers in each cell from its inputs to the product it adds: 1, or 3 or 5 for
         DSP blocks far from the fabric's registers (ECP5); see
         :class:`~npu.hdl.pe.ProcessingElement`. The latency grows by ``pe_pipeline - 1``.
     """

@@ -54,7 +54,7 @@ def test_pe_double_buffered_weights():
 
 
 @pytest.mark.parametrize("rows, cols, pe_pipeline", [(1, 1, 1), (2, 3, 1), (4, 2, 1), (3, 3, 1), (1, 1, 3),
-                                                     (2, 3, 3), (3, 3, 3)])
+                                                     (2, 3, 3), (3, 3, 3), (2, 3, 5), (3, 2, 5)])
 def test_array_latency_and_bank_switch(rows, cols, pe_pipeline):
     rng = np.random.default_rng(rows * 7 + cols)
     array = SystolicArray(rows=rows, cols=cols, data_width=8, psum_width=8 * 2 + 2, pe_pipeline=pe_pipeline)
