@@ -298,18 +298,20 @@ class _Core(Elaboratable):
         def fits(end, depth):
             return end <= depth
 
-        ld_depth = Signal(range(65537))
+        # A LOAD's range against its buffer's depth: a compare with each depth (a constant),
+        # then the buffer's verdict picked.
+        ld_fits = Signal()
         with m.Switch(ld_buf):
             depths = {Buffer.ACT: cfg.act_depth, Buffer.WGT: cfg.wgt_depth, Buffer.PARAM: cfg.param_depth}
             if cfg.sparse:
                 depths[Buffer.IDX] = cfg.idx_depth
             for buf, depth in depths.items():
                 with m.Case(buf):
-                    m.d.comb += ld_depth.eq(depth)
+                    m.d.comb += ld_fits.eq(fits(ld_hi, depth))
         operands_ok = Signal()
         with m.Switch(opcode):
             with m.Case(Opcode.LOAD):
-                m.d.comb += operands_ok.eq((ld_rows != 0) & fits(ld_hi, ld_depth))
+                m.d.comb += operands_ok.eq((ld_rows != 0) & ld_fits)
             with m.Case(Opcode.COMPUTE):
                 sparse_ok = 1
                 if cfg.sparse:
