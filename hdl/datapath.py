@@ -175,8 +175,11 @@ class Datapath(wiring.Component):
                         m.d.sync += [load_cmd.eq(self.cmd.payload), load_row.eq(0)]
                         m.next = "LOAD"
                 with m.Else():
-                    m.d.comb += self.cmd.ready.eq(push_ok)
-                    with m.If(self.cmd.valid & push_ok):
+                    # Taken into an empty slot only (not into one emptying this cycle): the
+                    # command interface's ready then comes from registers, not from the
+                    # streamer's and the post-processor's state.
+                    m.d.comb += self.cmd.ready.eq(~q_valid)
+                    with m.If(self.cmd.valid & ~q_valid):
                         m.d.sync += [q_valid.eq(1), q_cmd.eq(self.cmd.payload)]
                 m.d.comb += loading.eq(self.cmd.valid & is_compute)
             with m.State("LOAD"):
