@@ -55,7 +55,10 @@ class Datapath(wiring.Component):
         self.config = config
         # With register slices (the 100 MHz settings) every cell registers its DSP's
         # operands and product once more.
-        self.pe_pipeline = 5 if config.register_slices else 1
+        # 3 with register slices: operand and product registers beside the DSP blocks'
+        # long routes. (5 was measured no faster on the ULX3S-25F: the placer keeps the
+        # cells' registers beside the array, not beside a distant DSP block.)
+        self.pe_pipeline = 3 if config.register_slices else 1
         self.array_latency = SystolicArray.latency_of(config.rows, config.cols, self.pe_pipeline)
         # Array output to accumulator written: read, (register the read data,) add and write.
         self.accumulate_latency = 3 if config.register_slices else 2
