@@ -110,9 +110,12 @@ class NPUConfig:
     perf_counter_bits : int
         Width of each performance counter (32 to 48); counters wrap at this width.
     register_slices : bool
-        Register slices (timing cuts) on the NPU's bus master, its output-row stream and,
-        in a board system, around the interconnect: true for 100 MHz on ECP5; false
-        saves their flip-flops on small, slow devices (iCE40). Functionally the same.
+        Timing cuts for 100 MHz on ECP5: register slices on the NPU's bus master, its
+        command and output-row streams and, in a board system, around the interconnect;
+        two more registers in each array cell; the accumulator's read data registered;
+        a second STORE row register; window checks of every next request address.
+        False saves their flip-flops and logic on small, slow devices (iCE40), and
+        changes only cycle counts.
     sparsity : str
         ``"dense"``, or ``"N:M"`` for the sparse front end: a COMPUTE may then run a
         tile of N:M-compressed weights (at most N non-zeros in every M consecutive
