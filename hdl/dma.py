@@ -164,13 +164,12 @@ class DMAUnit(wiring.Component):
 
         running = Signal()
         m.d.comb += self.busy.eq(running)
-        # The request address and rows left are worked out a cycle ahead (``*_next``), and
-        # the window check of the address presented and "no rows left" are registers: no
-        # compare sits between the accept logic and the bus request.
+        # The request address is worked out a cycle ahead (``req_addr_next``), and the window
+        # check of the address presented and "no rows left" are registers: no compare sits
+        # between the accept logic and the bus request.
         req_addr_next = Signal(32)
-        req_rows_left_next = Signal.like(req_rows_left)
-        m.d.comb += [req_addr_next.eq(req_addr), req_rows_left_next.eq(req_rows_left)]
-        m.d.sync += [req_addr.eq(req_addr_next), req_rows_left.eq(req_rows_left_next)]
+        m.d.comb += req_addr_next.eq(req_addr)
+        m.d.sync += req_addr.eq(req_addr_next)
         req_done = Signal(init=1)
         word_ok = Signal()
 
@@ -228,10 +227,10 @@ class DMAUnit(wiring.Component):
             m.d.sync += [burst.eq(burst + 1), burst_full.eq(burst == MAX_BURST - 1)]
 
         with m.If(accept):
-            with m.If(req_word == last_word_index):
-                m.d.sync += [req_word.eq(0), req_row_next.eq(req_row_next + cmd.stride)]
-                m.d.comb += [req_addr_next.eq(req_row_next),
-                             req_rows_left_next.eq(req_rows_left - 1)]
+            with m.If(row_end):
+                m.d.sync += [req_word.eq(0), req_row_next.eq(req_row_next + cmd.stride),
+                             req_rows_left.eq(req_rows_left - 1)]
+                m.d.comb += req_addr_next.eq(req_row_next)
             with m.Else():
                 m.d.sync += req_word.eq(req_word + 1)
                 m.d.comb += req_addr_next.eq(req_addr_inc)
@@ -242,7 +241,7 @@ class DMAUnit(wiring.Component):
             m.d.sync += pending.eq(0)
 
         # STORE rows: ``srow`` holds the row being written out.
-        last_accept = accept & (req_word == last_word_index)
+        last_accept = accept & row_end
         can_take = running & cmd.store & ~stopping & (capture_left != 0)
         eb = c.element_bytes
         out_bytes = Cat(*(_sign_extend(self.rows_in.payload[n], 8 * eb) for n in range(c.cols)))
@@ -264,7 +263,7 @@ class DMAUnit(wiring.Component):
                     m.d.sync += [srow.eq(out_bytes), srow_valid.eq(taken)]
             with m.Elif(taken):
                 m.d.sync += [srow_next.eq(out_bytes), next_valid.eq(1)]
-            with m.If(self.cmd.valid & self.cmd.ready):
+            with m.If(take_cmd):
                 m.d.sync += next_valid.eq(0)
         else:
             # One row register: a row is taken when it is free or its last word is being accepted.
@@ -324,11 +323,11 @@ class DMAUnit(wiring.Component):
         # --- Command sequencing -----------------------------------------------------
         finished = running & req_done & ~pending & ~row_write & ~stopping
         m.d.comb += self.cmd.ready.eq(~running & ~stopping)
-        with m.If(self.cmd.valid & self.cmd.ready):
+        with m.If(take_cmd):
             p = self.cmd.payload
-            m.d.comb += [req_addr_next.eq(p.mem_addr), req_rows_left_next.eq(p.rows)]
+            m.d.comb += req_addr_next.eq(p.mem_addr)
             m.d.sync += [
-                running.eq(1), cmd.eq(p),
+                running.eq(1), cmd.eq(p), req_rows_left.eq(p.rows),
                 req_row_next.eq(p.mem_addr + p.stride), req_word.eq(0),
                 resp_addr.eq(p.mem_addr), resp_row_base.eq(p.mem_addr),
                 resp_word.eq(0), resp_row.eq(0), capture_left.eq(Mux(p.store, p.rows, 0)),
