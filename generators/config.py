@@ -53,6 +53,7 @@ _INT_LIMITS = {
 # name -> (section in TOML, allowed string values; the first is the default).
 _STR_CHOICES = {
     "requantiser": ("array", ("pipelined", "serial")),
+    "perf_counters": ("control", ("all", "cycles")),
 }
 # name -> section in TOML of each true/false setting.
 _BOOLS = {
@@ -109,6 +110,10 @@ class NPUConfig:
         finished (2, 4, 8 or 16).
     perf_counter_bits : int
         Width of each performance counter (32 to 48); counters wrap at this width.
+    perf_counters : str
+        Which performance counters are built: ``"all"`` (the default), or ``"cycles"``
+        (only ``PERF_CYCLES``; the other ``PERF_*`` registers read 0). Fifteen 48-bit
+        counters are about a tenth of a small FPGA (iCE40UP5K).
     register_slices : bool
         Timing cuts for 100 MHz on ECP5: register slices on the NPU's bus master, its
         command and output-row streams and, in a board system, around the interconnect;
@@ -139,6 +144,7 @@ class NPUConfig:
     compute_queue: int = 8
     dma_queue: int = 4
     perf_counter_bits: int = 48
+    perf_counters: str = "all"
     register_slices: bool = True
     sparsity: str = "dense"
 

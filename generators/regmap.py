@@ -312,7 +312,9 @@ def markdown(config=None):
             f"32 to {regs.PERF_COUNTER_BITS}), and wraps: `PERF_<NAME>_LO` (bits 31:0) then "
             f"`PERF_<NAME>_HI` (bits {config.perf_counter_bits - 1}:32, or 0 for 32-bit counters). "
             "Reading `_LO` latches `_HI`, so read `_LO` first for a consistent pair. The counters count "
-            "while `STATUS.BUSY` is set and are cleared by `CTRL.PERF_CLEAR`, reset and soft reset.", "",
+            "while `STATUS.BUSY` is set and are cleared by `CTRL.PERF_CLEAR`, reset and soft reset."
+            + (" **This configuration builds only `PERF_CYCLES`** (`perf_counters = \"cycles\"`): the other "
+               "counters' registers read 0." if config.perf_counters == "cycles" else ""), "",
             "| LO offset | counter | counts |", "|---|---|---|"]
     for name, doc in regs.PERF_COUNTERS.items():
         lo = regs.register(f"PERF_{name.upper()}_LO")

@@ -147,7 +147,8 @@ def manifest(config, top=None):
                         for kind in isa.row_kinds(config)}
         info["registers"] = {reg.name: reg.offset for reg in regs.REGISTERS}
         info["perf_counters"] = {name: {"register": f"PERF_{name.upper()}_LO", "width": config.perf_counter_bits,
-                                        "meaning": meaning} for name, meaning in regs.PERF_COUNTERS.items()}
+                                        "meaning": meaning} for name, meaning in regs.PERF_COUNTERS.items()
+                                 if config.perf_counters == "all" or name == "cycles"}
     if hasattr(top, "info_words"):        # the board system around the NPU
         from ..boards.soc import STATUS_LEDS
         from ..hdl.bridge import INFO_FIELDS

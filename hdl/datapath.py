@@ -28,7 +28,8 @@ class Datapath(wiring.Component):
     """Weight-stationary NPU datapath driven by a stream of tile operations.
 
     Buffers are written through ``act_wr``, ``wgt_wr`` and ``param_wr`` (one row per
-    cycle, never back-pressured). Commands on ``cmd`` run in order with the semantics
+    cycle, never back-pressured; except ``param_wr`` with the serial requantiser, which
+    takes a row in ``requant_passes`` cycles: hold it until ``ready``). Commands on ``cmd`` run in order with the semantics
     of the golden model (``npu.sim.golden``):
 
     * ``COMPUTE``: load weight rows ``wgt_addr .. wgt_addr+rows-1`` into the array, then
@@ -112,7 +113,7 @@ class Datapath(wiring.Component):
         R, C = cfg.rows, cfg.cols
 
         # Buffer writes complete in one cycle: never back-pressured.
-        m.d.comb += [self.act_wr.ready.eq(1), self.wgt_wr.ready.eq(1), self.param_wr.ready.eq(1)]
+        m.d.comb += [self.act_wr.ready.eq(1), self.wgt_wr.ready.eq(1)]
 
         # --- Buffers ------------------------------------------------------------------
         act_banks = []
@@ -149,7 +150,8 @@ class Datapath(wiring.Component):
             rows=R, cols=C, data_width=cfg.data_width, psum_width=cfg.psum_width, group=max(group, 1),
             pe_pipeline=self.pe_pipeline)
         m.submodules.ppu = ppu = PostProcessor(cfg)
-        m.d.comb += [ppu.param_wr.valid.eq(self.param_wr.valid), ppu.param_wr.payload.eq(self.param_wr.payload)]
+        m.d.comb += [ppu.param_wr.valid.eq(self.param_wr.valid), ppu.param_wr.payload.eq(self.param_wr.payload),
+                     self.param_wr.ready.eq(ppu.param_wr.ready)]
         wiring.connect(m, ppu.out, wiring.flipped(self.out))
 
         # --- Weight loader: fills the free weight bank, then queues the command ---------

@@ -187,7 +187,14 @@ class DMAUnit(wiring.Component):
         # After MAX_BURST requests, let the waiting instruction fetcher have the bus.
         burst_full = Signal()           # burst == MAX_BURST, kept as a register of its own
         hold = burst_full & self.yield_bus & ~was_stalled
-        want_issue = running & ((~req_done & ~stopping & ~hold & have_data) | was_stalled)
+        # With the serial requantiser the datapath takes a parameter row in several cycles
+        # (``param_wr.ready``) while ``row_reg`` holds it: a parameter row's requests wait
+        # until the row before it is answered and written. (Parameter rows are few.)
+        held = c.requantiser == "serial" and c.requant_passes > 1
+        row_gate = 0
+        if held:
+            row_gate = (cmd.buffer == Buffer.PARAM) & ~cmd.store & (req_word == 0) & (pending | row_write)
+        want_issue = running & ((~req_done & ~stopping & ~hold & have_data & ~row_gate) | was_stalled)
         release = hold & ~pending
         m.d.comb += self.bus_req.eq((want_issue & word_ok) | pending)
 
@@ -281,7 +288,12 @@ class DMAUnit(wiring.Component):
                              resp_addr.eq(resp_row_base + cmd.stride), resp_row.eq(resp_row + 1)]
             with m.Else():
                 m.d.sync += [resp_word.eq(resp_word + 1), resp_addr.eq(resp_addr + bb)]
-        m.d.sync += row_write.eq(0)
+        # A row is written in the cycle after its last word, or (a parameter row into the
+        # serial requantiser) over the cycles until the datapath takes it.
+        if held:
+            m.d.sync += row_write.eq(row_write & (cmd.buffer == Buffer.PARAM) & ~self.param_wr.ready)
+        else:
+            m.d.sync += row_write.eq(0)
         with m.If(ack & ~cmd.store):
             m.d.sync += row_reg.word_select(resp_word, bw).eq(self.bus.dat_r)
             with m.If((resp_word == last_word_index) & ~stopping & ~err):
@@ -302,7 +314,7 @@ class DMAUnit(wiring.Component):
             self.param_wr.valid.eq(row_write & (cmd.buffer == Buffer.PARAM)),
             self.param_wr.payload.addr.eq(row_write_addr),
             self.param_wr.payload.mask.eq(full_mask_c),
-            self.side_wr.valid.eq(row_write & (cmd.buffer == Buffer.PARAM)),
+            self.side_wr.valid.eq(row_write & (cmd.buffer == Buffer.PARAM) & self.param_wr.ready),
             self.side_wr.payload.addr.eq(row_write_addr),
         ]
         if c.sparse:

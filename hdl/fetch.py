@@ -10,7 +10,7 @@ reports it once every instruction fetched before it has been dispatched, so erro
 surface in program order.
 """
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -59,16 +59,35 @@ class Fetcher(wiring.Component):
         bb, bw = c.bus_bytes, c.bus_width
         words = INSTRUCTION_BYTES // bb
 
+        # The FIFO holds bus words (a narrow FIFO is a few block RAMs, a 128-bit one is eight
+        # on an iCE40): each answer goes in as it comes, and the instruction at the head is
+        # gathered on the way out, its last word read straight from the FIFO.
         flush = Signal()
         m.submodules.queue = queue = ResetInserter(flush)(
-            fifo.SyncFIFOBuffered(width=INSTRUCTION_BITS, depth=FETCH_DEPTH))
+            fifo.SyncFIFOBuffered(width=bw, depth=FETCH_DEPTH * words))
         out_slot = Signal(32)       # the slot of the instruction at the FIFO's head
-        m.d.comb += [
-            self.insn.valid.eq(queue.r_rdy),
-            self.insn.payload.insn.eq(queue.r_data),
-            self.insn.payload.slot.eq(out_slot),
-            queue.r_en.eq(self.insn.ready),
-        ]
+        if words > 1:
+            out_word = Signal(range(words))             # words gathered of the head instruction
+            gathered = Signal((words - 1) * bw)
+            last = out_word == words - 1
+            m.d.comb += [
+                self.insn.valid.eq(queue.r_rdy & last),
+                self.insn.payload.insn.eq(Cat(gathered, queue.r_data)),
+                queue.r_en.eq(~last | self.insn.ready),
+            ]
+            with m.If(queue.r_rdy & queue.r_en):
+                m.d.sync += out_word.eq(Mux(last, 0, out_word + 1))
+                with m.If(~last):
+                    m.d.sync += gathered.word_select(out_word, bw).eq(queue.r_data)
+            with m.If(flush):
+                m.d.sync += out_word.eq(0)
+        else:
+            m.d.comb += [
+                self.insn.valid.eq(queue.r_rdy),
+                self.insn.payload.insn.eq(queue.r_data),
+                queue.r_en.eq(self.insn.ready),
+            ]
+        m.d.comb += self.insn.payload.slot.eq(out_slot)
 
         fetch_slot = Signal(32)
         at_last = Signal()          # fetch_slot is the ring's last slot
@@ -77,7 +96,6 @@ class Fetcher(wiring.Component):
         resp_word = Signal(range(max(words, 2)))
         reserved = Signal(range(FETCH_DEPTH + 1))   # FIFO entries plus slots being fetched
         outstanding = Signal(range(2 * words * FETCH_DEPTH + 1))
-        insn_reg = Signal(INSTRUCTION_BITS)
         stopped = Signal()                          # a fault: fetch nothing more
         discard = Signal()                          # an ERR answer: push nothing more
         fault_code = Signal(4)
@@ -197,21 +215,12 @@ class Fetcher(wiring.Component):
             m.d.sync += [stopped.eq(1), discard.eq(1), fault_code.eq(ErrorCode.BUS_ERROR),
                          fault_addr.eq(resp_addr), fault_slot.eq(resp_slot)]
 
-        push = Signal()
         with m.If(ack | err):
             advance(resp_word, resp_slot, resp_addr)
-        if words > 1:
-            with m.If(ack):
-                m.d.sync += insn_reg.word_select(resp_word, bw).eq(self.bus.dat_r)
-        last_data = self.bus.dat_r
-        m.d.comb += push.eq(ack & (resp_word == words - 1) & ~discard & ~err)
-        fetched = Signal(INSTRUCTION_BITS)
-        if words > 1:
-            m.d.comb += fetched.eq(insn_reg)
-            m.d.comb += fetched.word_select(words - 1, bw).eq(last_data)
-        else:
-            m.d.comb += fetched.eq(last_data)
-        m.d.comb += [queue.w_en.eq(push), queue.w_data.eq(fetched)]
+        # Every word answered goes in. After an ERR nothing more does: the words of the
+        # instruction it cut short stay in the FIFO, never a whole instruction, so never
+        # dispatched (a restart empties the FIFO).
+        m.d.comb += [queue.w_en.eq(ack & ~discard), queue.w_data.eq(self.bus.dat_r)]
         with m.If(self.insn.valid & self.insn.ready):
             m.d.sync += out_slot.eq(Mux(out_slot == last_slot, 0, out_slot + 1))
 

@@ -26,6 +26,7 @@ from .datapath import Datapath
 from .dma import DMAUnit, bus_signature, dma_command_layout, side_param_layout
 from .fetch import Fetcher
 from .pipeline import StreamSlice
+from .ram import CollisionFreeReadPort
 from .isa import FIELDS, Buffer, ErrorCode, Opcode, reserved_mask
 from .layouts import TileOp, command_layout
 from ..generators.regmap import reset_value
@@ -176,9 +177,15 @@ class _Core(Elaboratable):
         m.submodules.rows_slice = rows_slice = StreamSlice(dp.out.payload.shape(), registered=cfg.register_slices)
         wiring.connect(m, dp.out, rows_slice.i)
         wiring.connect(m, rows_slice.o, dma.rows_in)
-        m.submodules.side = side = Memory(shape=side_param_layout(cfg), depth=cfg.param_depth, init=[])
+        m.submodules.side = side = Memory(shape=side_param_layout(cfg), depth=cfg.param_depth, init=[],
+                                          attrs=CollisionFreeReadPort.ATTRS)
         side_w = side.write_port()
-        side_r = side.read_port(domain="comb")
+        # Read every cycle at the decode register's STORE entry: the data is a cycle old when
+        # a STORE dispatches. That is never too old, and a read never meets a write that
+        # matters: the STORE waits (``hz_store``) while a LOAD to its entry is unfinished,
+        # and the DMA unit finishes a LOAD a cycle after its last write at the earliest.
+        side_r = CollisionFreeReadPort(m, side, name="side_r")
+        m.d.comb += side_r.en.eq(1)
         m.d.comb += [side_w.addr.eq(dma.side_wr.payload.addr), side_w.data.eq(dma.side_wr.payload.data),
                      side_w.en.eq(dma.side_wr.valid), dma.side_wr.ready.eq(1)]
 
@@ -518,6 +525,8 @@ class _Core(Elaboratable):
         assert list(events) == list(PERF_COUNTERS)
         counters = {}
         for name, event in events.items():
+            if cfg.perf_counters == "cycles" and name != "cycles":
+                continue        # not built: its registers read 0
             # Events are registered before they are counted: counts land a cycle later, and
             # no event logic sits in front of a 48-bit adder.
             seen = Signal(event.shape(), name=f"event_{name}")

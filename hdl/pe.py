@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["ProcessingElement", "dual_int8_dsp", "sb_mac16_pair"]
+__all__ = ["ProcessingElement", "dual_int8_dsp", "sb_mac16_pair", "registered_dsp", "mult18x18d_registered"]
 
 
 class ProcessingElement(wiring.Component):
@@ -34,6 +34,12 @@ class ProcessingElement(wiring.Component):
         *registered* (the operands of the previous cycle), so the multiplier's own output
         register serves as the cell's product register. The array then packs two cells'
         products into one DSP block where the device allows it (:func:`dual_int8_dsp`).
+    external_stages : int
+        With ``external_multiplier``: the registers the array's multiplier has from the
+        operands to ``mul_p``. 1 (the product register), or ``pipeline``: the multiplier
+        holds all of the cell's multiply registers (an ECP5 MULT18X18D with its input,
+        pipeline and output registers, :func:`mult18x18d_registered`), and the cell has
+        none of its own there.
     pipeline : int
         Registers from the cell's inputs to the product it adds: 1 (the product
         register), 3 (also the multiplier's operands, and the product once more) or 5
@@ -46,9 +52,14 @@ class ProcessingElement(wiring.Component):
         schedule holds.
     """
 
-    def __init__(self, *, data_width, psum_width, group=1, external_multiplier=False, pipeline=1):
+    def __init__(self, *, data_width, psum_width, group=1, external_multiplier=False, pipeline=1,
+                 external_stages=1):
         if pipeline not in (1, 3, 5):
             raise ValueError(f"pipeline must be 1, 3 or 5, not {pipeline}")
+        if external_stages not in (1, pipeline) or (external_stages != 1 and not external_multiplier):
+            raise ValueError(f"external_stages must be 1 or pipeline ({pipeline}) with an external multiplier, "
+                             f"not {external_stages}")
+        self._external_stages = external_stages
         self._pipeline = pipeline
         if data_width < 1 or psum_width < 2 * data_width:
             raise ValueError(f"psum_width ({psum_width}) must be at least 2*data_width ({2 * data_width})")
@@ -101,7 +112,9 @@ class ProcessingElement(wiring.Component):
         # The product is registered before it is added (the multiplier's output register):
         # every cell adds a cycle late, and so does the cell above it, so the column's
         # schedule holds and the whole array is one cycle longer.
-        extra = (self._pipeline - 1) // 2
+        # The operand and product registers beyond the product register: in the cell, or
+        # all of them inside the array's multiplier.
+        extra = (self._pipeline - 1) // 2 if self._external_stages == 1 else 0
         for i in range(extra):
             # The operands, registered (the weight is picked when the activation arrives,
             # as without these registers: the weight banks' timing is unchanged).
@@ -125,6 +138,42 @@ class ProcessingElement(wiring.Component):
             self.psum_out.eq(self.psum_in + product_q),
         ]
         return m
+
+
+def registered_dsp(platform):
+    """True when ``platform``'s multipliers are ECP5 MULT18X18D blocks, whose input, pipeline
+    and output registers can hold a cell's three multiply registers
+    (:func:`mult18x18d_registered`). A simulation may pass a platform object with
+    ``npu_registered_dsp = True`` (and the behavioural model ``sim/models/MULT18X18D.v``).
+    """
+    flag = getattr(platform, "npu_registered_dsp", None)
+    if flag is not None:
+        return bool(flag)
+    return str(getattr(platform, "device", "")).startswith(("LFE5U", "LFE5UM"))
+
+
+def mult18x18d_registered(a, w, p):
+    """An ECP5 MULT18X18D with its input, pipeline and output registers on: ``p`` is
+    ``a * w`` (signed) of three cycles before, and no logic-cell register sits between the
+    operands' registers and the block or between the block and the adder. (As Yosys maps a
+    ``*`` the block is combinational, and the fabric registers around it may be placed far
+    from it: the routes to and from the block each took 4 ns on a full ULX3S-25F.)
+    Operands up to 18 bits, sign-extended; ``p`` takes the low bits of the product."""
+    from amaranth.hdl import Cat, ClockSignal, Instance
+
+    def extend(v, prefix):
+        bits = Cat(v, *([v[-1]] * (18 - len(v))))
+        return {f"i_{prefix}{i}": bits[i] for i in range(18)}
+    product = Signal(36)
+    instance = Instance(
+        "MULT18X18D",
+        p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_PIPELINE_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+        p_GSR="DISABLED", p_RESETMODE="SYNC", p_SOURCEB_MODE="B_INPUT",
+        **extend(a, "A"), **extend(w, "B"), **{f"i_C{i}": 0 for i in range(18)},
+        i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
+        i_CLK0=ClockSignal("sync"), i_CE0=1, i_RST0=0,
+        **{f"o_P{i}": product[i] for i in range(36)})
+    return instance, [p.eq(product[:len(p)])]
 
 
 def dual_int8_dsp(platform):

@@ -1,11 +1,13 @@
 """Post-processing unit: bias, requantisation, zero point and clamp, int8 out."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.utils import ceil_log2
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
+from .ram import CollisionFreeReadPort
 from .layouts import addr_width, output_layout, param_lane_layout, param_write_layout, ppu_command_layout
 
 __all__ = ["PostProcessor", "requantize_lane", "SerialLane"]
@@ -286,7 +288,9 @@ class PostProcessor(wiring.Component):
         cols = config.cols
         super().__init__({
             "cmd":         In(stream.Signature(ppu_command_layout(config))),
-            "param_wr":    In(stream.Signature(param_write_layout(config), always_ready=True)),
+            # The serial lanes take a parameter row in ``requant_passes`` cycles (``ready``).
+            "param_wr":    In(stream.Signature(param_write_layout(config),
+                                               always_ready=config.requantiser != "serial")),
             "acc_rd_addr": Out(addr_width(config.acc_depth)),
             "acc_rd_en":   Out(1),
             "acc_rd_data": In(signed(config.acc_width)).array(cols),
@@ -300,16 +304,15 @@ class PostProcessor(wiring.Component):
         cfg = self._config
         lane_layout = param_lane_layout(cfg)
 
+        if cfg.requantiser == "serial":
+            self._serial(m, cfg)
+            return m
         m.submodules.params = params = Memory(
             shape=data.ArrayLayout(lane_layout, cfg.cols), depth=cfg.param_depth, init=[])
         param_w = params.write_port(granularity=1)
         param_r = params.read_port()
-        m.d.comb += [param_w.addr.eq(self.param_wr.payload.addr), param_w.data.eq(self.param_wr.payload.data)]
-        write_mask = Mux(self.param_wr.valid, self.param_wr.payload.mask, 0)
-        if cfg.requantiser == "serial":
-            self._serial(m, cfg, param_r, param_w, write_mask)
-            return m
-        m.d.comb += param_w.en.eq(write_mask)
+        m.d.comb += [param_w.addr.eq(self.param_wr.payload.addr), param_w.data.eq(self.param_wr.payload.data),
+                     param_w.en.eq(Mux(self.param_wr.valid, self.param_wr.payload.mask, 0))]
 
         m.submodules.fifo = out_fifo = fifo.SyncFIFOBuffered(
             width=output_layout(cfg).size, depth=self._fifo_depth)
@@ -431,7 +434,7 @@ class PostProcessor(wiring.Component):
             pipeline_empty.eq(~(captured | active | tag_valid.any())),
         ]
 
-    def _serial(self, m, cfg, param_r, param_w, write_mask):
+    def _serial(self, m, cfg):
         """Serial lanes (``SerialLane``): lane ``l`` requantises columns ``k*L + l`` of a row,
         k = 0 .. P-1, all lanes in step. Per column group: the row is read (the cycle the
         command is accepted, or the one a group finishes), the lanes load it, run until all
@@ -439,14 +442,41 @@ class PostProcessor(wiring.Component):
         is complete. A group waits for ``row`` to be free, so nothing is lost under back-
         pressure.
 
-        The parameter read port is enabled only while idle, so its data is the command's
-        entry for the whole command, whatever ``param_wr`` writes meanwhile. A command is
-        not accepted in a cycle with a parameter write: reads and writes then never share
-        a cycle, and the memory needs no read-during-write logic (on an iCE40, two registers
-        and a multiplexer for each of its bits). The write is seen, as any write made before
-        the command is accepted.
+        The parameter memory holds one column group per word (``L`` lanes' bias, multiplier
+        and shift): ``cols * 69`` bits in one word would take a block RAM per 16 bits on an
+        iCE40 however shallow the buffer. A row on ``param_wr`` is written a group per cycle
+        (``ready`` in the last), and a group's parameters are read beside its accumulator
+        row. A command reads only its own entry, and no entry is written while a command
+        that uses it is in progress: in an NPU, a LOAD of parameters behind a STORE waits in
+        the DMA queue for the STORE's rows, which leave after their last read, and a STORE
+        behind a LOAD of its entry waits for that LOAD (the scoreboard). So no read meets a
+        write of its address, and the memory needs no read-during-write logic
+        (:class:`~npu.hdl.ram.CollisionFreeReadPort`).
         """
         L, P = cfg.requant_lanes, cfg.requant_passes
+        lane_layout = param_lane_layout(cfg)
+        group_bits = ceil_log2(P)
+        m.submodules.params = params = Memory(shape=data.ArrayLayout(lane_layout, L),
+                                              depth=cfg.param_depth << group_bits, init=[],
+                                              attrs=CollisionFreeReadPort.ATTRS)
+        param_w = params.write_port(granularity=1)      # per lane
+        param_r = CollisionFreeReadPort(m, params, name="param_r")
+        # Writes: group ``wgroup`` of the row on param_wr, then the next; the row is taken
+        # with its last group.
+        wr = self.param_wr
+        if P > 1:
+            wgroup = Signal(range(P))
+            with m.If(wr.valid):
+                m.d.sync += wgroup.eq(Mux(wgroup == P - 1, 0, wgroup + 1))
+            with m.Switch(wgroup):
+                for k in range(P):
+                    with m.Case(k):
+                        m.d.comb += [param_w.data.eq(Cat(wr.payload.data[k * L + l] for l in range(L))),
+                                     param_w.en.eq(Mux(wr.valid, wr.payload.mask[k * L:(k + 1) * L], 0))]
+            m.d.comb += [param_w.addr.eq(Cat(wgroup, wr.payload.addr)), wr.ready.eq(wgroup == P - 1)]
+        else:
+            m.d.comb += [param_w.data.eq(wr.payload.data), param_w.addr.eq(wr.payload.addr),
+                         param_w.en.eq(Mux(wr.valid, wr.payload.mask, 0)), wr.ready.eq(1)]
         cmd = Signal(ppu_command_layout(cfg))
         addr = Signal.like(cmd.acc_addr)         # the next accumulator read
         remaining = Signal.like(cmd.count)       # rows with reads still to issue
@@ -462,12 +492,13 @@ class PostProcessor(wiring.Component):
         for l in range(L):
             m.submodules[f"lane{l}"] = lane = SerialLane(cfg)
             lanes.append(lane)
-            m.d.comb += [lane.load.eq(load), lane.multiply.eq(multiply), lane.zero_point.eq(cmd.zero_point),
+            m.d.comb += [lane.load.eq(load), lane.multiply.eq(multiply), lane.param.eq(param_r.data[l]),
+                         lane.zero_point.eq(cmd.zero_point),
                          lane.clamp_lo.eq(cmd.clamp_lo), lane.clamp_hi.eq(cmd.clamp_hi)]
             with m.Switch(group):
                 for k in range(P):
                     with m.Case(k):
-                        m.d.comb += [lane.acc.eq(self.acc_rd_data[k * L + l]), lane.param.eq(param_r.data[k * L + l])]
+                        m.d.comb += lane.acc.eq(self.acc_rd_data[k * L + l])
                         with m.If(finish):
                             m.d.sync += row[k * L + l].eq(lane.result)
         all_done = Cat(lane.done for lane in lanes).all()
@@ -478,13 +509,15 @@ class PostProcessor(wiring.Component):
         with m.If(finish & (group == P - 1)):
             m.d.sync += full.eq(1)
 
-        m.d.comb += [self.acc_rd_en.eq(read), self.acc_rd_addr.eq(addr), param_r.en.eq(0),
-                     param_w.en.eq(Mux(param_r.en, 0, write_mask))]
+        # The group's parameters are read with its accumulator row: the entry's group 0 when
+        # a command is accepted, the next group when one finishes.
+        next_group = Mux(group == P - 1, 0, group + 1) if P > 1 else Const(0, 1)
+        m.d.comb += [self.acc_rd_en.eq(read), self.acc_rd_addr.eq(addr), param_r.en.eq(read),
+                     param_r.addr.eq(Cat(next_group[:group_bits], cmd.param_addr))]
         with m.FSM() as fsm:
             with m.State("IDLE"):
                 payload = self.cmd.payload
-                m.d.comb += [self.cmd.ready.eq(~self.param_wr.valid), param_r.addr.eq(payload.param_addr),
-                             param_r.en.eq(~self.param_wr.valid)]
+                m.d.comb += [self.cmd.ready.eq(1), param_r.addr.eq(Cat(Const(0, group_bits), payload.param_addr))]
                 with m.If(self.cmd.valid & self.cmd.ready):
                     m.d.sync += cmd.eq(payload)
                     with m.If(payload.count != 0):

@@ -13,7 +13,32 @@ from amaranth.utils import ceil_log2
 
 from . import wishbone
 
-__all__ = ["WishboneRAM", "ram_bus_signature", "check_ram_size"]
+__all__ = ["WishboneRAM", "ram_bus_signature", "check_ram_size", "CollisionFreeReadPort"]
+
+
+class CollisionFreeReadPort:
+    """A synchronous read port (``addr``, ``en``, ``data`` one cycle after ``en``) of a
+    memory whose user never reads an address in the cycle it is written.
+
+    It reads like Amaranth's non-transparent ``read_port()`` in simulation, but is built as
+    a combinational read and a register, on a memory marked ``no_rw_check``: Yosys then
+    folds the register into the block RAM's read port without the read-during-write logic
+    it otherwise adds (on an iCE40, a register per data bit and per address bit, and
+    multiplexers: hundreds of logic cells on a wide memory). Make the memory with
+    ``attrs=CollisionFreeReadPort.ATTRS``.
+    """
+
+    ATTRS = {"no_rw_check": 1}
+
+    def __init__(self, m, memory, *, name):
+        if memory.attrs.get("no_rw_check") != 1:
+            raise ValueError(f"{name}: make the memory with attrs=CollisionFreeReadPort.ATTRS")
+        port = memory.read_port(domain="comb")
+        self.addr = port.addr
+        self.en = Signal(name=f"{name}_en")
+        self.data = Signal.like(port.data, name=f"{name}_data")
+        with m.If(self.en):
+            m.d.sync += self.data.eq(port.data)
 
 
 def check_ram_size(size, data_width):

@@ -4,7 +4,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .pe import ProcessingElement, dual_int8_dsp, sb_mac16_pair
+from .pe import ProcessingElement, dual_int8_dsp, mult18x18d_registered, registered_dsp, sb_mac16_pair
 from .pipeline import delay
 
 __all__ = ["SystolicArray"]
@@ -92,12 +92,20 @@ class SystolicArray(wiring.Component):
         R, C = self.rows, self.cols
         # On the iCE40UP two cells share one SB_MAC16 (two int8 multiplies per block).
         paired = dual_int8_dsp(platform) and self.data_width <= 8
+        # On the ECP5 each cell's multiply registers are the MULT18X18D's own (pipeline 3).
+        in_dsp = not paired and registered_dsp(platform) and self.pe_pipeline == 3 and self.data_width <= 18
         pes = [[ProcessingElement(data_width=self.data_width, psum_width=self.psum_width, group=self.group,
-                                  external_multiplier=paired, pipeline=self.pe_pipeline)
+                                  external_multiplier=paired or in_dsp, pipeline=self.pe_pipeline,
+                                  external_stages=3 if in_dsp else 1)
                 for _ in range(C)] for _ in range(R)]
         for k in range(R):
             for n in range(C):
                 m.submodules[f"pe_{k}_{n}"] = pes[k][n]
+                if in_dsp:
+                    pe = pes[k][n]
+                    instance, connect = mult18x18d_registered(pe.mul_a, pe.mul_w, pe.mul_p)
+                    m.submodules[f"mult_{k}_{n}"] = instance
+                    m.d.comb += connect
         if paired:
             cells = [pe for row in pes for pe in row]
             for i in range(0, len(cells), 2):

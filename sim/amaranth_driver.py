@@ -36,7 +36,8 @@ def run_program(config, program, *, ready_probability=1.0, seed=0, max_cycles=10
             # Values settle before the edge: sample handshakes as the clock edge will see them.
             if ready and ctx.get(dut.out.valid):
                 rows.append(unpack_row(config, ctx.get(dut.out.payload.as_value())))
-            if feeder.step(driven, cmd_ready=ctx.get(dut.cmd.ready), idle=ctx.get(dut.idle)):
+            if feeder.step(driven, cmd_ready=ctx.get(dut.cmd.ready), idle=ctx.get(dut.idle),
+                           param_ready=ctx.get(dut.param_wr.ready)):
                 break
             await ctx.tick()
         else:

@@ -314,7 +314,10 @@ class NPUModel:
         self.counters = {"macs": 0, "bytes_read": 0, "bytes_written": 0, "instructions": 0}
 
     def counter(self, name):
-        """Counter ``name`` as its ``PERF_*`` registers read: it wraps at ``perf_counter_bits``."""
+        """Counter ``name`` as its ``PERF_*`` registers read: it wraps at ``perf_counter_bits``,
+        and reads 0 when the configuration does not build it (``perf_counters``)."""
+        if self.config.perf_counters == "cycles" and name != "cycles":
+            return 0
         return self.counters[name] % (1 << self.config.perf_counter_bits)
 
     def soft_reset(self):

@@ -113,6 +113,8 @@ def run_ppu(config, acc, params, commands, rng, *, max_cycles, scratch_entry=Non
         for p, entry in enumerate(params):
             ctx.set(ppu.param_wr.valid, 1)
             set_param_entry(ctx, p, entry)
+            while not ctx.get(ppu.param_wr.ready):      # the serial lanes take a group per cycle
+                await ctx.tick()
             await ctx.tick()
         ctx.set(ppu.param_wr.valid, 0)
         pending = list(commands)

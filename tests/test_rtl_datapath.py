@@ -75,3 +75,28 @@ def test_datapath_rtl_on_paired_sb_mac16(name, test, seed):
     run_cocotb(config, "npu.sim.tb_datapath", top="datapath", testcase=test, build_dir=build,
                extra_env={"NPU_SEED": str(seed)}, platform=_ICE40DSP(), extra_sources=[_sb_mac16_model(build)])
     assert (build / "npu.v").read_text().count("SB_MAC16 ") == config.rows * config.cols // 2
+
+
+class _ECP5DSP:
+    """Elaborate as for the ECP5: each cell's multiply registers inside its MULT18X18D."""
+    npu_registered_dsp = True
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", ["3x5", "2x3-int6-acc16"])
+@pytest.mark.parametrize("test, seed", [("random_gemms", 1), ("back_to_back_tiles", 1), ("random_programs", 2)])
+def test_datapath_rtl_on_registered_mult18x18d(name, test, seed):
+    """The array with a registered ECP5 MULT18X18D per cell (our behavioural model under
+    Icarus: Yosys has none): the same results and schedule as the cells' own registers."""
+    from pathlib import Path
+
+    import npu.sim
+    config = CONFIGS[name]
+    assert config.register_slices      # the cells' pipeline 3, which the block's registers hold
+    build = build_dir_for(config, f"mult18-{test}-{seed}")
+    run_cocotb(config, "npu.sim.tb_datapath", top="datapath", testcase=test, build_dir=build,
+               extra_env={"NPU_SEED": str(seed)}, platform=_ECP5DSP(),
+               extra_sources=[Path(npu.sim.__file__).parent / "MULT18X18D.v"])
+    verilog = (build / "npu.v").read_text()
+    assert verilog.count("MULT18X18D ") == config.rows * config.cols
+    assert "a_q0" not in verilog        # no operand register left in the cells
