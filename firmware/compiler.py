@@ -207,6 +207,10 @@ def compile_model(graph, config, input_shapes, *, trace=None):
     ring = encode_program(programs)
     image.append((ring_base, ring))
     ring_slots = slot + 1          # one spare: a full ring would have tail == head
+    if ring_slots > 1 << config.ring_bits:
+        raise ModelError(f"the model compiles to {slot} instructions, more than this NPU's command ring holds "
+                         f"(at most {(1 << config.ring_bits) - 1} with ring_bits = {config.ring_bits}); "
+                         f"allowed: a smaller batch, or an NPU with a larger ring_bits")
     end = _align(ring_base + ring_slots * INSTRUCTION_BYTES, 256)
     batch = next(iter(input_shapes.values()))[0] if input_shapes else 1
     return CompiledModel(config, graph, batch, dict(input_shapes), layers, MEMORY_BASE, end - MEMORY_BASE,

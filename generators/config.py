@@ -48,6 +48,7 @@ _INT_LIMITS = {
     "compute_queue":     ("control", 2, 16),   # a power of two
     "dma_queue":         ("control", 2, 16),   # a power of two
     "perf_counter_bits": ("control", 32, 48),
+    "ring_bits":         ("control", 4, 32),
 }
 
 # name -> (section in TOML, allowed string values; the first is the default).
@@ -114,6 +115,11 @@ class NPUConfig:
         Which performance counters are built: ``"all"`` (the default), or ``"cycles"``
         (only ``PERF_CYCLES``; the other ``PERF_*`` registers read 0). Fifteen 48-bit
         counters are about a tenth of a small FPGA (iCE40UP5K).
+    ring_bits : int
+        The command ring may have up to ``2**ring_bits`` slots (4 to 32; 32 by default):
+        a larger ``RING_SIZE`` is refused with ``BAD_RING``. The ring's slot numbers are
+        this wide inside the NPU (fetcher, decode, queues); 32-bit ones cost a small FPGA
+        (iCE40UP5K) hundreds of logic cells.
     register_slices : bool
         Timing cuts for 100 MHz on ECP5: register slices on the NPU's bus master, its
         command and output-row streams and, in a board system, around the interconnect;
@@ -145,6 +151,7 @@ class NPUConfig:
     dma_queue: int = 4
     perf_counter_bits: int = 48
     perf_counters: str = "all"
+    ring_bits: int = 32
     register_slices: bool = True
     sparsity: str = "dense"
 

@@ -65,7 +65,8 @@ class Fetcher(wiring.Component):
         flush = Signal()
         m.submodules.queue = queue = ResetInserter(flush)(
             fifo.SyncFIFOBuffered(width=bw, depth=FETCH_DEPTH * words))
-        out_slot = Signal(32)       # the slot of the instruction at the FIFO's head
+        S = c.ring_bits             # slot numbers: the ring has at most 2**S slots
+        out_slot = Signal(S)        # the slot of the instruction at the FIFO's head
         if words > 1:
             out_word = Signal(range(words))             # words gathered of the head instruction
             gathered = Signal((words - 1) * bw)
@@ -89,10 +90,10 @@ class Fetcher(wiring.Component):
             ]
         m.d.comb += self.insn.payload.slot.eq(out_slot)
 
-        fetch_slot = Signal(32)
+        fetch_slot = Signal(S)
         at_last = Signal()          # fetch_slot is the ring's last slot
         req_word = Signal(range(max(words, 2)))
-        resp_slot = Signal(32)
+        resp_slot = Signal(S)
         resp_word = Signal(range(max(words, 2)))
         reserved = Signal(range(FETCH_DEPTH + 1))   # FIFO entries plus slots being fetched
         outstanding = Signal(range(2 * words * FETCH_DEPTH + 1))
@@ -100,7 +101,7 @@ class Fetcher(wiring.Component):
         discard = Signal()                          # an ERR answer: push nothing more
         fault_code = Signal(4)
         fault_addr = Signal(32)
-        fault_slot = Signal(32)
+        fault_slot = Signal(S)
         holding = Signal()                          # this fetcher holds the bus (cyc high)
 
         # Byte addresses of the next request and the next answer, kept as running pointers
@@ -126,7 +127,8 @@ class Fetcher(wiring.Component):
         more = slots_left & self.enable & ~stopped
         # Registered (a cycle late): a bad RING_TAIL written while running faults a cycle later.
         bad_ring = Signal()
-        m.d.sync += bad_ring.eq((self.tail >= self.ring_size) | (fetch_slot >= self.ring_size))
+        m.d.sync += bad_ring.eq((self.tail >= self.ring_size) | (fetch_slot >= self.ring_size)
+                                | (self.ring_size > (1 << S)))
         full = Signal()             # reserved == FETCH_DEPTH, kept as a register of its own
         can_issue = mid_slot | (more & ~bad_ring & ~full)
         word_ok = Signal()
@@ -137,7 +139,7 @@ class Fetcher(wiring.Component):
         # Ask for the bus for a batch of slots; once holding it, keep fetching while there is room.
         # When to ask for the bus: a hint, registered (``more`` and ``can_issue`` are current).
         batch = Signal()
-        m.d.sync += batch.eq((free >= FETCH_BATCH) | (reserved == 0) | (self.tail - fetch_slot < free))
+        m.d.sync += batch.eq((free >= FETCH_BATCH) | (reserved == 0) | (self.tail[:S] - fetch_slot < free))
         start = more & batch
         want = (mid_slot | (holding & can_issue) | start) & word_ok & ~stopped & ~bad_ring
         asking = Signal()           # registered: no request logic in front of ``cyc``
@@ -171,7 +173,7 @@ class Fetcher(wiring.Component):
         err = pending & self.bus.err & (stale == 0)
 
         # The ring's last slot, registered: a wrap is an equality, not an add and a compare.
-        last_slot, last_but_one = Signal(32), Signal(32)
+        last_slot, last_but_one = Signal(S), Signal(S)
         m.d.sync += [last_slot.eq(self.ring_size - 1), last_but_one.eq(self.ring_size - 2)]
 
         def advance(word, slot, addr, target=None, domain="sync", wrap=None, addr_inc=None):

@@ -442,7 +442,7 @@ class _Core(Elaboratable):
                     with m.If(hz_fresh):
                         m.d.sync += [stopping.eq(1), stop_end.eq(1)]
         m.d.comb += [new_dq.cmd.mem_addr.eq(mem_addr), new_dq.cmd.stride.eq(stride), new_dq.slot.eq(slot)]
-        last_slot = Signal(32)          # the ring's last slot, registered (an equality below)
+        last_slot = Signal(cfg.ring_bits)   # the ring's last slot, registered (an equality below)
         m.d.sync += last_slot.eq(ring_size - 1)
         with m.If(dispatch):
             m.d.sync += head.eq(Mux(slot == last_slot, 0, slot + 1))
@@ -472,7 +472,8 @@ class _Core(Elaboratable):
         # registers it reads cannot change in between (the NPU is idle and the register
         # slave takes no write in the cycle after one).
         bad_ring = Signal()
-        m.d.sync += bad_ring.eq((ring_size == 0) | (ring_base[:4] != 0) | (head >= ring_size) | (tail >= ring_size))
+        m.d.sync += bad_ring.eq((ring_size == 0) | (ring_size > (1 << cfg.ring_bits)) | (ring_base[:4] != 0)
+                                | (head >= ring_size) | (tail >= ring_size))
         start_now = Signal()
         m.d.sync += start_now.eq(start & ~busy & ~error)
 

@@ -168,7 +168,7 @@ def mult18x18d_registered(a, w, p):
     instance = Instance(
         "MULT18X18D",
         p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_PIPELINE_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
-        p_GSR="DISABLED", p_RESETMODE="SYNC", p_SOURCEB_MODE="B_INPUT",
+        p_GSR="DISABLED", p_RESETMODE="SYNC",
         **extend(a, "A"), **extend(w, "B"), **{f"i_C{i}": 0 for i in range(18)},
         i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
         i_CLK0=ClockSignal("sync"), i_CE0=1, i_RST0=0,

@@ -343,7 +343,7 @@ class NPUModel:
         """
         if self.error_code != ErrorCode.NONE:
             return "error"
-        if (self.ring_size == 0 or self.ring_base % INSTRUCTION_BYTES
+        if (self.ring_size == 0 or self.ring_size > 1 << self.config.ring_bits or self.ring_base % INSTRUCTION_BYTES
                 or not 0 <= self.head < self.ring_size or not 0 <= self.tail < self.ring_size):
             return self._fail(ErrorCode.BAD_RING, 0)
         executed = 0

@@ -27,6 +27,7 @@ def test_default_file_matches_defaults():
     ({"compute_queue": 6}, "compute_queue = 6 is invalid: must be a power of two from 2 to 16"),
     ({"dma_queue": 1}, "dma_queue = 1 is invalid: must be an integer from 2 to 16"),
     ({"perf_counter_bits": 64}, "perf_counter_bits = 64 is invalid: must be an integer from 32 to 48"),
+    ({"ring_bits": 3}, "ring_bits = 3 is invalid: must be an integer from 4 to 32"),
     ({"perf_counters": "some"}, "perf_counters = 'some' is invalid: allowed: 'all', 'cycles'"),
     ({"requantiser": "fast"}, "requantiser = 'fast' is invalid: allowed: 'pipelined', 'serial'"),
     ({"register_slices": 0}, "register_slices = 0 is invalid: must be true or false"),
