@@ -46,7 +46,7 @@ class ErrorCode(enum.IntEnum):
     MISALIGNED = 3            #: a memory address or stride not a multiple of the bus word
     WINDOW = 4                #: a memory access outside the DMA window (refused before the bus)
     BUS_ERROR = 5             #: the bus answered ERR
-    BAD_RING = 6              #: RING_SIZE is 0, RING_BASE misaligned, or HEAD/TAIL >= RING_SIZE
+    BAD_RING = 6              #: RING_SIZE is 0 or above 2**ring_bits, RING_BASE misaligned, or HEAD/TAIL >= RING_SIZE
 
 
 @dataclass(frozen=True)
