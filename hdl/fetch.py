@@ -10,7 +10,7 @@ reports it once every instruction fetched before it has been dispatched, so erro
 surface in program order.
 """
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -139,7 +139,13 @@ class Fetcher(wiring.Component):
         # Ask for the bus for a batch of slots; once holding it, keep fetching while there is room.
         # When to ask for the bus: a hint, registered (``more`` and ``can_issue`` are current).
         batch = Signal()
-        m.d.sync += batch.eq((free >= FETCH_BATCH) | (reserved == 0) | (self.tail[:S] - fetch_slot < free))
+        if c.register_slices:
+            # Slots up to the tail, registered first (a cycle older: a hint either way).
+            ahead = Signal(signed(S + 1))
+            m.d.sync += ahead.eq(self.tail[:S] - fetch_slot)
+        else:
+            ahead = self.tail[:S] - fetch_slot
+        m.d.sync += batch.eq((free >= FETCH_BATCH) | (reserved == 0) | (ahead < free))
         start = more & batch
         want = (mid_slot | (holding & can_issue) | start) & word_ok & ~stopped & ~bad_ring
         asking = Signal()           # registered: no request logic in front of ``cyc``

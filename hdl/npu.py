@@ -231,10 +231,11 @@ class _Core(Elaboratable):
 
         # Retiring: a COMPUTE when the array has issued its last row, a post-processing
         # command once sent (the DMA queue's STORE entry tracks its completion).
-        cq_oldest = Signal(cq_layout)
-        m.d.comb += cq_oldest.eq(Cat(*cq).word_select(cq_ret, cq_layout.size))
+        # Which entries hold a COMPUTE: a bit each, set when the entry is written, so the
+        # oldest entry's kind is one bit picked, not a field of the whole entry.
+        cq_compute_bits = Signal(CQ, name="cq_compute_bits")
         oldest_sent = cq_live.bit_select(cq_ret, 1) & cq_sent_bits.bit_select(cq_ret, 1)
-        oldest_is_compute = cq_oldest.cmd.op == TileOp.COMPUTE
+        oldest_is_compute = cq_compute_bits.bit_select(cq_ret, 1)
         cq_retire = oldest_sent & (~oldest_is_compute | (retire_credits != 0))
         # The array's "last row issued" is registered first: a cycle later only holds the
         # COMPUTE in the scoreboard a cycle longer.
@@ -462,6 +463,8 @@ class _Core(Elaboratable):
                 m.d.sync += [live_bits.bit_select(ret, 1).eq(0), ret.eq(ret + 1)]
 
         bookkeeping(cq, cq_wr, cq_send, cq_ret, cq_live, cq_sent_bits, dispatch & push_cq, new_cq, cq_sent, cq_retire)
+        with m.If(dispatch & push_cq):
+            m.d.sync += cq_compute_bits.bit_select(cq_wr, 1).eq(new_cq.cmd.op == TileOp.COMPUTE)
         bookkeeping(dq, dq_wr, dq_send, dq_ret, dq_live, dq_sent_bits, dispatch & push_dq, new_dq, dq_sent, dq_retire)
 
         # --- Start, stop, errors ------------------------------------------------------

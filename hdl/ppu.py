@@ -337,13 +337,20 @@ class PostProcessor(wiring.Component):
         pipeline_empty = Signal()
         has_room = (out_fifo.level + in_flight) < self._fifo_depth
 
+        # A new command waits for the previous one's rows to leave the pipeline, because
+        # its parameters replace the ones those rows still use. With register slices that
+        # is known from registers: empty in the cycle before, and no row read then (a
+        # timing cut in front of the datapath's command logic; a command may wait a cycle).
+        may_start = Signal()
+        if cfg.register_slices:
+            m.d.sync += may_start.eq(pipeline_empty & ~issue)
+        else:
+            m.d.comb += may_start.eq(pipeline_empty)
         with m.FSM() as fsm:
             with m.State("IDLE"):
-                # A new command waits for the previous one's rows to leave the pipeline,
-                # because its parameters replace the ones those rows still use.
-                m.d.comb += self.cmd.ready.eq(pipeline_empty)
+                m.d.comb += self.cmd.ready.eq(may_start)
                 m.d.comb += [param_r.addr.eq(self.cmd.payload.param_addr), param_r.en.eq(1)]
-                with m.If(self.cmd.valid & pipeline_empty):
+                with m.If(self.cmd.valid & may_start):
                     m.d.sync += [cmd.eq(self.cmd.payload), remaining.eq(self.cmd.payload.count),
                                  addr.eq(self.cmd.payload.acc_addr)]
                     m.next = "PARAMS"

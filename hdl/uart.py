@@ -85,7 +85,7 @@ class UARTRx(wiring.Component):
         next one arrives is overwritten, so the consumer must keep up with the line
         (one byte per ``10 * divisor`` cycles).
     error : Out(1)
-        One-cycle pulse: a framing error (the stop bit was low). The byte is dropped and
+        One-cycle pulse, registered: a framing error (the stop bit was low). The byte is dropped and
         the receiver waits for the line to return high before it looks for a start bit,
         so a held-low line (break) gives one error, not a stream of zero bytes.
     """
@@ -110,6 +110,7 @@ class UARTRx(wiring.Component):
 
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
+        m.d.sync += self.error.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~rx):
@@ -137,7 +138,7 @@ class UARTRx(wiring.Component):
                     m.d.sync += [self.o.payload.eq(shreg), self.o.valid.eq(1)]
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += self.error.eq(1)
+                    m.d.sync += self.error.eq(1)
                     m.next = "BREAK"
             with m.State("BREAK"):
                 with m.If(rx):
