@@ -9,7 +9,7 @@ are issued, the ones already issued are answered, then ``fault`` is raised with 
 code and the byte address, and the unit stays there until reset.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -191,7 +191,7 @@ class DMAUnit(wiring.Component):
         # (``param_wr.ready``) while ``row_reg`` holds it: a parameter row's requests wait
         # until the row before it is answered and written. (Parameter rows are few.)
         held = c.requantiser == "serial" and c.requant_passes > 1
-        row_gate = 0
+        row_gate = Const(0, 1)
         if held:
             row_gate = (cmd.buffer == Buffer.PARAM) & ~cmd.store & (req_word == 0) & (pending | row_write)
         want_issue = running & ((~req_done & ~stopping & ~hold & have_data & ~row_gate) | was_stalled)
