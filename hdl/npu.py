@@ -365,7 +365,7 @@ class _Core(Elaboratable):
                 m.d.comb += hazard_store.eq(1)
         for i in range(CQ):
             e = cq[i]
-            v = cq_live[i] & (e.cmd.op == TileOp.COMPUTE)
+            v = cq_live[i] & cq_compute_bits[i]
             act_hit = (ld_buf == Buffer.ACT) & _overlap(ld_addr, ld_hi, e.cmd.act_addr, e.act_hi)
             wgt_hit = (ld_buf == Buffer.WGT) & _overlap(ld_addr, ld_hi, e.cmd.wgt_addr, e.wgt_hi)
             idx_hit = 0
@@ -468,7 +468,13 @@ class _Core(Elaboratable):
         bookkeeping(dq, dq_wr, dq_send, dq_ret, dq_live, dq_sent_bits, dispatch & push_dq, new_dq, dq_sent, dq_retire)
 
         # --- Start, stop, errors ------------------------------------------------------
-        m.d.comb += fetcher.enable.eq(busy & ~stopping)
+        if cfg.register_slices:
+            # Registered (a timing cut into the fetcher's request logic): the fetcher may ask
+            # for one more instruction after a stop; it is not dispatched, and the stop waits
+            # for the fetcher to be idle.
+            m.d.sync += fetcher.enable.eq(busy & ~stopping)
+        else:
+            m.d.comb += fetcher.enable.eq(busy & ~stopping)
         m.d.comb += [fetcher.head.eq(head), fetcher.tail.eq(tail), fetcher.ring_base.eq(ring_base),
                      fetcher.ring_size.eq(ring_size)]
         # START takes effect a cycle after its write, with the ring check registered: the
