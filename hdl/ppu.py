@@ -335,7 +335,13 @@ class PostProcessor(wiring.Component):
         issue = Signal()
         fifo_write = Signal()
         pipeline_empty = Signal()
-        has_room = (out_fifo.level + in_flight) < self._fifo_depth
+        if cfg.register_slices:
+            # Registered, from the previous cycle's count with its read added (reads out of
+            # the FIFO meanwhile only make it stricter): no adder in front of the read enable.
+            has_room = Signal()
+            m.d.sync += has_room.eq((out_fifo.level + in_flight + issue) < self._fifo_depth)
+        else:
+            has_room = (out_fifo.level + in_flight) < self._fifo_depth
 
         # A new command waits for the previous one's rows to leave the pipeline, because
         # its parameters replace the ones those rows still use. With register slices that
