@@ -258,6 +258,11 @@ class NPUConfig:
         """Lanes of the post-processing unit (``ppu_lanes``, or ``cols`` when 0)."""
         return self.ppu_lanes or self.cols
 
+    def builds_counter(self, name):
+        """Whether performance counter ``name`` is built (``perf_counters``); one that is
+        not reads 0."""
+        return self.perf_counters == "all" or name == "cycles"
+
     @property
     def requant_passes(self):
         """Cycles the post-processing unit spends on one accumulator row."""

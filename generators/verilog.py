@@ -148,7 +148,7 @@ def manifest(config, top=None):
         info["registers"] = {reg.name: reg.offset for reg in regs.REGISTERS}
         info["perf_counters"] = {name: {"register": f"PERF_{name.upper()}_LO", "width": config.perf_counter_bits,
                                         "meaning": meaning} for name, meaning in regs.PERF_COUNTERS.items()
-                                 if config.perf_counters == "all" or name == "cycles"}
+                                 if config.builds_counter(name)}
     if hasattr(top, "info_words"):        # the board system around the NPU
         from ..boards.soc import STATUS_LEDS
         from ..hdl.bridge import INFO_FIELDS

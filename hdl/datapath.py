@@ -29,8 +29,8 @@ class Datapath(wiring.Component):
 
     Buffers are written through ``act_wr``, ``wgt_wr`` and ``param_wr`` (one row per
     cycle, never back-pressured; except ``param_wr`` with the serial requantiser, which
-    takes a row in ``requant_passes`` cycles: hold it until ``ready``). Commands on ``cmd`` run in order with the semantics
-    of the golden model (``npu.sim.golden``):
+    takes a row in ``requant_passes`` cycles: hold it until ``ready``). Commands on
+    ``cmd`` run in order with the semantics of the golden model (``npu.sim.golden``):
 
     * ``COMPUTE``: load weight rows ``wgt_addr .. wgt_addr+rows-1`` into the array, then
       for ``m < count``: ``acc[acc_addr+m][n] = (acc if accumulate else 0) +
@@ -54,9 +54,7 @@ class Datapath(wiring.Component):
 
     def __init__(self, config):
         self.config = config
-        # With register slices (the 100 MHz settings) every cell registers its DSP's
-        # operands and product once more.
-        # 3 with register slices: operand and product registers beside the DSP blocks'
+        # 3 with register slices (the 100 MHz settings): operand and product registers beside the DSP blocks'
         # long routes. (5 was measured no faster on the ULX3S-25F: the placer keeps the
         # cells' registers beside the array, not beside a distant DSP block.)
         self.pe_pipeline = 3 if config.register_slices else 1

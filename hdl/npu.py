@@ -535,8 +535,8 @@ class _Core(Elaboratable):
         assert list(events) == list(PERF_COUNTERS)
         counters = {}
         for name, event in events.items():
-            if cfg.perf_counters == "cycles" and name != "cycles":
-                continue        # not built: its registers read 0
+            if not cfg.builds_counter(name):
+                continue        # its registers read 0
             # Events are registered before they are counted: counts land a cycle later, and
             # no event logic sits in front of a 48-bit adder.
             seen = Signal(event.shape(), name=f"event_{name}")

@@ -144,7 +144,7 @@ def registered_dsp(platform):
     """True when ``platform``'s multipliers are ECP5 MULT18X18D blocks, whose input, pipeline
     and output registers can hold a cell's three multiply registers
     (:func:`mult18x18d_registered`). A simulation may pass a platform object with
-    ``npu_registered_dsp = True`` (and the behavioural model ``sim/models/MULT18X18D.v``).
+    ``npu_registered_dsp = True`` (and the behavioural model ``sim/MULT18X18D.v``).
     """
     flag = getattr(platform, "npu_registered_dsp", None)
     if flag is not None:

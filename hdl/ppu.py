@@ -1,14 +1,14 @@
 """Post-processing unit: bias, requantisation, zero point and clamp, int8 out."""
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.utils import ceil_log2
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
-from .ram import CollisionFreeReadPort
 from .layouts import addr_width, output_layout, param_lane_layout, param_write_layout, ppu_command_layout
+from .ram import CollisionFreeReadPort
 
 __all__ = ["PostProcessor", "requantize_lane", "SerialLane"]
 

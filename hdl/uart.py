@@ -85,8 +85,8 @@ class UARTRx(wiring.Component):
         next one arrives is overwritten, so the consumer must keep up with the line
         (one byte per ``10 * divisor`` cycles).
     error : Out(1)
-        One-cycle pulse, registered: a framing error (the stop bit was low). The byte is dropped and
-        the receiver waits for the line to return high before it looks for a start bit,
+        One-cycle pulse, registered: a framing error (the stop bit was low). The byte is
+        dropped and the receiver waits for the line to return high before it looks for a start bit,
         so a held-low line (break) gives one error, not a stream of zero bytes.
     """
 

@@ -3,8 +3,9 @@
 Both the cocotb harness (:mod:`npu.sim.testbench`) and the Amaranth-simulator driver
 (:mod:`npu.sim.amaranth_driver`) present one program operation per cycle: a buffer
 write is taken at once (those ports are never back-pressured, but for ``param_wr`` with
-the serial requantiser: when its ``ready`` is high), a command when ``cmd.ready`` is high, and a :class:`~npu.firmware.program.Barrier` completes when the
-datapath is ``idle``. Only the signal access differs between the simulators.
+the serial requantiser: when its ``ready`` is high), a command when ``cmd.ready`` is
+high, and a :class:`~npu.firmware.program.Barrier` completes when the datapath is
+``idle``. Only the signal access differs between the simulators.
 """
 
 from ..firmware.program import Barrier, pack
@@ -28,7 +29,8 @@ class ProgramFeeder:
     def step(self, driven, *, cmd_ready, idle, param_ready=1):
         """Account for this cycle's handshakes; return True once every operation is done and idle."""
         if driven is not None:
-            if {"cmd": cmd_ready, "param_wr": param_ready}.get(driven[0], 1):
+            port = driven[0]
+            if (port != "cmd" or cmd_ready) and (port != "param_wr" or param_ready):
                 self.index += 1
             return False
         if self.index < len(self.ops):

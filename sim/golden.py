@@ -316,7 +316,7 @@ class NPUModel:
     def counter(self, name):
         """Counter ``name`` as its ``PERF_*`` registers read: it wraps at ``perf_counter_bits``,
         and reads 0 when the configuration does not build it (``perf_counters``)."""
-        if self.config.perf_counters == "cycles" and name != "cycles":
+        if not self.config.builds_counter(name):
             return 0
         return self.counters[name] % (1 << self.config.perf_counter_bits)
 

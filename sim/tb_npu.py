@@ -192,7 +192,8 @@ async def _run_gemm(dut, M, K, N, *, result_name=None):
     await h.setup(len(gemm.program) + 1)
     tail = h.load_program(gemm.program)
     status, counters = await h.run(tail, timeout_cycles=50 * (gemm.macs // config.macs_per_cycle) + 100_000)
-    assert not status["error"], f"the GEMM stopped on error code {status['error_code']} ({len(gemm.program)} instructions)"
+    assert not status["error"], \
+        f"the GEMM stopped on error code {status['error_code']} ({len(gemm.program)} instructions)"
     y = gemm.read_result(config, h.host.memory.read)
     want = reference_gemm(a, w, bias, mult, shift, 0, -(1 << (config.data_width - 1)),
                           (1 << (config.data_width - 1)) - 1, acc_width=config.acc_width)

@@ -117,9 +117,8 @@ class DatapathTB:
                 issued_before = issued
             if trace is not None:
                 trace(self.cycle, self)
-            param_ready = int(dut.param_wr__ready.value) if hasattr(dut, "param_wr__ready") else 1
             if feeder.step(driven, cmd_ready=int(dut.cmd__ready.value), idle=int(dut.idle.value),
-                           param_ready=param_ready):
+                           param_ready=int(dut.param_wr__ready.value)):
                 break
         await FallingEdge(dut.clk)
         self.cycle += 1
