@@ -55,6 +55,7 @@ _INT_LIMITS = {
 _STR_CHOICES = {
     "requantiser": ("array", ("pipelined", "serial")),
     "perf_counters": ("control", ("all", "cycles")),
+    "dispatch": ("control", ("overlapped", "sequential")),
 }
 # name -> section in TOML of each true/false setting.
 _BOOLS = {
@@ -103,6 +104,14 @@ class NPUConfig:
         on ECP5) or ``"serial"`` (a result every few cycles from a small shift-and-add
         multiplier and shifter: for devices whose multipliers all go to the array, such as
         the iCE40UP5K).
+    dispatch : str
+        How the command processor hands instructions to the units: ``"overlapped"``
+        (the default: through the compute and DMA queues, with a scoreboard, so loads,
+        computes and stores of different tiles overlap) or ``"sequential"`` (one
+        instruction at a time: each waits until every earlier one has finished; no
+        queues and no scoreboard, for small devices such as the iCE40UP5K). Results are
+        the same; only cycle counts differ. ``compute_queue`` and ``dma_queue`` are
+        unused when sequential.
     compute_queue : int
         Entries of the compute queue: COMPUTEs and STOREs dispatched to the datapath and
         not yet finished (2, 4, 8 or 16). Deeper queues let more instructions overlap.
@@ -147,6 +156,7 @@ class NPUConfig:
     bus_width: int = 32
     ppu_lanes: int = 0
     requantiser: str = "pipelined"
+    dispatch: str = "overlapped"
     compute_queue: int = 8
     dma_queue: int = 4
     perf_counter_bits: int = 48

@@ -142,7 +142,9 @@ def manifest(config, top=None):
         info["bus"] = {"csr": {"data_width": 32, "addr_width": regs.CSR_ADDR_WIDTH, "addressing": "word"},
                        "dma": {"data_width": config.bus_width, "addr_width": 32 - (config.bus_bytes.bit_length() - 1),
                                "addressing": "word", "mode": "Wishbone B4 pipelined"}}
-        info["queues"] = {"compute": config.compute_queue, "dma": config.dma_queue}
+        # Sequential dispatch has no queues: one instruction at a time.
+        info["queues"] = ({"compute": config.compute_queue, "dma": config.dma_queue}
+                          if config.dispatch == "overlapped" else {})
         info["rows"] = {kind: {"bytes": isa.row_bytes(config, kind), "words": isa.row_words(config, kind)}
                         for kind in isa.row_kinds(config)}
         info["registers"] = {reg.name: reg.offset for reg in regs.REGISTERS}

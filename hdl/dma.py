@@ -15,7 +15,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from . import wishbone
-from .isa import BUFFER_KINDS, Buffer, ErrorCode, row_bytes, row_format, row_kinds, row_words
+from .isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, BUFFER_KINDS, Buffer, ErrorCode, row_bytes, row_format, \
+    row_kinds, row_words
 from .layouts import act_write_layout, idx_write_layout, output_layout, param_write_layout, wgt_write_layout
 
 __all__ = ["DMAUnit", "dma_command_layout", "side_param_layout", "in_window", "next_window_check", "bus_signature",
@@ -32,8 +33,11 @@ def bus_signature(config):
 
 
 def dma_command_layout(config):
+    """A LOAD or STORE; with sequential dispatch also an instruction fetch (``fetch``: one
+    16-byte row read into ``insn``, nothing written)."""
     return data.StructLayout({
         "store":    unsigned(1),
+        "fetch":    unsigned(1),
         "buffer":   unsigned(2),
         "rows":     unsigned(16),
         "buf_addr": unsigned(16),
@@ -114,6 +118,8 @@ class DMAUnit(wiring.Component):
             "event_bytes_read":    Out(8),
             "event_bytes_written": Out(8),
             "event_bus_wait":      Out(1),
+            # Sequential dispatch: the instruction the last fetch read (until the next command).
+            **({"insn": Out(INSTRUCTION_BITS)} if c.dispatch == "sequential" else {}),
         })
 
     def elaborate(self, platform):
@@ -123,13 +129,17 @@ class DMAUnit(wiring.Component):
         addr_shift = exact_log2(bb)
         kinds = {buf: kind for buf, kind in BUFFER_KINDS.items() if kind in row_kinds(c)}
         words = {kind: row_words(c, kind) for kind in row_kinds(c)}
-        max_words = max(words.values())
+        fetches = c.dispatch == "sequential"
+        fetch_words = INSTRUCTION_BYTES // bb
+        max_words = max(*words.values(), fetch_words if fetches else 1)
 
         cmd = Signal(dma_command_layout(c))
         # Words per row of the running command, minus one.
         last_word_index = Signal(range(max_words))
         with m.If(cmd.store):
             m.d.comb += last_word_index.eq(words["out"] - 1)
+        with m.Elif(cmd.fetch if fetches else 0):
+            m.d.comb += last_word_index.eq(fetch_words - 1)
         with m.Else():
             with m.Switch(cmd.buffer):
                 for buf, kind in kinds.items():
@@ -304,6 +314,10 @@ class DMAUnit(wiring.Component):
             return row_reg[8 * f.offset:8 * f.offset + f.width]
 
         full_mask_r, full_mask_c = (1 << c.act_lanes) - 1, (1 << c.cols) - 1
+        if fetches:
+            # A fetched instruction is read from the row register; no buffer is written.
+            m.d.comb += self.insn.eq(row_reg[:INSTRUCTION_BITS])
+            row_write = row_write & ~cmd.fetch
         m.d.comb += [
             self.act_wr.valid.eq(row_write & (cmd.buffer == Buffer.ACT)),
             self.act_wr.payload.addr.eq(row_write_addr),

@@ -20,6 +20,7 @@ from amaranth.hdl import Cat, Elaboratable, Module, Mux, ResetInserter, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from . import wishbone
 from .datapath import Datapath
@@ -27,7 +28,7 @@ from .dma import DMAUnit, bus_signature, dma_command_layout, side_param_layout
 from .fetch import Fetcher
 from .pipeline import StreamSlice
 from .ram import CollisionFreeReadPort
-from .isa import FIELDS, Buffer, ErrorCode, Opcode, reserved_mask
+from .isa import FIELDS, INSTRUCTION_BYTES, Buffer, ErrorCode, Opcode, reserved_mask
 from .layouts import TileOp, command_layout
 from ..generators.regmap import reset_value
 from .regs import CSR_ADDR_WIDTH, PERF_COUNTERS, REGISTERS, field_of
@@ -110,7 +111,12 @@ class _Core(Elaboratable):
         R, C = cfg.rows, cfg.cols
         csr = npu.csr
 
-        m.submodules.fetcher = fetcher = Fetcher(cfg)
+        # Sequential dispatch: the DMA unit fetches the instructions too, one at a time (no
+        # fetcher, no bus arbiter).
+        sequential = cfg.dispatch == "sequential"
+        fetcher = None if sequential else Fetcher(cfg)
+        if fetcher is not None:
+            m.submodules.fetcher = fetcher
         m.submodules.dma = dma = DMAUnit(cfg)
         m.submodules.datapath = dp = Datapath(cfg)
 
@@ -150,24 +156,28 @@ class _Core(Elaboratable):
         m.submodules.bus_slice = bus_slice = wishbone.RequestSlice(bus_signature(cfg), registered=cfg.register_slices)
         wiring.connect(m, bus_slice.down, wiring.flipped(npu.bus))
         bus = bus_slice.up
-        owner_dma = Signal()
-        with m.If(owner_dma & ~dma.bus_req & fetcher.bus_req):
-            m.d.sync += owner_dma.eq(0)
-        with m.If(~owner_dma & ~fetcher.bus_req & dma.bus_req):
-            m.d.sync += owner_dma.eq(1)
-        # The DMA unit yields after a burst when the fetcher asks (seen a cycle late: a
-        # timing cut between the two units' request logic).
-        fetcher_waiting = Signal()
-        m.d.sync += fetcher_waiting.eq(fetcher.bus_req)
-        m.d.comb += [fetcher.gnt.eq(~owner_dma), dma.gnt.eq(owner_dma), dma.yield_bus.eq(fetcher_waiting)]
-        for port in (fetcher.bus, dma.bus):
-            mine = owner_dma if port is dma.bus else ~owner_dma
-            m.d.comb += [port.dat_r.eq(bus.dat_r), port.ack.eq(mine & bus.ack),
-                         port.err.eq(mine & bus.err), port.stall.eq(~mine | bus.stall)]
-        for name in ("cyc", "stb", "we", "adr", "dat_w", "sel"):
-            m.d.comb += getattr(bus, name).eq(Mux(owner_dma, getattr(dma.bus, name),
-                                                      getattr(fetcher.bus, name)))
-        for unit in (fetcher, dma):
+        if sequential:
+            wiring.connect(m, dma.bus, bus)
+            m.d.comb += [dma.gnt.eq(1), dma.yield_bus.eq(0)]
+        else:
+            owner_dma = Signal()
+            with m.If(owner_dma & ~dma.bus_req & fetcher.bus_req):
+                m.d.sync += owner_dma.eq(0)
+            with m.If(~owner_dma & ~fetcher.bus_req & dma.bus_req):
+                m.d.sync += owner_dma.eq(1)
+            # The DMA unit yields after a burst when the fetcher asks (seen a cycle late: a
+            # timing cut between the two units' request logic).
+            fetcher_waiting = Signal()
+            m.d.sync += fetcher_waiting.eq(fetcher.bus_req)
+            m.d.comb += [fetcher.gnt.eq(~owner_dma), dma.gnt.eq(owner_dma), dma.yield_bus.eq(fetcher_waiting)]
+            for port in (fetcher.bus, dma.bus):
+                mine = owner_dma if port is dma.bus else ~owner_dma
+                m.d.comb += [port.dat_r.eq(bus.dat_r), port.ack.eq(mine & bus.ack),
+                             port.err.eq(mine & bus.err), port.stall.eq(~mine | bus.stall)]
+            for name in ("cyc", "stb", "we", "adr", "dat_w", "sel"):
+                m.d.comb += getattr(bus, name).eq(Mux(owner_dma, getattr(dma.bus, name),
+                                                          getattr(fetcher.bus, name)))
+        for unit in ((dma,) if sequential else (fetcher, dma)):
             m.d.comb += [unit.window_base.eq(window_base), unit.window_limit.eq(window_limit)]
 
         # --- Datapath and DMA data connections ------------------------------------------
@@ -189,60 +199,66 @@ class _Core(Elaboratable):
         m.d.comb += [side_w.addr.eq(dma.side_wr.payload.addr), side_w.data.eq(dma.side_wr.payload.data),
                      side_w.en.eq(dma.side_wr.valid), dma.side_wr.ready.eq(1)]
 
-        # --- Compute queue ------------------------------------------------------------
+        # --- Queues -----------------------------------------------------------------
         # Instructions dispatched to the array (COMPUTE, STORE's post-processing) and to the
-        # DMA unit (LOAD, STORE) not yet finished.
-        CQ, DQ = cfg.compute_queue, cfg.dma_queue
+        # DMA unit (LOAD, STORE) not yet finished. Sequential dispatch has none: the decode
+        # register holds an instruction until its commands are sent, and the next one waits
+        # until they have finished.
         ext = 17
         cq_layout = data.StructLayout({"cmd": command_layout(cfg), "act_hi": ext, "wgt_hi": ext})
-        cq = [Signal(cq_layout, name=f"cq{i}") for i in range(CQ)]
-        cq_wr, cq_send, cq_ret = (Signal(range(CQ), name=n) for n in ("cq_wr", "cq_send", "cq_ret"))
-        # Per entry: it holds an unfinished instruction (``cq_live``), which has been sent
-        # to its unit (``cq_sent``). Bits, not counts: no adder on the dispatch path.
-        cq_live, cq_sent_bits = Signal(CQ, name="cq_live"), Signal(CQ, name="cq_sent_bits")
-        retire_credits = Signal(range(CQ + 1))
-
         dq_layout = data.StructLayout({"cmd": dma_command_layout(cfg), "buf_hi": ext, "slot": 32})
-        dq = [Signal(dq_layout, name=f"dq{i}") for i in range(DQ)]
-        dq_wr, dq_send, dq_ret = (Signal(range(DQ), name=n) for n in ("dq_wr", "dq_send", "dq_ret"))
-        dq_live, dq_sent_bits = Signal(DQ, name="dq_live"), Signal(DQ, name="dq_sent_bits")
-
-        def unsent(live, sent, send):
-            """The entry at ``send`` holds an instruction not yet sent to its unit."""
-            return live.bit_select(send, 1) & ~sent.bit_select(send, 1)
-
-        # Sending queue heads to the units, through register slices (timing cuts between
-        # the queues' head multiplexers and the units' command logic). A command in a slice
-        # counts as sent; "all idle" below also waits for the slices to be empty.
+        # Commands go to the units through register slices (timing cuts between the queues'
+        # head multiplexers and the units' command logic). A command in a slice counts as
+        # sent; "all idle" below also waits for the slices to be empty.
         m.submodules.cq_slice = cq_slice = StreamSlice(command_layout(cfg), registered=cfg.register_slices)
         m.submodules.dq_slice = dq_slice = StreamSlice(dma_command_layout(cfg), registered=cfg.register_slices)
         wiring.connect(m, cq_slice.o, dp.cmd)
         wiring.connect(m, dq_slice.o, dma.cmd)
-        cq_head = Signal(cq_layout)
-        m.d.comb += cq_head.eq(Cat(*cq).word_select(cq_send, cq_layout.size))
-        m.d.comb += [cq_slice.i.valid.eq(unsent(cq_live, cq_sent_bits, cq_send)), cq_slice.i.payload.eq(cq_head.cmd)]
         cq_sent = cq_slice.i.valid & cq_slice.i.ready
-        dq_head = Signal(dq_layout)
-        m.d.comb += dq_head.eq(Cat(*dq).word_select(dq_send, dq_layout.size))
-        m.d.comb += [dq_slice.i.valid.eq(unsent(dq_live, dq_sent_bits, dq_send)), dq_slice.i.payload.eq(dq_head.cmd)]
         dq_sent = dq_slice.i.valid & dq_slice.i.ready
-        dq_oldest = Signal(dq_layout)
-        m.d.comb += dq_oldest.eq(Cat(*dq).word_select(dq_ret, dq_layout.size))
+        dma_slot = Signal(32)       # the slot of the LOAD/STORE the DMA unit runs (for its faults)
+        if not sequential:
+            CQ, DQ = cfg.compute_queue, cfg.dma_queue
+            cq = [Signal(cq_layout, name=f"cq{i}") for i in range(CQ)]
+            cq_wr, cq_send, cq_ret = (Signal(range(CQ), name=n) for n in ("cq_wr", "cq_send", "cq_ret"))
+            # Per entry: it holds an unfinished instruction (``cq_live``), which has been sent
+            # to its unit (``cq_sent``). Bits, not counts: no adder on the dispatch path.
+            cq_live, cq_sent_bits = Signal(CQ, name="cq_live"), Signal(CQ, name="cq_sent_bits")
+            retire_credits = Signal(range(CQ + 1))
 
-        # Retiring: a COMPUTE when the array has issued its last row, a post-processing
-        # command once sent (the DMA queue's STORE entry tracks its completion).
-        # Which entries hold a COMPUTE: a bit each, set when the entry is written, so the
-        # oldest entry's kind is one bit picked, not a field of the whole entry.
-        cq_compute_bits = Signal(CQ, name="cq_compute_bits")
-        oldest_sent = cq_live.bit_select(cq_ret, 1) & cq_sent_bits.bit_select(cq_ret, 1)
-        oldest_is_compute = cq_compute_bits.bit_select(cq_ret, 1)
-        cq_retire = oldest_sent & (~oldest_is_compute | (retire_credits != 0))
-        # The array's "last row issued" is registered first: a cycle later only holds the
-        # COMPUTE in the scoreboard a cycle longer.
-        compute_retire = Signal()
-        m.d.sync += compute_retire.eq(dp.compute_retire)
-        m.d.sync += retire_credits.eq(retire_credits + compute_retire - (cq_retire & oldest_is_compute))
-        dq_retire = dma.done
+            dq = [Signal(dq_layout, name=f"dq{i}") for i in range(DQ)]
+            dq_wr, dq_send, dq_ret = (Signal(range(DQ), name=n) for n in ("dq_wr", "dq_send", "dq_ret"))
+            dq_live, dq_sent_bits = Signal(DQ, name="dq_live"), Signal(DQ, name="dq_sent_bits")
+
+            def unsent(live, sent, send):
+                """The entry at ``send`` holds an instruction not yet sent to its unit."""
+                return live.bit_select(send, 1) & ~sent.bit_select(send, 1)
+
+            # Sending queue heads to the units.
+            cq_head = Signal(cq_layout)
+            m.d.comb += cq_head.eq(Cat(*cq).word_select(cq_send, cq_layout.size))
+            m.d.comb += [cq_slice.i.valid.eq(unsent(cq_live, cq_sent_bits, cq_send)), cq_slice.i.payload.eq(cq_head.cmd)]
+            dq_head = Signal(dq_layout)
+            m.d.comb += dq_head.eq(Cat(*dq).word_select(dq_send, dq_layout.size))
+            m.d.comb += [dq_slice.i.valid.eq(unsent(dq_live, dq_sent_bits, dq_send)), dq_slice.i.payload.eq(dq_head.cmd)]
+            dq_oldest = Signal(dq_layout)
+            m.d.comb += dq_oldest.eq(Cat(*dq).word_select(dq_ret, dq_layout.size))
+            m.d.comb += dma_slot.eq(dq_oldest.slot)
+
+            # Retiring: a COMPUTE when the array has issued its last row, a post-processing
+            # command once sent (the DMA queue's STORE entry tracks its completion).
+            # Which entries hold a COMPUTE: a bit each, set when the entry is written, so the
+            # oldest entry's kind is one bit picked, not a field of the whole entry.
+            cq_compute_bits = Signal(CQ, name="cq_compute_bits")
+            oldest_sent = cq_live.bit_select(cq_ret, 1) & cq_sent_bits.bit_select(cq_ret, 1)
+            oldest_is_compute = cq_compute_bits.bit_select(cq_ret, 1)
+            cq_retire = oldest_sent & (~oldest_is_compute | (retire_credits != 0))
+            # The array's "last row issued" is registered first: a cycle later only holds the
+            # COMPUTE in the scoreboard a cycle longer.
+            compute_retire = Signal()
+            m.d.sync += compute_retire.eq(dp.compute_retire)
+            m.d.sync += retire_credits.eq(retire_credits + compute_retire - (cq_retire & oldest_is_compute))
+            dq_retire = dma.done
 
         # --- Decode -------------------------------------------------------------------
         # The fetched instruction is checked and its buffer ranges worked out here; the
@@ -257,8 +273,20 @@ class _Core(Elaboratable):
                     *(_field(insn, Opcode.LOAD, n) for n in ("mem_addr", "stride")))
 
         # The decode register: one instruction and the ends of its ranges.
-        insn = fetcher.insn.payload.insn
-        slot = fetcher.insn.payload.slot
+        fetch_restart = Signal()    # START or END: drop what has been fetched
+        if sequential:
+            # The DMA unit reads the instruction at ``head`` once it is free and nothing waits to
+            # be dispatched; the instruction stays in its row register until dispatched.
+            insn, slot = dma.insn, head[:cfg.ring_bits]
+            fetched = Signal()      # dma.insn holds the instruction at head
+            fetching = Signal()     # a fetch has been sent to the DMA unit and not finished
+            fetch_idle = 1          # (a fetch is a DMA command: "all idle" covers it)
+            caught_up = head == tail
+        else:
+            insn = fetcher.insn.payload.insn
+            slot = fetcher.insn.payload.slot
+            m.d.comb += fetcher.restart.eq(fetch_restart)
+            fetch_idle, caught_up = fetcher.idle, fetcher.caught_up
         (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx,
          st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
         # Whether the opcode exists and its reserved bits are zero: worked out from the
@@ -276,28 +304,37 @@ class _Core(Elaboratable):
                         ok = ok & ~_field(insn, op, "sparse") & (_field(insn, op, "part") == 0) \
                             & (_field(insn, op, "idx_addr") == 0)
                     m.d.comb += legal.eq(ok)
-        d_legal = Signal()
-        d_valid = Signal()
-        d_insn, d_slot = Signal.like(insn), Signal(32)
-        d_act_hi, d_wgt_hi, d_ld_hi = Signal(ext), Signal(ext), Signal(ext)
-        d_acc_hi, d_st_hi = Signal(ext), Signal(ext)
         dispatch = Signal()
-        # With register slices, the next instruction is taken once the register is empty
-        # (no path from dispatch back into the fetcher): a cycle per instruction more,
-        # which the fetch of an instruction (four bus words on a 32-bit bus) hides.
-        m.d.comb += fetcher.insn.ready.eq(~d_valid | (dispatch if not cfg.register_slices else 0))
-        loaded = fetcher.insn.valid & fetcher.insn.ready
-        with m.If(loaded):
-            m.d.sync += [d_valid.eq(1), d_insn.eq(insn), d_slot.eq(slot), d_legal.eq(legal),
-                         d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows),
-                         d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]
-        with m.Elif(dispatch):
-            m.d.sync += d_valid.eq(0)
-        with m.If(fetcher.restart):
-            m.d.sync += d_valid.eq(0)
-        # From here on the instruction is the decode register's. It is checked there, and
-        # the check's verdict is registered beside the scoreboard's (below).
-        insn, slot = d_insn, d_slot
+        if sequential:
+            # The DMA unit's row register is the decode register: the instruction waits there,
+            # unchanged, until it is dispatched (its ends are worked out from it; the check's
+            # verdict is registered below).
+            d_valid, d_legal = fetched, legal
+            loaded = ~fetched       # (the instruction is new, or none)
+            d_act_hi, d_wgt_hi, d_ld_hi = cp_act + cp_count, cp_wgt + R, ld_addr + ld_rows
+            d_acc_hi, d_st_hi = cp_acc + cp_count, st_acc + st_count
+        else:
+            d_legal = Signal()
+            d_valid = Signal()
+            d_insn, d_slot = Signal.like(insn), Signal(32)
+            d_act_hi, d_wgt_hi, d_ld_hi = Signal(ext), Signal(ext), Signal(ext)
+            d_acc_hi, d_st_hi = Signal(ext), Signal(ext)
+            # With register slices, the next instruction is taken once the register is empty
+            # (no path from dispatch back into the fetcher): a cycle per instruction more,
+            # which the fetch of an instruction (four bus words on a 32-bit bus) hides.
+            m.d.comb += fetcher.insn.ready.eq(~d_valid | (dispatch if not cfg.register_slices else 0))
+            loaded = fetcher.insn.valid & fetcher.insn.ready
+            with m.If(loaded):
+                m.d.sync += [d_valid.eq(1), d_insn.eq(insn), d_slot.eq(slot), d_legal.eq(legal),
+                             d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows),
+                             d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]
+            with m.Elif(dispatch):
+                m.d.sync += d_valid.eq(0)
+            with m.If(fetch_restart):
+                m.d.sync += d_valid.eq(0)
+            # From here on the instruction is the decode register's. It is checked there, and
+            # the check's verdict is registered beside the scoreboard's (below).
+            insn, slot = d_insn, d_slot
         (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx,
          st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
         cp_act_hi, cp_wgt_hi, ld_hi = d_act_hi, d_wgt_hi, d_ld_hi
@@ -349,31 +386,32 @@ class _Core(Elaboratable):
         hazard_compute = Signal()   # a COMPUTE vs unfinished LOADs
         hazard_load = Signal()      # a LOAD vs unfinished COMPUTEs
         hazard_store = Signal()     # a STORE vs unfinished parameter LOADs
-        for i in range(DQ):
-            e = dq[i]
-            v = dq_live[i] & ~e.cmd.store
-            act_hit = (e.cmd.buffer == Buffer.ACT) & _overlap(cp_act, cp_act_hi, e.cmd.buf_addr, e.buf_hi)
-            wgt_hit = (e.cmd.buffer == Buffer.WGT) & _overlap(cp_wgt, cp_wgt_hi, e.cmd.buf_addr, e.buf_hi)
-            par_hit = (e.cmd.buffer == Buffer.PARAM) & _overlap(st_param, st_param + 1, e.cmd.buf_addr, e.buf_hi)
-            idx_hit = 0
-            if cfg.sparse:
-                idx_hit = (e.cmd.buffer == Buffer.IDX) & cp_sparse & _overlap(cp_idx, cp_idx + 1, e.cmd.buf_addr,
-                                                                              e.buf_hi)
-            with m.If(v & (act_hit | wgt_hit | idx_hit)):
-                m.d.comb += hazard_compute.eq(1)
-            with m.If(v & par_hit):
-                m.d.comb += hazard_store.eq(1)
-        for i in range(CQ):
-            e = cq[i]
-            v = cq_live[i] & cq_compute_bits[i]
-            act_hit = (ld_buf == Buffer.ACT) & _overlap(ld_addr, ld_hi, e.cmd.act_addr, e.act_hi)
-            wgt_hit = (ld_buf == Buffer.WGT) & _overlap(ld_addr, ld_hi, e.cmd.wgt_addr, e.wgt_hi)
-            idx_hit = 0
-            if cfg.sparse:
-                idx_hit = (ld_buf == Buffer.IDX) & e.cmd.sparse & _overlap(ld_addr, ld_hi, e.cmd.idx_addr,
-                                                                          e.cmd.idx_addr + 1)
-            with m.If(v & (act_hit | wgt_hit | idx_hit)):
-                m.d.comb += hazard_load.eq(1)
+        if not sequential:     # (sequential dispatch waits for every earlier instruction)
+            for i in range(DQ):
+                e = dq[i]
+                v = dq_live[i] & ~e.cmd.store
+                act_hit = (e.cmd.buffer == Buffer.ACT) & _overlap(cp_act, cp_act_hi, e.cmd.buf_addr, e.buf_hi)
+                wgt_hit = (e.cmd.buffer == Buffer.WGT) & _overlap(cp_wgt, cp_wgt_hi, e.cmd.buf_addr, e.buf_hi)
+                par_hit = (e.cmd.buffer == Buffer.PARAM) & _overlap(st_param, st_param + 1, e.cmd.buf_addr, e.buf_hi)
+                idx_hit = 0
+                if cfg.sparse:
+                    idx_hit = (e.cmd.buffer == Buffer.IDX) & cp_sparse & _overlap(cp_idx, cp_idx + 1, e.cmd.buf_addr,
+                                                                                  e.buf_hi)
+                with m.If(v & (act_hit | wgt_hit | idx_hit)):
+                    m.d.comb += hazard_compute.eq(1)
+                with m.If(v & par_hit):
+                    m.d.comb += hazard_store.eq(1)
+            for i in range(CQ):
+                e = cq[i]
+                v = cq_live[i] & cq_compute_bits[i]
+                act_hit = (ld_buf == Buffer.ACT) & _overlap(ld_addr, ld_hi, e.cmd.act_addr, e.act_hi)
+                wgt_hit = (ld_buf == Buffer.WGT) & _overlap(ld_addr, ld_hi, e.cmd.wgt_addr, e.wgt_hi)
+                idx_hit = 0
+                if cfg.sparse:
+                    idx_hit = (ld_buf == Buffer.IDX) & e.cmd.sparse & _overlap(ld_addr, ld_hi, e.cmd.idx_addr,
+                                                                              e.cmd.idx_addr + 1)
+                with m.If(v & (act_hit | wgt_hit | idx_hit)):
+                    m.d.comb += hazard_load.eq(1)
         # The verdict is registered and used a cycle after it is worked out, while the decode
         # register and the queues' contents are as they were then: an instruction spends at
         # least two cycles in the decode register (fetching one takes longer on any bus).
@@ -383,17 +421,28 @@ class _Core(Elaboratable):
         d_error = Signal(8)
         m.d.sync += [hz_load.eq(hazard_load), hz_compute.eq(hazard_compute), hz_store.eq(hazard_store),
                      d_error.eq(decode_error),
-                     hz_fresh.eq(~loaded & ~dispatch & ~fetcher.restart)]
+                     hz_fresh.eq(~loaded & ~dispatch & ~fetch_restart)]
 
         # --- Dispatch -----------------------------------------------------------------
-        cq_room = ~cq_live.bit_select(cq_wr, 1)
-        dq_room = ~dq_live.bit_select(dq_wr, 1)
         # Registered: nothing is dispatched in the cycle before it is used (an instruction
         # spends at least two cycles in the decode register), and what finishes meanwhile
         # only delays a FENCE or the end of a program by a cycle.
         all_idle = Signal()
-        m.d.sync += all_idle.eq(~cq_live.any() & ~dq_live.any() & ~cq_slice.o.valid & ~dq_slice.o.valid & dp.idle
-                                & ~dispatch)
+        if not sequential:
+            cq_room = ~cq_live.bit_select(cq_wr, 1)
+            dq_room = ~dq_live.bit_select(dq_wr, 1)
+            m.d.sync += all_idle.eq(~cq_live.any() & ~dq_live.any() & ~cq_slice.o.valid & ~dq_slice.o.valid
+                                    & dp.idle & ~dispatch)
+            wait_load, wait_compute, wait_store = hz_load, hz_compute, hz_store
+        else:
+            # The decode register's commands are sent once everything before has finished
+            # (``sending`` from the first until the last has been taken; a STORE has two).
+            sending, cq_done, dq_done = Signal(), Signal(), Signal()
+            cq_room = cq_done | cq_slice.i.ready
+            dq_room = dq_done | dq_slice.i.ready
+            m.d.sync += all_idle.eq(~cq_slice.o.valid & ~dq_slice.o.valid & dp.idle & ~dma.busy & ~dispatch
+                                    & ~sending)
+            wait_load = wait_compute = wait_store = ~(all_idle | sending)
         stopping = Signal()        # no more dispatch; finishing an END or an error
         stop_end = Signal()
         pend_code, pend_addr, pend_cmd = Signal(8), Signal(32), Signal(32)
@@ -413,13 +462,13 @@ class _Core(Elaboratable):
         with m.Elif(valid):
             with m.Switch(opcode):
                 with m.Case(Opcode.LOAD):
-                    m.d.comb += [blocked_dep.eq(hz_fresh & hz_load), blocked_room.eq(~dq_room),
-                                 dispatch.eq(hz_fresh & ~hz_load & dq_room), push_dq.eq(1)]
+                    m.d.comb += [blocked_dep.eq(hz_fresh & wait_load), blocked_room.eq(~dq_room),
+                                 dispatch.eq(hz_fresh & ~wait_load & dq_room), push_dq.eq(1)]
                     m.d.comb += [new_dq.cmd.store.eq(0), new_dq.cmd.buffer.eq(ld_buf), new_dq.cmd.rows.eq(ld_rows),
                                  new_dq.cmd.buf_addr.eq(ld_addr), new_dq.buf_hi.eq(ld_hi)]
                 with m.Case(Opcode.COMPUTE):
-                    m.d.comb += [blocked_dep.eq(hz_fresh & hz_compute), blocked_room.eq(~cq_room),
-                                 dispatch.eq(hz_fresh & ~hz_compute & cq_room), push_cq.eq(1)]
+                    m.d.comb += [blocked_dep.eq(hz_fresh & wait_compute), blocked_room.eq(~cq_room),
+                                 dispatch.eq(hz_fresh & ~wait_compute & cq_room), push_cq.eq(1)]
                     m.d.comb += [new_cq.cmd.op.eq(TileOp.COMPUTE), new_cq.cmd.accumulate.eq(insn[4]),
                                  new_cq.cmd.count.eq(cp_count), new_cq.cmd.act_addr.eq(cp_act),
                                  new_cq.cmd.wgt_addr.eq(cp_wgt), new_cq.cmd.acc_addr.eq(cp_acc),
@@ -428,8 +477,9 @@ class _Core(Elaboratable):
                         m.d.comb += [new_cq.cmd.sparse.eq(cp_sparse), new_cq.cmd.part.eq(cp_part),
                                      new_cq.cmd.idx_addr.eq(cp_idx)]
                 with m.Case(Opcode.STORE):
-                    m.d.comb += [blocked_dep.eq(hz_fresh & hz_store), blocked_room.eq(~(cq_room & dq_room)),
-                                 dispatch.eq(hz_fresh & ~hz_store & cq_room & dq_room), push_cq.eq(1), push_dq.eq(1)]
+                    m.d.comb += [blocked_dep.eq(hz_fresh & wait_store), blocked_room.eq(~(cq_room & dq_room)),
+                                 dispatch.eq(hz_fresh & ~wait_store & cq_room & dq_room), push_cq.eq(1),
+                                 push_dq.eq(1)]
                     m.d.comb += [new_cq.cmd.op.eq(TileOp.OUTPUT), new_cq.cmd.count.eq(st_count),
                                  new_cq.cmd.acc_addr.eq(st_acc), new_cq.cmd.param_addr.eq(st_param),
                                  new_cq.cmd.zero_point.eq(side_r_data.zero_point),
@@ -462,27 +512,80 @@ class _Core(Elaboratable):
             with m.If(retire):
                 m.d.sync += [live_bits.bit_select(ret, 1).eq(0), ret.eq(ret + 1)]
 
-        bookkeeping(cq, cq_wr, cq_send, cq_ret, cq_live, cq_sent_bits, dispatch & push_cq, new_cq, cq_sent, cq_retire)
-        with m.If(dispatch & push_cq):
-            m.d.sync += cq_compute_bits.bit_select(cq_wr, 1).eq(new_cq.cmd.op == TileOp.COMPUTE)
-        bookkeeping(dq, dq_wr, dq_send, dq_ret, dq_live, dq_sent_bits, dispatch & push_dq, new_dq, dq_sent, dq_retire)
+        if not sequential:
+            bookkeeping(cq, cq_wr, cq_send, cq_ret, cq_live, cq_sent_bits, dispatch & push_cq, new_cq, cq_sent,
+                        cq_retire)
+            with m.If(dispatch & push_cq):
+                m.d.sync += cq_compute_bits.bit_select(cq_wr, 1).eq(new_cq.cmd.op == TileOp.COMPUTE)
+            bookkeeping(dq, dq_wr, dq_send, dq_ret, dq_live, dq_sent_bits, dispatch & push_dq, new_dq, dq_sent,
+                        dq_retire)
+        else:
+            # Straight from the decode register to the units.
+            go = hz_fresh & ~wait_load      # (the same for every opcode)
+            send_cq = push_cq & go & ~cq_done
+            send_dq = push_dq & go & ~dq_done
+            m.d.comb += [cq_slice.i.valid.eq(send_cq), cq_slice.i.payload.eq(new_cq.cmd)]
+            with m.If(dispatch | ~busy):
+                m.d.sync += [sending.eq(0), cq_done.eq(0), dq_done.eq(0)]
+            with m.Elif(send_cq | send_dq):
+                m.d.sync += [sending.eq(1), cq_done.eq(cq_done | cq_sent), dq_done.eq(dq_done | (send_dq & dq_sent))]
 
         # --- Start, stop, errors ------------------------------------------------------
-        if cfg.register_slices:
-            # Registered (a timing cut into the fetcher's request logic): the fetcher may ask
-            # for one more instruction after a stop; it is not dispatched, and the stop waits
-            # for the fetcher to be idle.
-            m.d.sync += fetcher.enable.eq(busy & ~stopping)
-        else:
-            m.d.comb += fetcher.enable.eq(busy & ~stopping)
-        m.d.comb += [fetcher.head.eq(head), fetcher.tail.eq(tail), fetcher.ring_base.eq(ring_base),
-                     fetcher.ring_size.eq(ring_size)]
         # START takes effect a cycle after its write, with the ring check registered: the
         # registers it reads cannot change in between (the NPU is idle and the register
         # slave takes no write in the cycle after one).
         bad_ring = Signal()
         m.d.sync += bad_ring.eq((ring_size == 0) | (ring_size > (1 << cfg.ring_bits)) | (ring_base[:4] != 0)
                                 | (head >= ring_size) | (tail >= ring_size))
+        if not sequential:
+            if cfg.register_slices:
+                # Registered (a timing cut into the fetcher's request logic): the fetcher may ask
+                # for one more instruction after a stop; it is not dispatched, and the stop waits
+                # for the fetcher to be idle.
+                m.d.sync += fetcher.enable.eq(busy & ~stopping)
+            else:
+                m.d.comb += fetcher.enable.eq(busy & ~stopping)
+            m.d.comb += [fetcher.head.eq(head), fetcher.tail.eq(tail), fetcher.ring_base.eq(ring_base),
+                         fetcher.ring_size.eq(ring_size)]
+            # A fetch fault surfaces once everything fetched before it has been dispatched.
+            with m.If(busy & ~stopping & ~d_valid & ~fetcher.insn.valid & fetcher.fault):
+                m.d.sync += [stopping.eq(1), pend_code.eq(fetcher.fault_code), pend_addr.eq(fetcher.fault_addr),
+                             pend_cmd.eq(fetcher.fault_slot), pend_drain.eq(1)]
+        else:
+            # Fetching: the slot at ``head`` is read by the DMA unit once it is free, nothing is
+            # in the decode register and ``head`` has not caught up with ``tail`` (a RING_TAIL
+            # written bad meanwhile is BAD_RING, after everything before has finished).
+            ring_addr = Signal(32)      # the byte address of slot ``head``, registered
+            m.d.sync += ring_addr.eq(ring_base + (head << exact_log2(INSTRUCTION_BYTES)))
+            # Registered: no LOAD/STORE/fetch sent or running, and no dispatch a cycle ago (then
+            # ``ring_addr`` is a cycle behind ``head``).
+            dma_free = Signal()
+            m.d.sync += dma_free.eq(~dma.busy & ~dq_slice.o.valid & ~dq_sent & ~dispatch)
+            want_fetch = busy & ~stopping & ~fetched & ~fetching & ~caught_up & dma_free
+            fetch_now = want_fetch & ~bad_ring
+            with m.If(want_fetch & bad_ring):
+                m.d.sync += [stopping.eq(1), pend_code.eq(ErrorCode.BAD_RING), pend_addr.eq(0), pend_cmd.eq(head),
+                             pend_drain.eq(1)]
+            # The decode register's LOAD or STORE, else a fetch. (``fetch`` is driven from a signal:
+            # a bit of ``new_dq`` nothing drives would be X in Icarus.)
+            m.d.comb += [dq_slice.i.valid.eq(Mux(fetched, send_dq, fetch_now)), dq_slice.i.payload.eq(new_dq.cmd),
+                         dq_slice.i.payload.fetch.eq(~fetched)]
+            with m.If(~fetched):
+                m.d.comb += [dq_slice.i.payload.rows.eq(1), dq_slice.i.payload.mem_addr.eq(ring_addr),
+                             dq_slice.i.payload.stride.eq(0)]
+            with m.If(fetch_now & dq_sent):
+                m.d.sync += fetching.eq(1)
+            with m.If(fetching & dma.done):
+                m.d.sync += [fetching.eq(0), fetched.eq(1)]
+            with m.If(dispatch):
+                m.d.sync += fetched.eq(0)
+            with m.If(fetch_restart):
+                m.d.sync += [fetching.eq(0), fetched.eq(0)]
+            # The slot of the DMA unit's command, for its faults.
+            running_slot = Signal(cfg.ring_bits)
+            with m.If(dq_sent):
+                m.d.sync += running_slot.eq(head)
+            m.d.comb += dma_slot.eq(running_slot)
         start_now = Signal()
         m.d.sync += start_now.eq(start & ~busy & ~error)
 
@@ -495,41 +598,37 @@ class _Core(Elaboratable):
                 finish_error(ErrorCode.BAD_RING, 0, head)
             with m.Else():
                 m.d.sync += [busy.eq(1), stopping.eq(0), stop_end.eq(0), pend_drain.eq(0)]
-                m.d.comb += fetcher.restart.eq(1)
+                m.d.comb += fetch_restart.eq(1)
 
-        # A fetch fault surfaces once everything fetched before it has been dispatched.
-        with m.If(busy & ~stopping & ~d_valid & ~fetcher.insn.valid & fetcher.fault):
-            m.d.sync += [stopping.eq(1), pend_code.eq(fetcher.fault_code), pend_addr.eq(fetcher.fault_addr),
-                         pend_cmd.eq(fetcher.fault_slot), pend_drain.eq(1)]
         with m.If(busy & dma.fault):
             # The DMA unit's fault comes from the oldest unfinished LOAD/STORE: it wins.
             m.d.sync += stopping.eq(1)
-            with m.If(fetcher.idle):
-                finish_error(dma.fault_code, dma.fault_addr, dq_oldest.slot)
-        with m.Elif(busy & stopping & ~stop_end & pend_drain & all_idle & fetcher.idle):
+            with m.If(fetch_idle):
+                finish_error(dma.fault_code, dma.fault_addr, dma_slot)
+        with m.Elif(busy & stopping & ~stop_end & pend_drain & all_idle & fetch_idle):
             finish_error(pend_code, pend_addr, pend_cmd)
-        with m.Elif(busy & stopping & stop_end & all_idle & fetcher.idle):
+        with m.Elif(busy & stopping & stop_end & all_idle & fetch_idle):
             m.d.sync += [busy.eq(0), stopping.eq(0), irq_pending[IRQ_DONE].eq(1)]
-            m.d.comb += fetcher.restart.eq(1)
+            m.d.comb += fetch_restart.eq(1)
 
         # --- Performance counters -----------------------------------------------------
         dp_rows = dp.event_row_issued
         events = {
             "cycles":           busy,
             "dma_busy":         dma.busy,
-            "fetch_busy":       fetcher.bus.cyc,
+            "fetch_busy":       fetching if sequential else fetcher.bus.cyc,
             "array_busy":       dp_rows,
             "ppu_busy":         dp.event_ppu_busy,
             "macs":             Mux(dp_rows, R * C, 0),
-            "bytes_read":       dma.event_bytes_read + fetcher.event_bytes_read,
+            "bytes_read":       dma.event_bytes_read + (0 if sequential else fetcher.event_bytes_read),
             "bytes_written":    dma.event_bytes_written,
             "instructions":     dispatch,
             "stall_weight":     dp.event_weight_stall,
             "stall_output":     dp.event_output_stall,
             "stall_dependency": valid & blocked_dep,
             "stall_queue_full": valid & ~blocked_dep & blocked_room,
-            "stall_fetch":      busy & ~stopping & ~d_valid & ~(fetcher.caught_up & fetcher.idle
-                                                         & ~fetcher.insn.valid),
+            "stall_fetch":      busy & ~stopping & ~d_valid & (~caught_up if sequential else
+                                                       ~(caught_up & fetch_idle & ~fetcher.insn.valid)),
             "stall_bus":        dma.event_bus_wait,
         }
         assert list(events) == list(PERF_COUNTERS)
@@ -555,7 +654,7 @@ class _Core(Elaboratable):
             status[_bit("STATUS", "BUSY")].eq(busy),
             status[_bit("STATUS", "DONE")].eq(irq_pending[IRQ_DONE]),
             status[_bit("STATUS", "ERROR")].eq(error),
-            status[_bit("STATUS", "WAITING")].eq(busy & fetcher.caught_up),
+            status[_bit("STATUS", "WAITING")].eq(busy & caught_up),
             status[_bit("STATUS", "ERROR_CODE"):_bit("STATUS", "ERROR_CODE") + 8].eq(error_code),
         ]
         # Identification: the values the generated npu_regs.h documents for this config.

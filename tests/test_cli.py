@@ -22,8 +22,9 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     assert "module npu(" in verilog
     assert manifest["config"]["array"] == {"rows": 8, "cols": 8, "data_width": 8, "acc_width": 32,
                                            "ppu_lanes": 0, "requantiser": "pipelined"}
-    assert manifest["config"]["control"] == {"compute_queue": 8, "dma_queue": 4, "perf_counter_bits": 48,
-                                             "perf_counters": "all", "ring_bits": 32, "register_slices": True}
+    assert manifest["config"]["control"] == {"dispatch": "overlapped", "compute_queue": 8, "dma_queue": 4,
+                                             "perf_counter_bits": 48, "perf_counters": "all", "ring_bits": 32,
+                                             "register_slices": True}
     assert manifest["queues"] == {"compute": 8, "dma": 4}
     assert manifest["latencies"]["array"] == 19
     port_names = {p["name"] for p in manifest["ports"]}

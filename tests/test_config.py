@@ -29,6 +29,7 @@ def test_default_file_matches_defaults():
     ({"perf_counter_bits": 64}, "perf_counter_bits = 64 is invalid: must be an integer from 32 to 48"),
     ({"ring_bits": 3}, "ring_bits = 3 is invalid: must be an integer from 4 to 32"),
     ({"perf_counters": "some"}, "perf_counters = 'some' is invalid: allowed: 'all', 'cycles'"),
+    ({"dispatch": "parallel"}, "dispatch = 'parallel' is invalid: allowed: 'overlapped', 'sequential'"),
     ({"requantiser": "fast"}, "requantiser = 'fast' is invalid: allowed: 'pipelined', 'serial'"),
     ({"register_slices": 0}, "register_slices = 0 is invalid: must be true or false"),
 ])

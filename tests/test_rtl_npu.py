@@ -10,17 +10,17 @@ from npu.sim.runner import build_dir_for, run_cocotb
 
 CONFIGS = {
     "8x8": NPUConfig(),
-    # The small-FPGA profile: one serial requantisation lane for five columns, the
-    # shortest queues, only the cycle counter (32 bits), 13-bit ring slots (the iCEBreaker's),
-    # no register slices.
+    # The small-FPGA profile (the iCEBreaker's control path): one serial requantisation lane
+    # for five columns, sequential dispatch, only the cycle counter (32 bits), 13-bit ring
+    # slots, no register slices.
     "3x5-int6": NPUConfig(rows=3, cols=5, data_width=6, acc_width=20, act_depth=64, wgt_depth=24,
-                          acc_depth=64, param_depth=4, ppu_lanes=1, requantiser="serial", compute_queue=2,
-                          dma_queue=2, perf_counter_bits=32, perf_counters="cycles", ring_bits=13,
-                          register_slices=False),
+                          acc_depth=64, param_depth=4, ppu_lanes=1, requantiser="serial", dispatch="sequential",
+                          perf_counter_bits=32, perf_counters="cycles", ring_bits=13, register_slices=False),
     "4x4-bus64": NPUConfig(rows=4, cols=4, act_depth=128, wgt_depth=64, acc_depth=128, param_depth=8, ppu_lanes=2,
                            bus_width=64),
+    # The shortest queues (full queues, scoreboard stalls), without register slices.
     "2x3-int12": NPUConfig(rows=2, cols=3, data_width=12, acc_width=40, act_depth=64, wgt_depth=16,
-                           acc_depth=64, param_depth=4),
+                           acc_depth=64, param_depth=4, compute_queue=2, dma_queue=2, register_slices=False),
     # The sparse front end: every run also mixes dense tiles (each part) with sparse ones.
     "8x8-2of4": NPUConfig(sparsity="2:4"),
     "8x8-1of4": NPUConfig(sparsity="1:4"),
