@@ -109,9 +109,10 @@ class NPUConfig:
         (the default: through the compute and DMA queues, with a scoreboard, so loads,
         computes and stores of different tiles overlap) or ``"sequential"`` (one
         instruction at a time: each waits until every earlier one has finished; no
-        queues and no scoreboard, for small devices such as the iCE40UP5K). Results are
-        the same; only cycle counts differ. ``compute_queue`` and ``dma_queue`` are
-        unused when sequential.
+        queues, no scoreboard, no instruction fetcher (the DMA unit fetches) and one
+        weight bank, for small devices such as the iCE40UP5K). Results are the same;
+        only cycle counts differ. ``compute_queue`` and ``dma_queue`` are unused when
+        sequential.
     compute_queue : int
         Entries of the compute queue: COMPUTEs and STOREs dispatched to the datapath and
         not yet finished (2, 4, 8 or 16). Deeper queues let more instructions overlap.
@@ -267,6 +268,12 @@ class NPUConfig:
     def requant_lanes(self):
         """Lanes of the post-processing unit (``ppu_lanes``, or ``cols`` when 0)."""
         return self.ppu_lanes or self.cols
+
+    @property
+    def weight_banks(self):
+        """Weight banks in each array cell: two (the next tile's weights load while a tile
+        computes), one with sequential dispatch (nothing overlaps)."""
+        return 1 if self.dispatch == "sequential" else 2
 
     def builds_counter(self, name):
         """Whether performance counter ``name`` is built (``perf_counters``); one that is

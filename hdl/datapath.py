@@ -102,7 +102,9 @@ class Datapath(wiring.Component):
             "weight_bank_drain": self.drain_cycles,
             # The pipelined requantiser's depth (a serial one takes a varying number of cycles).
             **({"ppu_pipeline": PPU_STAGES} if self.config.requantiser == "pipelined" else {}),
-            "min_stall_free_tile_rows": 2 * self.config.rows + self.config.cols + 3,
+            # (With one weight bank every tile waits for the one before to drain.)
+            **({"min_stall_free_tile_rows": 2 * self.config.rows + self.config.cols + 3}
+               if self.config.weight_banks == 2 else {}),
         }
 
     def elaborate(self, platform):
@@ -146,7 +148,7 @@ class Datapath(wiring.Component):
                          idx_w.en.eq(self.idx_wr.valid), self.idx_wr.ready.eq(1)]
         m.submodules.array = array = SystolicArray(
             rows=R, cols=C, data_width=cfg.data_width, psum_width=cfg.psum_width, group=max(group, 1),
-            pe_pipeline=self.pe_pipeline)
+            pe_pipeline=self.pe_pipeline, banks=cfg.weight_banks)
         m.submodules.ppu = ppu = PostProcessor(cfg)
         m.d.comb += [ppu.param_wr.valid.eq(self.param_wr.valid), ppu.param_wr.payload.eq(self.param_wr.payload),
                      self.param_wr.ready.eq(ppu.param_wr.ready)]
@@ -161,7 +163,8 @@ class Datapath(wiring.Component):
         push_ok = ~q_valid | q_pop
 
         next_bank = Signal()
-        bank_busy = Signal(2)       # a loaded bank in use until its last tile drains
+        banks = cfg.weight_banks
+        bank_busy = Signal(banks)   # a loaded bank in use until its last tile drains
         load_cmd = Signal(cmd_layout)
         load_row = Signal(range(R + 1))
         loading = Signal()          # a COMPUTE is accepted and waiting for / loading weights
@@ -193,8 +196,9 @@ class Datapath(wiring.Component):
             with m.State("PUSH"):
                 m.d.comb += loading.eq(1)
                 with m.If(push_ok):
-                    m.d.sync += [q_valid.eq(1), q_cmd.eq(load_cmd), q_bank.eq(next_bank),
-                                 next_bank.eq(~next_bank)]
+                    m.d.sync += [q_valid.eq(1), q_cmd.eq(load_cmd), q_bank.eq(next_bank)]
+                    if banks == 2:
+                        m.d.sync += next_bank.eq(~next_bank)
                     m.next = "WAIT"
         # The read issued for row r arrives one cycle later and is written into the array.
         load_rd_valid = Signal()
@@ -242,7 +246,7 @@ class Datapath(wiring.Component):
                          s_accumulate.eq(q_cmd.accumulate), s_bank.eq(q_bank)]
 
         # A bank is released drain_cycles after its tile's last row (an empty tile's likewise).
-        for b in range(2):
+        for b in range(banks):
             timer = Signal(range(self.drain_cycles + 1), name=f"drain_timer{b}")
             release = (last_issue & (s_bank == b)) | (take_compute & (q_cmd.count == 0) & (q_bank == b))
             with m.If(release):

@@ -34,6 +34,13 @@ class ProcessingElement(wiring.Component):
         *registered* (the operands of the previous cycle), so the multiplier's own output
         register serves as the cell's product register. The array then packs two cells'
         products into one DSP block where the device allows it (:func:`dual_int8_dsp`).
+    banks : int
+        Weight banks: 2 (double-buffered, as above) or 1 (``sel`` is ignored and does not
+        travel; a tile's weights load only once the tile before has left the array).
+    weight_in_multiplier : bool
+        With one bank and an external multiplier (pipeline 1, dense): the multiplier keeps
+        the weight in its own operand register, loaded from ``mul_w`` while
+        ``mul_w_load`` is high (an iCE40 SB_MAC16's B register): the cell has none.
     external_stages : int
         With ``external_multiplier``: the registers the array's multiplier has from the
         operands to ``mul_p``. 1 (the product register), or ``pipeline``: the multiplier
@@ -53,7 +60,13 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, *, data_width, psum_width, group=1, external_multiplier=False, pipeline=1,
-                 external_stages=1):
+                 external_stages=1, banks=2, weight_in_multiplier=False):
+        if banks not in (1, 2):
+            raise ValueError(f"banks must be 1 or 2, not {banks}")
+        if weight_in_multiplier and not (external_multiplier and banks == 1 and pipeline == 1 and group == 1):
+            raise ValueError("weight_in_multiplier needs an external multiplier, one bank, pipeline 1, dense")
+        self._banks = banks
+        self._weight_in_multiplier = weight_in_multiplier
         if pipeline not in (1, 3, 5):
             raise ValueError(f"pipeline must be 1, 3 or 5, not {pipeline}")
         if external_stages not in (1, pipeline) or (external_stages != 1 and not external_multiplier):
@@ -86,29 +99,37 @@ class ProcessingElement(wiring.Component):
             ports["mul_a"] = Out(signed(data_width))
             ports["mul_w"] = Out(signed(data_width))
             ports["mul_p"] = In(signed(2 * data_width))
+        if weight_in_multiplier:
+            ports["mul_w_load"] = Out(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
+        two = self._banks == 2
         w0 = Signal(signed(self._data_width))
         w1 = Signal(signed(self._data_width))
         with m.If(self.w_load):
-            with m.If(self.w_bank):
+            with m.If(self.w_bank & two):
                 m.d.sync += w1.eq(self.w_data)
             with m.Else():
                 m.d.sync += w0.eq(self.w_data)
-        weight = Mux(self.sel_in, w1, w0)
+        weight = Mux(self.sel_in, w1, w0) if two else w0
+        if self._weight_in_multiplier:
+            # The multiplier's operand register is the weight register: it takes ``mul_w``
+            # when ``mul_w_load`` is high and holds it otherwise.
+            m.d.comb += self.mul_w_load.eq(self.w_load)
+            weight = self.w_data
         if self._group == 1:
             a = self.a_in
         else:
             i0 = Signal(self._idx_bits)
             i1 = Signal(self._idx_bits)
             with m.If(self.w_load):
-                with m.If(self.w_bank):
+                with m.If(self.w_bank & two):
                     m.d.sync += i1.eq(self.w_idx)
                 with m.Else():
                     m.d.sync += i0.eq(self.w_idx)
-            a = self.a_in[Mux(self.sel_in, i1, i0)]
+            a = self.a_in[Mux(self.sel_in, i1, i0) if two else i0]
         # The product is registered before it is added (the multiplier's output register):
         # every cell adds a cycle late, and so does the cell above it, so the column's
         # schedule holds and the whole array is one cycle longer.
@@ -132,11 +153,9 @@ class ProcessingElement(wiring.Component):
             product_qn = Signal.like(product_q, name=f"product_q{i + 2}")
             m.d.sync += product_qn.eq(product_q)
             product_q = product_qn
-        m.d.sync += [
-            self.a_out.eq(self.a_in),
-            self.sel_out.eq(self.sel_in),
-            self.psum_out.eq(self.psum_in + product_q),
-        ]
+        m.d.sync += [self.a_out.eq(self.a_in), self.psum_out.eq(self.psum_in + product_q)]
+        if two:
+            m.d.sync += self.sel_out.eq(self.sel_in)
         return m
 
 
@@ -191,11 +210,13 @@ def dual_int8_dsp(platform):
     return str(getattr(platform, "device", "")).startswith("iCE40UP")
 
 
-def sb_mac16_pair(a_hi, w_hi, a_lo, w_lo, p_hi, p_lo):
+def sb_mac16_pair(a_hi, w_hi, a_lo, w_lo, p_hi, p_lo, *, w_load=None):
     """An SB_MAC16 in 8x8 mode: ``p_hi = a_hi * w_hi`` and ``p_lo = a_lo * w_lo``, signed,
     registered in the block's 8x8 product registers (clocked by the ``sync`` domain), so
     the products cost no logic-cell flip-flops. Operands narrower than 8 bits are
-    sign-extended."""
+    sign-extended. With ``w_load``, the weights go through the block's B register: it
+    takes ``w_hi``/``w_lo`` in a cycle ``w_load`` is high and the multiplies use what it
+    holds (``BHOLD`` otherwise)."""
     from amaranth.hdl import Cat, ClockSignal, Instance
 
     def byte(v):
@@ -204,10 +225,10 @@ def sb_mac16_pair(a_hi, w_hi, a_lo, w_lo, p_hi, p_lo):
     instance = Instance(
         "SB_MAC16",
         p_MODE_8x8=1, p_A_SIGNED=1, p_B_SIGNED=1, p_TOPOUTPUT_SELECT=2, p_BOTOUTPUT_SELECT=2,
-        p_TOP_8x8_MULT_REG=1, p_BOT_8x8_MULT_REG=1,
+        p_TOP_8x8_MULT_REG=1, p_BOT_8x8_MULT_REG=1, p_B_REG=int(w_load is not None),
         i_A=Cat(byte(a_lo), byte(a_hi)), i_B=Cat(byte(w_lo), byte(w_hi)),
         i_C=0, i_D=0, i_CLK=ClockSignal("sync"), i_CE=1, i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,
-        i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0, i_OHOLDTOP=0, i_OHOLDBOT=0,
+        i_AHOLD=0, i_BHOLD=0 if w_load is None else ~w_load, i_CHOLD=0, i_DHOLD=0, i_OHOLDTOP=0, i_OHOLDBOT=0,
         i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
         o_O=out)
     return instance, [p_hi.eq(out[16:32].as_signed()), p_lo.eq(out[0:16].as_signed())]

@@ -51,7 +51,7 @@ class SystolicArray(wiring.Component):
         :class:`~npu.hdl.pe.ProcessingElement`. The latency grows by ``pe_pipeline - 1``.
     """
 
-    def __init__(self, *, rows, cols, data_width, psum_width, group=1, pe_pipeline=1):
+    def __init__(self, *, rows, cols, data_width, psum_width, group=1, pe_pipeline=1, banks=2):
         if rows < 1 or cols < 1:
             raise ValueError(f"array dimensions must be >= 1, not {rows} x {cols}")
         self.rows = rows
@@ -60,6 +60,7 @@ class SystolicArray(wiring.Component):
         self.psum_width = psum_width
         self.group = group
         self.pe_pipeline = pe_pipeline
+        self.banks = banks
         act = signed(data_width) if group == 1 else data.ArrayLayout(signed(data_width), group)
         self._act_shape = act
         ports = {
@@ -94,9 +95,12 @@ class SystolicArray(wiring.Component):
         paired = dual_int8_dsp(platform) and self.data_width <= 8
         # On the ECP5 each cell's multiply registers are the MULT18X18D's own (pipeline 3).
         in_dsp = not paired and registered_dsp(platform) and self.pe_pipeline == 3 and self.data_width <= 18
+        # With one weight bank, a block's B register holds its two cells' weights (a pair in
+        # one array row, so loaded together: every pair is when the row has an even length).
+        held = paired and self.banks == 1 and self.pe_pipeline == 1 and self.group == 1 and C % 2 == 0
         pes = [[ProcessingElement(data_width=self.data_width, psum_width=self.psum_width, group=self.group,
                                   external_multiplier=paired or in_dsp, pipeline=self.pe_pipeline,
-                                  external_stages=3 if in_dsp else 1)
+                                  external_stages=3 if in_dsp else 1, banks=self.banks, weight_in_multiplier=held)
                 for _ in range(C)] for _ in range(R)]
         for k in range(R):
             for n in range(C):
@@ -113,7 +117,8 @@ class SystolicArray(wiring.Component):
                 if lo is None:       # an odd cell out multiplies in logic
                     m.d.sync += hi.mul_p.eq(hi.mul_a * hi.mul_w)
                     continue
-                instance, connect = sb_mac16_pair(hi.mul_a, hi.mul_w, lo.mul_a, lo.mul_w, hi.mul_p, lo.mul_p)
+                instance, connect = sb_mac16_pair(hi.mul_a, hi.mul_w, lo.mul_a, lo.mul_w, hi.mul_p, lo.mul_p,
+                                                  w_load=hi.mul_w_load if held else None)
                 m.submodules[f"mac16_{i // 2}"] = instance
                 m.d.comb += connect
 
@@ -124,13 +129,13 @@ class SystolicArray(wiring.Component):
             sel = Signal(name=f"sel_row{k}")
             m.d.sync += [a.eq(Mux(self.valid, self.a_in[k], 0)), sel.eq(self.sel)]
             a_skewed = delay(m, a, k, name=f"skew_a{k}")
-            sel_skewed = delay(m, sel, k, name=f"skew_sel{k}")
-            m.d.comb += [pes[k][0].a_in.eq(a_skewed), pes[k][0].sel_in.eq(sel_skewed)]
+            m.d.comb += pes[k][0].a_in.eq(a_skewed)
+            if self.banks == 2:         # (one bank: no select travels)
+                m.d.comb += pes[k][0].sel_in.eq(delay(m, sel, k, name=f"skew_sel{k}"))
             for n in range(1, C):
-                m.d.comb += [
-                    pes[k][n].a_in.eq(pes[k][n - 1].a_out),
-                    pes[k][n].sel_in.eq(pes[k][n - 1].sel_out),
-                ]
+                m.d.comb += pes[k][n].a_in.eq(pes[k][n - 1].a_out)
+                if self.banks == 2:
+                    m.d.comb += pes[k][n].sel_in.eq(pes[k][n - 1].sel_out)
             for n in range(C):
                 m.d.comb += [
                     pes[k][n].w_load.eq(self.w_load & (self.w_row == k)),

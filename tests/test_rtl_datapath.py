@@ -19,6 +19,11 @@ CONFIGS = {
     "5x3-acc24": NPUConfig(rows=5, cols=3, acc_width=24, act_depth=64, wgt_depth=20, acc_depth=64),
     "2x3-int6-acc16": NPUConfig(rows=2, cols=3, data_width=6, acc_width=16, act_depth=64, wgt_depth=16,
                                 acc_depth=64),
+    # Sequential dispatch: one weight bank (the iCEBreaker's array). (Not its serial
+    # requantiser: random_programs rewrites parameters under OUTPUTs that read them, which
+    # the serial requantiser's parameter memory rules out, see PostProcessor._serial.)
+    "4x4-seq": NPUConfig(rows=4, cols=4, act_depth=64, wgt_depth=32, acc_depth=64, dispatch="sequential",
+                         register_slices=False),
 }
 # (test, seed): the randomised tests run with several seeds, each from a fresh reset.
 TESTS = [("random_gemms", 1), ("random_gemms", 2), ("back_to_back_tiles", 1), ("back_to_back_tiles", 2),
@@ -65,16 +70,20 @@ def _sb_mac16_model(build):
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("name", ["3x5", "2x3-int6-acc16"])
+@pytest.mark.parametrize("name", ["3x5", "2x3-int6-acc16", "4x4-seq"])
 @pytest.mark.parametrize("test, seed", [("random_gemms", 1), ("random_programs", 2)])
 def test_datapath_rtl_on_paired_sb_mac16(name, test, seed):
     """The array with the iCE40's paired SB_MAC16 multipliers (Yosys' cell model under
-    Icarus; 15 cells: seven blocks and one cell in logic; int6 operands sign-extended)."""
+    Icarus; 15 cells: seven blocks and one cell in logic; int6 operands sign-extended;
+    4x4-seq: one weight bank, held in the blocks' B registers)."""
     config = CONFIGS[name]
     build = build_dir_for(config, f"mac16-{test}-{seed}")
     run_cocotb(config, "npu.sim.tb_datapath", top="datapath", testcase=test, build_dir=build,
                extra_env={"NPU_SEED": str(seed)}, platform=_ICE40DSP(), extra_sources=[_sb_mac16_model(build)])
-    assert (build / "npu.v").read_text().count("SB_MAC16 ") == config.rows * config.cols // 2
+    verilog = (build / "npu.v").read_text()
+    assert verilog.count("SB_MAC16 ") == config.rows * config.cols // 2
+    # One weight bank: the blocks' B registers hold the weights.
+    assert verilog.count(".B_REG(32'd1)") == (config.rows * config.cols // 2 if config.weight_banks == 1 else 0)
 
 
 class _ECP5DSP:
