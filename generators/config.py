@@ -275,6 +275,17 @@ class NPUConfig:
         computes), one with sequential dispatch (nothing overlaps)."""
         return 1 if self.dispatch == "sequential" else 2
 
+    @property
+    def streamed_params(self):
+        """Parameter rows go from the bus into the requantiser word by word: its bias,
+        multiplier and shift memories each take the words that hold their fields, and the
+        DMA unit keeps no parameter row. With sequential dispatch and one serial lane, a
+        32-bit bus, 4-byte biases, 1-byte elements, and the zero point and clamps in one
+        bus word (the iCEBreaker's configuration)."""
+        return (self.dispatch == "sequential" and self.requantiser == "serial" and self.requant_lanes == 1
+                and self.bus_width == 32 and self.bias_bytes == 4 and self.element_bytes == 1
+                and (9 * self.cols) % 4 <= 1)
+
     def builds_counter(self, name):
         """Whether performance counter ``name`` is built (``perf_counters``); one that is
         not reads 0."""

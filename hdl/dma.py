@@ -131,7 +131,11 @@ class DMAUnit(wiring.Component):
         words = {kind: row_words(c, kind) for kind in row_kinds(c)}
         fetches = c.dispatch == "sequential"
         fetch_words = INSTRUCTION_BYTES // bb
+        # Streamed parameters go to the requantiser word by word: no row register for them.
+        streamed = c.streamed_params
         max_words = max(*words.values(), fetch_words if fetches else 1)
+        row_reg_words = max(*(n for kind, n in words.items() if not (streamed and kind == "param")),
+                            fetch_words if fetches else 1)
 
         cmd = Signal(dma_command_layout(c))
         # Words per row of the running command, minus one.
@@ -149,7 +153,7 @@ class DMAUnit(wiring.Component):
         # --- Request side -----------------------------------------------------------
         req_addr = Signal(32)          # byte address of the next request
         req_row_next = Signal(32)      # byte address of the next row's first request
-        req_addr_inc = Signal(32)      # req_addr + bus_bytes
+        req_addr_inc = Signal(32)      # req_addr + bus_bytes (a register with register slices)
         req_word = Signal(range(max_words))
         req_rows_left = Signal(17)     # rows with requests still to issue
         burst = Signal(range(MAX_BURST + 1))
@@ -163,7 +167,7 @@ class DMAUnit(wiring.Component):
         resp_row_base = Signal(32)
         resp_word = Signal(range(max_words))
         resp_row = Signal(16)
-        row_reg = Signal(max_words * bw)
+        row_reg = Signal(row_reg_words * bw)
         row_write = Signal()           # row_reg holds a complete row to write this cycle
         row_write_addr = Signal(16)
 
@@ -200,7 +204,7 @@ class DMAUnit(wiring.Component):
         # With the serial requantiser the datapath takes a parameter row in several cycles
         # (``param_wr.ready``) while ``row_reg`` holds it: a parameter row's requests wait
         # until the row before it is answered and written. (Parameter rows are few.)
-        held = c.requantiser == "serial" and c.requant_passes > 1
+        held = c.requantiser == "serial" and c.requant_passes > 1 and not streamed
         row_gate = Const(0, 1)
         if held:
             row_gate = (cmd.buffer == Buffer.PARAM) & ~cmd.store & (req_word == 0) & (pending | row_write)
@@ -220,10 +224,13 @@ class DMAUnit(wiring.Component):
         next_window_check(m, c, word_ok, req_addr_next,
                           [(take_cmd, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
                            (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
-        # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
-        m.d.sync += req_addr_inc.eq(Mux(take_cmd, self.cmd.payload.mem_addr + bb,
-                                        Mux(accept, Mux(row_end, req_row_next + bb, req_addr_inc + bb),
-                                            req_addr_inc)))
+        if c.register_slices:
+            # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
+            m.d.sync += req_addr_inc.eq(Mux(take_cmd, self.cmd.payload.mem_addr + bb,
+                                            Mux(accept, Mux(row_end, req_row_next + bb, req_addr_inc + bb),
+                                                req_addr_inc)))
+        else:
+            m.d.comb += req_addr_inc.eq(req_addr + bb)      # (one adder, no register)
         # "No rows left to request", registered: from the rows left now, not the count's next value.
         m.d.sync += req_done.eq(Mux(take_cmd, self.cmd.payload.rows == 0,
                                     Mux(accept & row_end, req_rows_left == 1, req_done)))
@@ -304,8 +311,13 @@ class DMAUnit(wiring.Component):
             m.d.sync += row_write.eq(row_write & (cmd.buffer == Buffer.PARAM) & ~self.param_wr.ready)
         else:
             m.d.sync += row_write.eq(0)
+        param_word = Const(0, 1)
+        if streamed:
+            param_word = (cmd.buffer == Buffer.PARAM) & ~cmd.fetch
         with m.If(ack & ~cmd.store):
-            m.d.sync += row_reg.word_select(resp_word, bw).eq(self.bus.dat_r)
+            with m.If(~param_word):
+                m.d.sync += row_reg.word_select(resp_word[:max(1, (row_reg_words - 1).bit_length())], bw).eq(
+                    self.bus.dat_r)
             with m.If((resp_word == last_word_index) & ~stopping & ~err):
                 m.d.sync += [row_write.eq(1), row_write_addr.eq(cmd.buf_addr + resp_row)]
 
@@ -325,12 +337,35 @@ class DMAUnit(wiring.Component):
             self.wgt_wr.valid.eq(row_write & (cmd.buffer == Buffer.WGT)),
             self.wgt_wr.payload.addr.eq(row_write_addr),
             self.wgt_wr.payload.mask.eq(full_mask_c),
-            self.param_wr.valid.eq(row_write & (cmd.buffer == Buffer.PARAM)),
-            self.param_wr.payload.addr.eq(row_write_addr),
-            self.param_wr.payload.mask.eq(full_mask_c),
-            self.side_wr.valid.eq(row_write & (cmd.buffer == Buffer.PARAM) & self.param_wr.ready),
-            self.side_wr.payload.addr.eq(row_write_addr),
         ]
+        if streamed:
+            # Each word of a parameter row as it comes; the word holding the zero point and
+            # clamps goes to the side memory too.
+            side_fields = [f for f in row_format(c, "param") if f.name not in ("bias", "mult", "shift")]
+            side_word = side_fields[0].offset // bb
+            assert all(f.offset // bb == side_word for f in side_fields)
+            word_addr = Signal.like(row_write_addr)
+            m.d.comb += word_addr.eq(cmd.buf_addr + resp_row)
+            write_word = ack & param_word & ~stopping
+            m.d.comb += [
+                self.param_wr.valid.eq(write_word),
+                self.param_wr.payload.addr.eq(word_addr),
+                self.param_wr.payload.word.eq(resp_word),
+                self.param_wr.payload.data.eq(self.bus.dat_r),
+                self.side_wr.valid.eq(write_word & (resp_word == side_word)),
+                self.side_wr.payload.addr.eq(word_addr),
+            ]
+            for f in side_fields:
+                offset = 8 * (f.offset - side_word * bb)
+                m.d.comb += getattr(self.side_wr.payload.data, f.name).eq(self.bus.dat_r[offset:offset + f.width])
+        else:
+            m.d.comb += [
+                self.param_wr.valid.eq(row_write & (cmd.buffer == Buffer.PARAM)),
+                self.param_wr.payload.addr.eq(row_write_addr),
+                self.param_wr.payload.mask.eq(full_mask_c),
+                self.side_wr.valid.eq(row_write & (cmd.buffer == Buffer.PARAM) & self.param_wr.ready),
+                self.side_wr.payload.addr.eq(row_write_addr),
+            ]
         if c.sparse:
             m.d.comb += [self.idx_wr.valid.eq(row_write & (cmd.buffer == Buffer.IDX)),
                          self.idx_wr.payload.addr.eq(row_write_addr)]
@@ -340,7 +375,7 @@ class DMAUnit(wiring.Component):
             m.d.comb += self.act_wr.payload.data[f.index].eq(field_value(f))
         for f in row_format(c, "wgt"):
             m.d.comb += self.wgt_wr.payload.data[f.index].eq(field_value(f))
-        for f in row_format(c, "param"):
+        for f in row_format(c, "param") if not streamed else ():
             if f.name in ("bias", "mult", "shift"):
                 m.d.comb += getattr(self.param_wr.payload.data[f.index], f.name).eq(field_value(f))
             else:

@@ -9,6 +9,7 @@ from amaranth.lib import data, enum
 from amaranth.utils import ceil_log2
 
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
+from .isa import row_words
 
 __all__ = ["TileOp", "addr_width", "count_width", "command_layout", "ppu_command_layout", "PPU_COMMAND_FIELDS",
            "act_write_layout", "wgt_write_layout", "idx_entry_layout", "idx_write_layout", "param_write_layout",
@@ -113,7 +114,15 @@ def param_lane_layout(config):
 
 
 def param_write_layout(config):
-    """Write one parameter entry: lane n (column n) where ``mask[n]`` is set."""
+    """Write one parameter entry: lane n (column n) where ``mask[n]`` is set. With
+    ``config.streamed_params``: one 32-bit word of a parameter row in memory (``word``: its
+    index in the row) for entry ``addr``."""
+    if config.streamed_params:
+        return data.StructLayout({
+            "addr": unsigned(addr_width(config.param_depth)),
+            "word": unsigned(max(1, (row_words(config, "param") - 1).bit_length())),
+            "data": unsigned(32),
+        })
     return data.StructLayout({
         "addr": unsigned(addr_width(config.param_depth)),
         "mask": unsigned(config.cols),

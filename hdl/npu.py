@@ -445,7 +445,7 @@ class _Core(Elaboratable):
             wait_load = wait_compute = wait_store = ~(all_idle | sending)
         stopping = Signal()        # no more dispatch; finishing an END or an error
         stop_end = Signal()
-        pend_code, pend_addr, pend_cmd = Signal(8), Signal(32), Signal(32)
+        pend_code, pend_addr, pend_cmd = Signal(8), Signal(32), Signal(cfg.ring_bits)   # (a slot while running)
         pend_drain = Signal()      # wait for every earlier instruction (decode and fetch errors)
 
         valid = busy & ~stopping & d_valid
@@ -535,8 +535,16 @@ class _Core(Elaboratable):
         # registers it reads cannot change in between (the NPU is idle and the register
         # slave takes no write in the cycle after one).
         bad_ring = Signal()
-        m.d.sync += bad_ring.eq((ring_size == 0) | (ring_size > (1 << cfg.ring_bits)) | (ring_base[:4] != 0)
-                                | (head >= ring_size) | (tail >= ring_size))
+        S = cfg.ring_bits
+
+        def beyond(slot):
+            """``slot >= ring_size``, compared on S + 1 bits when RING_SIZE is at most 2**S
+            (a larger one is BAD_RING whatever the slot)."""
+            if S >= 31:
+                return slot >= ring_size
+            return slot[S + 1:].any() | (slot[:S + 1] >= ring_size[:S + 1])
+        m.d.sync += bad_ring.eq((ring_size == 0) | (ring_size > (1 << S)) | (ring_base[:4] != 0)
+                                | beyond(head) | beyond(tail))
         if not sequential:
             if cfg.register_slices:
                 # Registered (a timing cut into the fetcher's request logic): the fetcher may ask

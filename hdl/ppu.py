@@ -1,5 +1,7 @@
 """Post-processing unit: bias, requantisation, zero point and clamp, int8 out."""
 
+from types import SimpleNamespace
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, enum, fifo, stream, wiring
 from amaranth.lib.memory import Memory
@@ -447,6 +449,56 @@ class PostProcessor(wiring.Component):
             pipeline_empty.eq(~(captured | active | tag_valid.any())),
         ]
 
+    def _streamed_params(self, m, cfg, group_bits):
+        """Parameter memories written a bus word at a time (``config.streamed_params``; one
+        lane, so a column group is a column): a row's words ``0 .. C-1`` are the biases,
+        ``C .. 2C-1`` the multipliers, then four shifts per word (``isa.row_format``). Each
+        memory takes its own words; a read port stands in for the one parameter memory,
+        with the shift of the column picked from its word (by the column of the read, a
+        cycle later). Returns that read port (``addr``: entry and column; ``en``; ``data``)."""
+        C = cfg.cols
+        shift_words = -(-C // 4)
+        shift_bits = ceil_log2(shift_words)
+        depth = cfg.param_depth << group_bits
+        mems = {
+            "bias": Memory(shape=signed(cfg.acc_width), depth=depth, init=[], attrs=CollisionFreeReadPort.ATTRS),
+            "mult": Memory(shape=REQUANT_MULT_WIDTH, depth=depth, init=[], attrs=CollisionFreeReadPort.ATTRS),
+            "shift": Memory(shape=data.ArrayLayout(REQUANT_SHIFT_WIDTH, 4), depth=cfg.param_depth << shift_bits,
+                            init=[], attrs=CollisionFreeReadPort.ATTRS),
+        }
+        wr = self.param_wr
+        word, value = wr.payload.word, wr.payload.data
+        m.d.comb += wr.ready.eq(1)
+        firsts = {"bias": 0, "mult": C, "shift": 2 * C}
+        counts = {"bias": C, "mult": C, "shift": shift_words}
+        reads = {}
+        for name, mem in mems.items():
+            m.submodules[f"{name}_params"] = mem
+            port = mem.write_port()
+            index = Signal(range(counts[name]), name=f"{name}_word")
+            bits = group_bits if name != "shift" else shift_bits
+            m.d.comb += [index.eq(word - firsts[name]), port.addr.eq(Cat(index[:bits], wr.payload.addr)),
+                         port.en.eq(wr.valid & (word >= firsts[name]) & (word < firsts[name] + counts[name]))]
+            if name == "shift":
+                m.d.comb += [port.data[i].eq(value[8 * i:8 * i + REQUANT_SHIFT_WIDTH]) for i in range(4)]
+            else:
+                m.d.comb += port.data.eq(value[:len(port.data)])
+            reads[name] = CollisionFreeReadPort(m, mem, name=f"{name}_r")
+
+        port = SimpleNamespace(addr=Signal(ceil_log2(depth), name="param_r_addr"), en=Signal(name="param_r_en"),
+                                data=Signal(data.ArrayLayout(param_lane_layout(cfg), 1), name="param_r_data"))
+        column = Signal(max(group_bits, 2), name="param_r_column")     # the column read, a cycle late
+        m.d.sync += column.eq(port.addr[:group_bits])
+        entry = port.addr[group_bits:]
+        for name in ("bias", "mult"):
+            m.d.comb += [reads[name].addr.eq(port.addr), reads[name].en.eq(port.en),
+                         getattr(port.data[0], name).eq(reads[name].data)]
+        m.d.comb += [reads["shift"].addr.eq(Cat(port.addr[2:group_bits][:shift_bits], entry)),
+                     reads["shift"].en.eq(port.en),
+                     port.data[0].shift.eq(reads["shift"].data.as_value().word_select(column[:2],
+                                                                                     REQUANT_SHIFT_WIDTH))]
+        return port
+
     def _serial(self, m, cfg):
         """Serial lanes (``SerialLane``): lane ``l`` requantises columns ``k*L + l`` of a row,
         k = 0 .. P-1, all lanes in step. Per column group: the row is read (the cycle the
@@ -469,27 +521,30 @@ class PostProcessor(wiring.Component):
         L, P = cfg.requant_lanes, cfg.requant_passes
         lane_layout = param_lane_layout(cfg)
         group_bits = ceil_log2(P)
-        m.submodules.params = params = Memory(shape=data.ArrayLayout(lane_layout, L),
-                                              depth=cfg.param_depth << group_bits, init=[],
-                                              attrs=CollisionFreeReadPort.ATTRS)
-        param_w = params.write_port(granularity=1)      # per lane
-        param_r = CollisionFreeReadPort(m, params, name="param_r")
-        # Writes: group ``wgroup`` of the row on param_wr, then the next; the row is taken
-        # with its last group.
         wr = self.param_wr
-        if P > 1:
-            wgroup = Signal(range(P))
-            with m.If(wr.valid):
-                m.d.sync += wgroup.eq(Mux(wgroup == P - 1, 0, wgroup + 1))
-            with m.Switch(wgroup):
-                for k in range(P):
-                    with m.Case(k):
-                        m.d.comb += [param_w.data.eq(Cat(wr.payload.data[k * L + l] for l in range(L))),
-                                     param_w.en.eq(Mux(wr.valid, wr.payload.mask[k * L:(k + 1) * L], 0))]
-            m.d.comb += [param_w.addr.eq(Cat(wgroup, wr.payload.addr)), wr.ready.eq(wgroup == P - 1)]
+        if cfg.streamed_params:
+            param_r = self._streamed_params(m, cfg, group_bits)
         else:
-            m.d.comb += [param_w.data.eq(wr.payload.data), param_w.addr.eq(wr.payload.addr),
-                         param_w.en.eq(Mux(wr.valid, wr.payload.mask, 0)), wr.ready.eq(1)]
+            m.submodules.params = params = Memory(shape=data.ArrayLayout(lane_layout, L),
+                                                  depth=cfg.param_depth << group_bits, init=[],
+                                                  attrs=CollisionFreeReadPort.ATTRS)
+            param_w = params.write_port(granularity=1)      # per lane
+            param_r = CollisionFreeReadPort(m, params, name="param_r")
+            # Writes: group ``wgroup`` of the row on param_wr, then the next; the row is taken
+            # with its last group.
+            if P > 1:
+                wgroup = Signal(range(P))
+                with m.If(wr.valid):
+                    m.d.sync += wgroup.eq(Mux(wgroup == P - 1, 0, wgroup + 1))
+                with m.Switch(wgroup):
+                    for k in range(P):
+                        with m.Case(k):
+                            m.d.comb += [param_w.data.eq(Cat(wr.payload.data[k * L + l] for l in range(L))),
+                                         param_w.en.eq(Mux(wr.valid, wr.payload.mask[k * L:(k + 1) * L], 0))]
+                m.d.comb += [param_w.addr.eq(Cat(wgroup, wr.payload.addr)), wr.ready.eq(wgroup == P - 1)]
+            else:
+                m.d.comb += [param_w.data.eq(wr.payload.data), param_w.addr.eq(wr.payload.addr),
+                             param_w.en.eq(Mux(wr.valid, wr.payload.mask, 0)), wr.ready.eq(1)]
         cmd = Signal(ppu_command_layout(cfg))
         addr = Signal.like(cmd.acc_addr)         # the next accumulator read
         remaining = Signal.like(cmd.count)       # rows with reads still to issue
