@@ -165,7 +165,9 @@ class Datapath(wiring.Component):
         next_bank = Signal()
         banks = cfg.weight_banks
         bank_busy = Signal(banks)   # a loaded bank in use until its last tile drains
-        load_cmd = Signal(cmd_layout)
+        # One bank: a COMPUTE is taken only into an empty queue slot, and the loader's
+        # command register is the slot's (nothing overlaps the weight load).
+        load_cmd = Signal(cmd_layout) if banks == 2 else q_cmd
         load_row = Signal(range(R + 1))
         loading = Signal()          # a COMPUTE is accepted and waiting for / loading weights
 
@@ -176,7 +178,7 @@ class Datapath(wiring.Component):
         with m.FSM(name="loader") as loader:
             with m.State("WAIT"):
                 with m.If(is_compute):
-                    m.d.comb += self.cmd.ready.eq(~bank_busy.bit_select(next_bank, 1))
+                    m.d.comb += self.cmd.ready.eq(~bank_busy.bit_select(next_bank, 1) & (~q_valid if banks == 1 else 1))
                     with m.If(self.cmd.valid & self.cmd.ready):
                         m.d.sync += [load_cmd.eq(self.cmd.payload), load_row.eq(0)]
                         m.next = "LOAD"
@@ -285,8 +287,18 @@ class Datapath(wiring.Component):
                 base = k // sparse_n * group
                 for j in range(group):
                     m.d.comb += array.a_in[k][j].eq(Mux(row_sparse, act_banks[base + j].data, dense))
-        out_addr = delay(m, row_addr, self.array_latency, name="row_addr")
-        out_accumulate = delay(m, row_accumulate, self.array_latency, name="row_accumulate")
+        if banks == 2:
+            out_addr = delay(m, row_addr, self.array_latency, name="row_addr")
+            out_accumulate = delay(m, row_accumulate, self.array_latency, name="row_accumulate")
+        else:
+            # One bank: a tile is taken only once the tile before has left the array (its bank
+            # drained, then the weights loaded), so the rows leaving the array are the taken
+            # tile's, in order: their addresses count up from its first (no delay line).
+            out_addr, out_accumulate = Signal.like(row_addr, name="out_addr"), Signal(name="out_accumulate")
+            with m.If(take_compute):
+                m.d.sync += [out_addr.eq(q_cmd.acc_addr), out_accumulate.eq(q_cmd.accumulate)]
+            with m.Elif(array.valid_out):
+                m.d.sync += out_addr.eq(out_addr + 1)
 
         # --- Accumulator read-modify-write (shares the read port with the PPU) ----------
         rmw_valid = Signal()
