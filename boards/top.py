@@ -7,7 +7,7 @@ PLL locks, and wires :class:`~npu.boards.soc.BoardSoC` to the USB-UART and the L
 on-chip memory is SPRAM on the iCE40UP5K and block RAM on ECP5.
 """
 
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib.cdc import ResetSynchronizer
 
 from .clocking import ecp5_pll, ice40_pll
@@ -62,7 +62,7 @@ class BoardTop(Elaboratable):
         if f_in == self.clk_hz:
             clk = platform.request(clk_name)
             m.d.comb += ClockSignal("sync").eq(clk.i)
-            return 1
+            return Const(1)
         locked = Signal()
         clk_out = Signal(name="clk_npu")
         m.d.comb += ClockSignal("sync").eq(clk_out)

@@ -119,6 +119,13 @@ def test_board_clock_is_the_pll_frequency_and_unreachable_is_one_line():
     top = BoardTop(b, board_config("ulx3s-25f"), clk_hz=1_000_000)
     with pytest.raises(ValueError, match="an ECP5 PLL cannot make 1 MHz from 25 MHz"):
         b.platform_class()().prepare(top)
+    # The board's own clock: no PLL (ECPIX-5 at 100 MHz, the iCEBreaker at 12 MHz).
+    for name, hz in (("ecpix5-45f", 100_000_000), ("icebreaker", 12_000_000)):
+        b = board(name)
+        top = BoardTop(b, NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4),
+                       clk_hz=hz)
+        b.platform_class()().prepare(top)
+        assert top.clk_hz == hz
 
 
 @pytest.mark.rtl
@@ -137,6 +144,25 @@ def test_ecp5_build_of_a_small_npu(tmp_path):
     assert report["macs_per_cycle"] == 4
     assert json.loads((tmp_path / "report.json").read_text())["bitstream"].endswith("top.bit")
     assert any("place-and-route" in line for line in lines)      # progress was shown
+
+
+@pytest.mark.rtl
+@pytest.mark.fpga
+def test_ice40_build_of_a_small_npu(tmp_path):
+    """The iCE40 flow on a fresh machine: Yosys, nextpnr-ice40 and icepack from PyPI, for a
+    2x2 NPU with the iCEBreaker's control path (sequential dispatch, serial requantiser)."""
+    config = board_config("icebreaker", rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4)
+    lines = []
+    report = board_build.build_board("icebreaker", config, tmp_path, echo=lines.append, clk_hz=12_000_000)
+    assert (tmp_path / "top.bin").stat().st_size > 100_000
+    assert report["fits"]
+    assert report["resources"]["dsp"]["used"] == 2              # four PEs, two per SB_MAC16
+    assert report["resources"]["spram"]["used"] == 4            # the 128 KiB RAM
+    # Built at the board's 12 MHz (no PLL), which this NPU meets.
+    assert report["clock"]["clock_mhz"] == 12 and report["clock"]["met"] and report["clock"]["fmax_mhz"] >= 12
+    assert report["macs_per_cycle"] == 4
+    assert json.loads((tmp_path / "report.json").read_text())["bitstream"].endswith("top.bin")
+    assert any("place-and-route" in line for line in lines)
 
 
 def test_abc9_failure_is_recognised(tmp_path):
