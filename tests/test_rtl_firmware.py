@@ -9,12 +9,15 @@ import pytest
 
 import onnx_models as om
 from npu.firmware.runtime import Device
+from npu.boards.platforms import board_config
 from npu.generators.config import NPUConfig
 
 pytestmark = pytest.mark.rtl
 logging.getLogger().setLevel(logging.ERROR)
 
 SMALL = NPUConfig(rows=4, cols=4, bus_width=64, act_depth=128, wgt_depth=64, acc_depth=128, param_depth=8)
+#: The iCEBreaker's NPU: sequential dispatch, streamed parameters, serial requantiser.
+ICEBREAKER = board_config("icebreaker")
 
 
 @pytest.mark.parametrize("name,fmt,act,batch,config", [
@@ -24,7 +27,10 @@ SMALL = NPUConfig(rows=4, cols=4, bus_width=64, act_depth=128, wgt_depth=64, acc
     ("cnn", "QOperator", "uint8", 1, SMALL),
     ("residual", "QOperator", "int8", 2, NPUConfig()),
     ("ragged_gemm", "QDQ", "int8", 1, NPUConfig()),
-], ids=["mlp-qdq", "mlp-qop-uint8", "cnn-qdq", "cnn-qop-4x4", "residual-qop", "gemm-37x50x19"])
+    ("mlp", "QDQ", "int8", 2, ICEBREAKER),
+    ("cnn", "QDQ", "int8", 1, ICEBREAKER),
+], ids=["mlp-qdq", "mlp-qop-uint8", "cnn-qdq", "cnn-qop-4x4", "residual-qop", "gemm-37x50x19", "mlp-icebreaker",
+        "cnn-icebreaker"])
 def test_rtl_equals_golden(tmp_path, name, fmt, act, batch, config):
     path = om.quantised(name, tmp_path / f"{name}.onnx", fmt, act)[0]
     model, _ = om.BUILDERS[name](0)
@@ -39,9 +45,10 @@ def test_rtl_equals_golden(tmp_path, name, fmt, act, batch, config):
         assert (r.name, r.where) == (g.name, g.where)
         if r.where == "npu":
             for counter in ("macs", "instructions", "bytes_written", "bytes_read"):
-                assert r.counters[counter] == g.counters[counter], (r.name, counter)
+                if config.builds_counter(counter):      # (the iCEBreaker's NPU counts cycles only)
+                    assert r.counters[counter] == g.counters[counter], (r.name, counter)
             # cycles >= the array's minimum for the MACs the layer streams
-            assert r.cycles * config.macs_per_cycle >= r.counters["macs"]
+            assert r.cycles * config.macs_per_cycle >= g.counters["macs"] > 0
     util = rtl.utilisation()
     assert 0 < util <= 1
 
