@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -80,7 +81,8 @@ def toolchain(family):
 
 
 class _Progress:
-    """Prints the stages a tool's log reaches while it runs (a line per stage)."""
+    """Prints the stages a tool's log reaches while it runs (a line per stage), and the
+    router's progress (arcs left, or overused wires) at most once per ``every`` seconds."""
 
     PATTERNS = [
         re.compile(r"^(\d+\.\d+)\. Executing (\w+) pass"),          # Yosys, inside synth_*
@@ -88,16 +90,20 @@ class _Progress:
                    r"|Routing|Router2|Program finished|Max frequency|Device utilisation|HeAP|Running router)"),
     ]
 
-    def __init__(self, log, echo, label):
-        self.log, self.echo, self.label = Path(log), echo, label
+    def __init__(self, log, echo, label, every=60.0):
+        self.log, self.echo, self.label, self.every = Path(log), echo, label, every
         self.started = time.monotonic()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def _say(self, text):
+        self.echo(f"  [{self.label} {time.monotonic() - self.started:5.0f} s] {text[:100]}")
+
     def _run(self):
         seen = 0
         last = None
+        said_route = 0.0
         while not self.stop.wait(1.0):
             if not self.log.exists():
                 continue
@@ -106,31 +112,66 @@ class _Progress:
                 chunk = f.read()
             cut = chunk.rfind("\n") + 1
             seen += len(chunk[:cut].encode(errors="replace"))
+            state = None
             for line in chunk[:cut].splitlines():
                 for pattern in self.PATTERNS:
                     match = pattern.search(line)
                     if match and match[0] != last:
                         last = match[0]
-                        text = (f"{match[2]}" if match.re is self.PATTERNS[0] else line[6:].strip())
-                        self.echo(f"  [{self.label} {time.monotonic() - self.started:5.0f} s] {text[:100]}")
+                        self._say(f"{match[2]}" if match.re is self.PATTERNS[0] else line[6:].strip())
+                state = router_state(line) or state
+            if state and time.monotonic() - said_route >= self.every:
+                said_route = time.monotonic()
+                self._say(f"routing: {state}")
 
     def close(self):
         self.stop.set()
         self.thread.join()
 
 
-def _run(cmd, cwd, log, echo, label, env):
+#: nextpnr's router progress lines: router1's table rows (iterations | arcs routed with and
+#: without rip-up | ... | arcs remaining) and router2's iteration lines.
+_ROUTER1_ROW = re.compile(r"^Info:\s+(\d+)\s*\|\s*\d+\s+\d+\s*\|\s*\d+\s+\d+\s*\|\s*(\d+)\s*\|")
+_ROUTER2_ITER = re.compile(r"^Info:\s+iter=(\d+)\s+wires=\d+\s+overused=(\d+)")
+
+
+def router_state(line):
+    """A router progress line of nextpnr's log as words, e.g. ``"2271 overused wires
+    (router2 iteration 45)"``; None for any other line."""
+    match = _ROUTER1_ROW.match(line)
+    if match:
+        return f"{int(match[2])} arcs left to route (router1, {int(match[1])} iterations)"
+    match = _ROUTER2_ITER.match(line)
+    if match:
+        return f"{int(match[2])} overused wires (router2 iteration {int(match[1])})"
+    return None
+
+
+def _run(cmd, cwd, log, echo, label, env, limit_s=None):
+    """Run one tool, its output in ``cwd/label.out``: ``(exit code, seconds)``; the exit
+    code is None when the tool was stopped at ``limit_s`` seconds."""
     progress = _Progress(log, echo, label) if echo else None
     started = time.monotonic()
     try:
         with open(Path(cwd) / f"{label}.out", "w") as out:
-            done = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+            # In a session of its own, so a wrapper script's tool is stopped with it.
+            process = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                       start_new_session=True)
+            try:
+                code = process.wait(timeout=limit_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                code = None
+            except BaseException:           # Ctrl-C: no tool left running
+                os.killpg(process.pid, signal.SIGKILL)
+                raise
     except OSError as e:
         raise BuildError(f"cannot run {cmd[0]}: {e}") from None
     finally:
         if progress:
             progress.close()
-    return done.returncode, time.monotonic() - started
+    return code, time.monotonic() - started
 
 
 def _commands(plan_dir, family, tools, name="top"):
@@ -179,11 +220,18 @@ def _cells(text):
     return cells
 
 
-def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo=print, program=False):
+#: Minutes place-and-route may take before ``npu build`` stops it (nextpnr has no limit of
+#: its own, and its router runs without end on a design too congested to route).
+PNR_MINUTES = 60
+
+
+def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo=print, program=False,
+                pnr_minutes=PNR_MINUTES):
     """Build board ``name`` with ``config`` (the board's default when None) into ``out_dir``.
 
     ``clk_hz`` is the NPU clock the PLL makes and nextpnr is constrained to (the board's
-    target clock when None).
+    target clock when None). ``pnr_minutes`` limits place-and-route (None or 0: no limit);
+    a build stopped there gets its report (``"routed": false``) and a :class:`BuildError`.
 
     Returns the report (also written to ``out_dir/report.json``). Raises
     :class:`BuildError` when a tool fails; a design that does not fit the device still
@@ -235,7 +283,8 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
         label = labels[var]
         if echo:
             echo(f"  {label}: {Path(cmd[0]).name} ...")
-        code, secs = _run(cmd, out_dir, out_dir / logs.get(var, f"{label}.out"), echo, label, env)
+        limit = pnr_minutes * 60 if pnr_minutes and label == "place-and-route" else None
+        code, secs = _run(cmd, out_dir, out_dir / logs.get(var, f"{label}.out"), echo, label, env, limit)
         if code and var == "YOSYS" and board.family == "ecp5" and _abc9_failed(out_dir):
             # The pinned Yosys' ABC9 fails an internal assertion on some NPUs (the sparse
             # ones, the 12x12 of the 85F): map those with the classic ABC (slower logic).
@@ -247,7 +296,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
             code, more = _run(cmd, out_dir, out_dir / logs["YOSYS"], echo, label, env)
             secs += more
         seconds[label] = round(secs, 1)
-        if code:
+        if code != 0:
             failure = (label, code)
             break
     report["seconds"] = seconds
@@ -260,6 +309,11 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
         if not report["fits"]:
             over = ", ".join(f"{k} {u}/{a}" for k, (u, a) in report["resources_raw"].items() if u > a)
             raise BuildError(f"the design does not fit the {board.device}: {over} (report: {out_dir / 'report.json'})")
+        if code is None:
+            left = report["routing"] or "no router progress yet"
+            raise BuildError(f"place-and-route stopped after {pnr_minutes:g} minutes without a routed design "
+                             f"({left}; {_fullest(report)}); 'npu build --pnr-minutes N' allows longer, 0 without "
+                             f"limit (report: {out_dir / 'report.json'})")
         log = out_dir / logs.get(label, f"{label}.out")
         raise BuildError(f"{label} failed (exit {code}): {_last_error(out_dir)}; log: {log}")
     if echo:
@@ -321,7 +375,14 @@ def _fill_report(report, board, config, out_dir):
                                                                                           (0, None)))[1]})
     report["resources"] = summary
     report["fits"] = bool(raw) and all(used <= available for used, available in raw.values())
+    # Fmax counts only after routing; before, nextpnr's figure is the placer's estimate.
+    report["routed"] = "Routing complete" in text or "Program finished normally" in text
+    states = [state for state in map(router_state, text.splitlines()) if state]
+    report["routing"] = states[-1] if states and not report["routed"] else None
     fmax, constraint = _fmax(text)
+    report["placed_estimate_mhz"] = _fmax(re.split(r"Info: Routing|Info: Running router", text)[0])[0]
+    if not report["routed"]:
+        fmax = None
     macs = config.macs_per_cycle
     target = board.clk_hz / 1e6
     built = report.get("clock_hz", board.clk_hz) / 1e6
@@ -331,6 +392,15 @@ def _fill_report(report, board, config, out_dir):
     report["macs_per_cycle"] = macs
     report["peak_gmacs"] = round(macs * fmax / 1e3, 3) if fmax else None
     report["peak_gmacs_at_target"] = round(macs * min(fmax, board.clk_hz / 1e6) / 1e3, 3) if fmax else None
+
+
+def _fullest(report):
+    """The device resource most used, e.g. ``"ICESTORM_LC 5125/5280 (97%)"``."""
+    raw = {k: (u, a) for k, (u, a) in report.get("resources_raw", {}).items() if a}
+    if not raw:
+        return "no utilisation reported"
+    kind, (used, available) = max(raw.items(), key=lambda kv: kv[1][0] / kv[1][1])
+    return f"{kind} {used}/{available} ({100 * used // available}%)"
 
 
 def summary_line(report):

@@ -618,19 +618,22 @@ def boards():
 @click.option("--baud", type=int, default=None, help="Host link baud rate [default: 1000000].")
 @click.option("--clock-mhz", type=click.FloatRange(min=1, min_open=False), default=None,
               help="NPU clock the PLL makes and place-and-route aims for [default: the board's target].")
+@click.option("--pnr-minutes", type=click.IntRange(min=0), default=None,
+              help="Stop place-and-route after this many minutes (0: no limit) [default: 60].")
 @config_options
-def build(board_name, out_dir, baud, clock_mhz, config_path, **overrides):
+def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, config_path, **overrides):
     """Build a bitstream for a dev board (Yosys + nextpnr) and write report.json.
 
     Without --config the board's default NPU (sized to its device) is built.
     """
-    from .boards.build import BuildError, build_board
+    from .boards.build import PNR_MINUTES, BuildError, build_board
     _board_or_fail(board_name)
     config = _board_config(board_name, config_path, overrides)
     out_dir = out_dir or Path("build") / "boards" / board_name
     try:
         report = build_board(board_name, config, out_dir, baud=baud, echo=lambda line: click.echo(line, err=True),
-                             clk_hz=None if clock_mhz is None else round(clock_mhz * 1e6))
+                             clk_hz=None if clock_mhz is None else round(clock_mhz * 1e6),
+                             pnr_minutes=PNR_MINUTES if pnr_minutes is None else pnr_minutes)
     except (BuildError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"bitstream: {report['bitstream']}\nreport: {Path(out_dir) / 'report.json'}")
@@ -659,9 +662,11 @@ def flash(board_name, out_dir, force):
 @click.option("--board", "board_names", multiple=True, type=_board_choice(),
               help="Boards to build (repeatable) [default: all].")
 @click.option("--no-build", is_flag=True, help="Only print the table of the existing reports.")
-def fpga_report(out_dir, board_names, no_build):
+@click.option("--pnr-minutes", type=click.IntRange(min=0), default=None,
+              help="Stop each board's place-and-route after this many minutes (0: no limit) [default: 60].")
+def fpga_report(out_dir, board_names, no_build, pnr_minutes):
     """Build every supported board's default NPU and print one table of the reports."""
-    from .boards.build import BuildError, build_board, read_report
+    from .boards.build import PNR_MINUTES, BuildError, build_board, read_report
     from .boards.platforms import board_names as all_boards
     names = list(board_names) or all_boards()
     reports, failed = [], []
@@ -669,7 +674,8 @@ def fpga_report(out_dir, board_names, no_build):
         if not no_build:
             _step(f"{name}")
             try:
-                build_board(name, None, out_dir / name, echo=lambda line: click.echo(line, err=True))
+                build_board(name, None, out_dir / name, echo=lambda line: click.echo(line, err=True),
+                            pnr_minutes=PNR_MINUTES if pnr_minutes is None else pnr_minutes)
             except BuildError as e:
                 click.echo(f"  {name}: {e}", err=True)
                 failed.append(name)
@@ -686,7 +692,7 @@ def fpga_report(out_dir, board_names, no_build):
 def report_table(reports):
     """One text table of board build reports."""
     head = ["board", "device", "NPU", "MACs/cyc", "logic used/avail", "FF", "DSP", "BRAM", "SPRAM",
-            "Fmax MHz", "target", "GMAC/s", "fits"]
+            "Fmax MHz", "target", "GMAC/s", "fits", "routed"]
     rows = []
     for r in reports:
         res = r["resources"]
@@ -702,7 +708,8 @@ def report_table(reports):
                      used("dsp"), used("block_ram"), used("spram"),
                      f"{clock['fmax_mhz']:.1f}" if clock["fmax_mhz"] else "-", f"{clock['target_mhz']:g}",
                      f"{r['peak_gmacs']:.2f}" if r.get("peak_gmacs") else "-",
-                     "yes" if r["fits"] else "NO"])
+                     "yes" if r["fits"] else "NO",
+                     "yes" if r.get("routed", r["clock"]["fmax_mhz"] is not None) else "NO"])
     widths = [max(len(x) for x in col) for col in zip(head, *rows)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(row, widths)) for row in [head, *rows]]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])

@@ -57,6 +57,9 @@ Info: 	          TRELLIS_IO:     9/  197     4%
 Info: 	        TRELLIS_COMB: 12000/24288    49%
 Info: 	          MULT18X18D:    30/   28   107%
 Info: Max frequency for clock '$glbnet$clk_npu': 61.00 MHz (FAIL at 100.00 MHz)
+Info: Routing..
+Info:       1000 |      900        100 |  900   100 |      5000|       1.00       1.00|
+Info: Routing complete.
 Info: Device utilisation:
 Info: 	          TRELLIS_IO:     9/  197     4%
 Info: 	        TRELLIS_COMB: 12000/24288    49%
@@ -76,6 +79,58 @@ def test_report_reads_the_last_utilisation_and_fmax(tmp_path):
     assert report["fits"] is False
     assert report["clock"]["fmax_mhz"] == 58.25 and report["clock"]["met"] is False
     assert report["peak_gmacs"] == pytest.approx(24 * 58.25 / 1e3, abs=1e-3)
+    assert report["routed"] is True and report["routing"] is None
+    assert report["placed_estimate_mhz"] == 61.0
+
+
+UNROUTED_LOG = """\
+Info: Device utilisation:
+Info: 	         ICESTORM_LC:  5125/  5280    97%
+Info: 	        ICESTORM_RAM:    24/    30    80%
+Info: Max frequency for clock 'clk': 14.36 MHz (FAIL at 30.00 MHz)
+Info: Running router2...
+Info:     iter=1 wires=70000 overused=9000 overuse=9500 archfail=NA
+Info:     iter=2 wires=72000 overused=2276 overuse=2280 archfail=NA
+"""
+
+
+def test_report_of_an_unrouted_design_has_no_fmax_and_says_where_routing_stood(tmp_path):
+    (tmp_path / "top.tim").write_text(UNROUTED_LOG)
+    report = {}
+    board_build._fill_report(report, board("icebreaker"), board_config("icebreaker"), tmp_path)
+    assert report["fits"] is True and report["routed"] is False
+    assert report["clock"]["fmax_mhz"] is None and report["peak_gmacs"] is None
+    assert report["placed_estimate_mhz"] == 14.36
+    assert report["routing"] == "2276 overused wires (router2 iteration 2)"
+    assert board_build.router_state("Info:     104000 |    24370      77582 |  307   664 |     16616|"
+                                    "       1.76     264.13|") == "16616 arcs left to route (router1, 104000 iterations)"
+
+
+def test_place_and_route_past_its_time_limit_is_stopped_with_a_report(tmp_path, monkeypatch):
+    # Stand-in tools: Yosys does nothing; nextpnr logs a placement and router2 iterations, then
+    # would route for a minute (as nextpnr does, without end, on a congested design).
+    fake = tmp_path / "tools"
+    fake.mkdir()
+    (fake / "yosys").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "nextpnr").write_text("#!/bin/sh\nwhile [ \"$1\" != --log ]; do shift; done\n"
+                                  f"cat > \"$2\" <<'EOF'\n{UNROUTED_LOG}EOF\nsleep 60\n")
+    for tool in ("yosys", "nextpnr"):
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake / "yosys"))
+    monkeypatch.setenv("NEXTPNR_ICE40", str(fake / "nextpnr"))
+    monkeypatch.setenv("ICEPACK", str(fake / "yosys"))
+    config = NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4)
+    lines = []
+    with pytest.raises(board_build.BuildError,
+                       match=r"place-and-route stopped after 0.05 minutes without a routed design \(2276 overused "
+                             r"wires \(router2 iteration 2\); ICESTORM_LC 5125/5280 \(97%\)\); 'npu build "
+                             r"--pnr-minutes N' allows longer"):
+        board_build.build_board("icebreaker", config, tmp_path / "out", echo=lines.append, clk_hz=12_000_000,
+                                pnr_minutes=0.05)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["routed"] is False and report["bitstream"] is None and report["clock"]["fmax_mhz"] is None
+    assert report["seconds"]["place-and-route"] < 30
+    assert any("routing: 2276 overused wires" in line for line in lines)
 
 
 def test_flash_without_bitstream_or_tool_is_one_line(tmp_path, monkeypatch):
@@ -172,3 +227,15 @@ def test_abc9_failure_is_recognised(tmp_path):
     assert not board_build._abc9_failed(tmp_path)
     (tmp_path / "synthesis.out").write_text("ERROR: Assert `GetSize(conn.first) == GetSize(conn.second)' failed\n")
     assert board_build._abc9_failed(tmp_path)
+
+
+def test_fpga_report_table_has_a_row_for_an_unrouted_board(tmp_path):
+    from npu.cli import report_table
+    (tmp_path / "top.tim").write_text(UNROUTED_LOG)
+    report = {"board": "icebreaker", "device": "iCE40UP5K", "config": board_config("icebreaker").to_dict()}
+    board_build._fill_report(report, board("icebreaker"), board_config("icebreaker"), tmp_path)
+    lines = report_table([report]).splitlines()
+    assert lines[0].split()[-2:] == ["fits", "routed"]
+    row = lines[2].split()
+    assert row[0] == "icebreaker" and row[4] == "5125/5280" and row[-2:] == ["yes", "NO"]
+    assert row[9] == "-"          # no Fmax before routing
