@@ -368,7 +368,7 @@ def demo(config_path, backend, report_dir, **overrides):
     click.echo(f"  report        {paths[0]} and {paths[1]}")
 
 
-BENCHMARKS = ("model", "datapath", "gemm", "sparse", "generation")
+BENCHMARKS = ("model", "datapath", "gemm", "sparse", "sequential", "generation")
 
 #: Sparse GEMM runs: (label, sparsity, bus width, target cycles / dense cycles).
 SPARSE_RUNS = (("2of4", "2:4", 32, 0.55), ("1of4", "1:4", 64, 0.30))
@@ -385,7 +385,8 @@ def bench(out_dir, rows_per_tile, gemm, only):
     """Benchmarks (JSON in --out): the demo model end to end on the RTL, the 8x8 datapath's
     streaming utilisation, a memory-to-memory GEMM on the default NPU with zero-wait and with
     random-wait memory, the same GEMM with 2:4 and 1:4 sparse weights (and the sparse front
-    end's ECP5 cost), generation time."""
+    end's ECP5 cost), sequential against overlapped dispatch on the iCEBreaker's NPU,
+    generation time."""
     gemm_shape = _gemm_shape(gemm)
     only = set(only) or set(BENCHMARKS)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -398,6 +399,8 @@ def bench(out_dir, rows_per_tile, gemm, only):
         failed.append("gemm")
     if "sparse" in only and not _bench_sparse(out_dir, gemm_shape):
         failed.append("sparse")
+    if "sequential" in only and not _bench_sequential(out_dir):
+        failed.append("sequential")
     if "generation" in only and not _bench_generation(out_dir):
         failed.append("generation")
     if failed:
@@ -554,6 +557,45 @@ def _bench_gemm(out_dir, gemm_shape):
     gemm_path.write_text(json.dumps(gemm_result, indent=2) + "\n")
     click.echo(f"  -> {gemm_path}")
     return gemm_result["pass"]
+
+
+#: The small-device GEMM (the iCEBreaker's 4x4 NPU; 256x256x256 would take an hour of Icarus).
+SEQUENTIAL_GEMM = (64, 64, 64)
+#: Sequential dispatch's cycles may be at most this many times overlapped dispatch's.
+SEQUENTIAL_TARGET = 1.5
+
+
+def _bench_sequential(out_dir):
+    """The cost of sequential dispatch in cycles: a GEMM on the iCEBreaker's default NPU
+    (sequential dispatch) and on the same NPU with overlapped dispatch (2-entry queues)."""
+    from .boards.platforms import board_config
+    M, K, N = SEQUENTIAL_GEMM
+    runs = {}
+    for label, config in (("sequential", board_config("icebreaker")),
+                          ("overlapped", board_config("icebreaker", dispatch="overlapped", compute_queue=2,
+                                                      dma_queue=2))):
+        _step(f"NPU GEMM {M}x{K}x{N} on the iCEBreaker's {config.rows}x{config.cols} NPU with {label} dispatch, "
+              f"zero-wait memory")
+        started = time.monotonic()
+        run = _npu_gemm(config, M, K, N, tag=f"bench-{label}")
+        run["simulation_seconds"] = round(time.monotonic() - started, 1)
+        run["config"] = config.to_dict()
+        runs[label] = run
+        click.echo(f"  {run['counters']['cycles']} cycles, {100 * run['mac_utilisation']:.2f}% of peak, "
+                   f"{run['mismatches']} mismatches")
+    ratio = runs["sequential"]["counters"]["cycles"] / runs["overlapped"]["counters"]["cycles"]
+    result = {
+        "gemm": {"M": M, "K": K, "N": N},
+        "sequential_vs_overlapped_cycles": ratio,
+        "target": f"sequential cycles <= {SEQUENTIAL_TARGET} x overlapped, no mismatches",
+        "pass": ratio <= SEQUENTIAL_TARGET and all(r["mismatches"] == 0 for r in runs.values()),
+        **runs,
+    }
+    path = out_dir / "sequential.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(f"  sequential dispatch takes {ratio:.2f}x the cycles of overlapped dispatch "
+               f"(target <= {SEQUENTIAL_TARGET})\n  -> {path}")
+    return result["pass"]
 
 
 def _bench_generation(out_dir):
