@@ -65,7 +65,7 @@ class Board:
 #: one 32-bit counter (cycles), ring slot numbers of 13 bits (8192 slots: the whole
 #: 128 KiB memory), no register slices (30 MHz needs no timing cuts).
 _ICE40_NPU = dict(rows=4, cols=4, act_depth=256, wgt_depth=64, acc_depth=256, param_depth=16, ppu_lanes=1,
-                  requantiser="serial", dispatch="sequential", perf_counter_bits=32, perf_counters="cycles",
+                  requantiser="serial", activations="broadcast", dispatch="sequential", perf_counter_bits=32, perf_counters="cycles",
                   ring_bits=13, register_slices=False)
 #: ECP5: one int8 multiply per MULT18X18D; the requantiser's 32x31 multiply takes four.
 _ECP5_12_25 = dict(rows=4, cols=6, act_depth=512, wgt_depth=128, acc_depth=512, param_depth=32, ppu_lanes=1)

@@ -54,6 +54,7 @@ _INT_LIMITS = {
 # name -> (section in TOML, allowed string values; the first is the default).
 _STR_CHOICES = {
     "requantiser": ("array", ("pipelined", "serial")),
+    "activations": ("array", ("systolic", "broadcast")),
     "perf_counters": ("control", ("all", "cycles")),
     "dispatch": ("control", ("overlapped", "sequential")),
 }
@@ -104,6 +105,13 @@ class NPUConfig:
         on ECP5) or ``"serial"`` (a result every few cycles from a small shift-and-add
         multiplier and shifter: for devices whose multipliers all go to the array, such as
         the iCE40UP5K).
+    activations : str
+        How activations reach the array's columns: ``"systolic"`` (the default: from
+        cell to cell, a register per column, and the columns' sums de-skewed at the
+        bottom) or ``"broadcast"`` (each array row's activation goes to all its cells in
+        the same cycle: no forwarding registers between the cells and no de-skew
+        registers, and ``cols - 1`` cycles less latency; for small arrays on small
+        devices, where a fan-out of ``cols`` is cheap). Results are the same.
     dispatch : str
         How the command processor hands instructions to the units: ``"overlapped"``
         (the default: through the compute and DMA queues, with a scoreboard, so loads,
@@ -157,6 +165,7 @@ class NPUConfig:
     bus_width: int = 32
     ppu_lanes: int = 0
     requantiser: str = "pipelined"
+    activations: str = "systolic"
     dispatch: str = "overlapped"
     compute_queue: int = 8
     dma_queue: int = 4

@@ -58,7 +58,8 @@ class Datapath(wiring.Component):
         # long routes. (5 was measured no faster on the ULX3S-25F: the placer keeps the
         # cells' registers beside the array, not beside a distant DSP block.)
         self.pe_pipeline = 3 if config.register_slices else 1
-        self.array_latency = SystolicArray.latency_of(config.rows, config.cols, self.pe_pipeline)
+        self.array_latency = SystolicArray.latency_of(config.rows, config.cols, self.pe_pipeline,
+                                                      config.activations == "broadcast")
         # Array output to accumulator written: read, (register the read data,) add and write.
         self.accumulate_latency = 3 if config.register_slices else 2
         ports = {
@@ -148,7 +149,7 @@ class Datapath(wiring.Component):
                          idx_w.en.eq(self.idx_wr.valid), self.idx_wr.ready.eq(1)]
         m.submodules.array = array = SystolicArray(
             rows=R, cols=C, data_width=cfg.data_width, psum_width=cfg.psum_width, group=max(group, 1),
-            pe_pipeline=self.pe_pipeline, banks=cfg.weight_banks)
+            pe_pipeline=self.pe_pipeline, banks=cfg.weight_banks, broadcast=cfg.activations == "broadcast")
         m.submodules.ppu = ppu = PostProcessor(cfg)
         m.d.comb += [ppu.param_wr.valid.eq(self.param_wr.valid), ppu.param_wr.payload.eq(self.param_wr.payload),
                      self.param_wr.ready.eq(ppu.param_wr.ready)]

@@ -49,9 +49,14 @@ class SystolicArray(wiring.Component):
         Registers in each cell from its inputs to the product it adds: 1, or 3 or 5 for
         DSP blocks far from the fabric's registers (ECP5); see
         :class:`~npu.hdl.pe.ProcessingElement`. The latency grows by ``pe_pipeline - 1``.
+    broadcast : bool
+        Row k's activation (and weight bank select) goes to all cells of the row in the
+        same cycle instead of moving right a cell per cycle: every column's sum leaves the
+        bottom together, with no de-skew, and the latency is ``rows + pe_pipeline + 1``. No
+        forwarding or de-skew registers; the activation fans out to ``cols`` cells.
     """
 
-    def __init__(self, *, rows, cols, data_width, psum_width, group=1, pe_pipeline=1, banks=2):
+    def __init__(self, *, rows, cols, data_width, psum_width, group=1, pe_pipeline=1, banks=2, broadcast=False):
         if rows < 1 or cols < 1:
             raise ValueError(f"array dimensions must be >= 1, not {rows} x {cols}")
         self.rows = rows
@@ -61,6 +66,7 @@ class SystolicArray(wiring.Component):
         self.group = group
         self.pe_pipeline = pe_pipeline
         self.banks = banks
+        self.broadcast = broadcast
         act = signed(data_width) if group == 1 else data.ArrayLayout(signed(data_width), group)
         self._act_shape = act
         ports = {
@@ -79,14 +85,14 @@ class SystolicArray(wiring.Component):
         super().__init__(ports)
 
     @staticmethod
-    def latency_of(rows, cols, pe_pipeline=1):
+    def latency_of(rows, cols, pe_pipeline=1, broadcast=False):
         """Cycles from a row on ``a_in`` to its results on ``psum_out``."""
-        return rows + cols + pe_pipeline
+        return rows + pe_pipeline + (1 if broadcast else cols)     # (1: the input register)
 
     @property
     def latency(self):
         """Cycles from a row on ``a_in`` to its results on ``psum_out``."""
-        return self.latency_of(self.rows, self.cols, self.pe_pipeline)
+        return self.latency_of(self.rows, self.cols, self.pe_pipeline, self.broadcast)
 
     def elaborate(self, platform):
         m = Module()
@@ -133,9 +139,9 @@ class SystolicArray(wiring.Component):
             if self.banks == 2:         # (one bank: no select travels)
                 m.d.comb += pes[k][0].sel_in.eq(delay(m, sel, k, name=f"skew_sel{k}"))
             for n in range(1, C):
-                m.d.comb += pes[k][n].a_in.eq(pes[k][n - 1].a_out)
+                m.d.comb += pes[k][n].a_in.eq(pes[k][0].a_in if self.broadcast else pes[k][n - 1].a_out)
                 if self.banks == 2:
-                    m.d.comb += pes[k][n].sel_in.eq(pes[k][n - 1].sel_out)
+                    m.d.comb += pes[k][n].sel_in.eq(pes[k][0].sel_in if self.broadcast else pes[k][n - 1].sel_out)
             for n in range(C):
                 m.d.comb += [
                     pes[k][n].w_load.eq(self.w_load & (self.w_row == k)),
@@ -146,6 +152,7 @@ class SystolicArray(wiring.Component):
                 ]
 
         for n in range(C):
-            m.d.comb += self.psum_out[n].eq(delay(m, pes[R - 1][n].psum_out, C - 1 - n, name=f"deskew{n}"))
+            deskew = 0 if self.broadcast else C - 1 - n
+            m.d.comb += self.psum_out[n].eq(delay(m, pes[R - 1][n].psum_out, deskew, name=f"deskew{n}"))
         m.d.comb += self.valid_out.eq(delay(m, self.valid, self.latency, name="valid"))
         return m

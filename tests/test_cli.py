@@ -21,7 +21,7 @@ def test_generate_writes_verilog_and_manifest(tmp_path):
     manifest = json.loads((tmp_path / "g" / "npu.json").read_text())
     assert "module npu(" in verilog
     assert manifest["config"]["array"] == {"rows": 8, "cols": 8, "data_width": 8, "acc_width": 32,
-                                           "ppu_lanes": 0, "requantiser": "pipelined"}
+                                           "ppu_lanes": 0, "requantiser": "pipelined", "activations": "systolic"}
     assert manifest["config"]["control"] == {"dispatch": "overlapped", "compute_queue": 8, "dma_queue": 4,
                                              "perf_counter_bits": 48, "perf_counters": "all", "ring_bits": 32,
                                              "register_slices": True}

@@ -31,6 +31,7 @@ def test_default_file_matches_defaults():
     ({"perf_counters": "some"}, "perf_counters = 'some' is invalid: allowed: 'all', 'cycles'"),
     ({"dispatch": "parallel"}, "dispatch = 'parallel' is invalid: allowed: 'overlapped', 'sequential'"),
     ({"requantiser": "fast"}, "requantiser = 'fast' is invalid: allowed: 'pipelined', 'serial'"),
+    ({"activations": "shifted"}, "activations = 'shifted' is invalid: allowed: 'systolic', 'broadcast'"),
     ({"register_slices": 0}, "register_slices = 0 is invalid: must be true or false"),
 ])
 def test_bad_values_name_the_parameter(changes, message):

@@ -17,13 +17,14 @@ CONFIGS = {
     "4x4": NPUConfig(rows=4, cols=4, act_depth=64, wgt_depth=32, acc_depth=64),
     "8x8": NPUConfig(rows=8, cols=8, act_depth=64, wgt_depth=64, acc_depth=64),
     "5x3-acc24": NPUConfig(rows=5, cols=3, acc_width=24, act_depth=64, wgt_depth=20, acc_depth=64),
+    # Broadcast activations with two weight banks (the select is broadcast too).
     "2x3-int6-acc16": NPUConfig(rows=2, cols=3, data_width=6, acc_width=16, act_depth=64, wgt_depth=16,
-                                acc_depth=64),
-    # Sequential dispatch: one weight bank (the iCEBreaker's array). (Not its serial
+                                acc_depth=64, activations="broadcast"),
+    # Sequential dispatch: one weight bank, broadcast activations (the iCEBreaker's array). (Not its serial
     # requantiser: random_programs rewrites parameters under OUTPUTs that read them, which
     # the serial requantiser's parameter memory rules out, see PostProcessor._serial.)
     "4x4-seq": NPUConfig(rows=4, cols=4, act_depth=64, wgt_depth=32, acc_depth=64, dispatch="sequential",
-                         register_slices=False),
+                         activations="broadcast", register_slices=False),
 }
 # (test, seed): the randomised tests run with several seeds, each from a fresh reset.
 TESTS = [("random_gemms", 1), ("random_gemms", 2), ("back_to_back_tiles", 1), ("back_to_back_tiles", 2),

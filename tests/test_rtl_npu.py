@@ -11,10 +11,11 @@ from npu.sim.runner import build_dir_for, run_cocotb
 CONFIGS = {
     "8x8": NPUConfig(),
     # The small-FPGA profile (the iCEBreaker's control path): one serial requantisation lane
-    # for five columns, sequential dispatch, only the cycle counter (32 bits), 13-bit ring
-    # slots, no register slices.
+    # for five columns, broadcast activations, sequential dispatch, only the cycle counter
+    # (32 bits), 13-bit ring slots, no register slices.
     "3x5-int6": NPUConfig(rows=3, cols=5, data_width=6, acc_width=20, act_depth=64, wgt_depth=24,
-                          acc_depth=64, param_depth=4, ppu_lanes=1, requantiser="serial", dispatch="sequential",
+                          acc_depth=64, param_depth=4, ppu_lanes=1, requantiser="serial", activations="broadcast",
+                          dispatch="sequential",
                           perf_counter_bits=32, perf_counters="cycles", ring_bits=13, register_slices=False),
     "4x4-bus64": NPUConfig(rows=4, cols=4, act_depth=128, wgt_depth=64, acc_depth=128, param_depth=8, ppu_lanes=2,
                            bus_width=64),
