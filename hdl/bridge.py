@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from . import wishbone
+from .ram import CollisionFreeReadPort
 
 __all__ = ["Bridge", "Command", "Status", "LINK_STATUSES", "SYNC_REQUEST", "SYNC_RESPONSE", "PROTOCOL_VERSION",
            "CRC_POLY", "CRC_INIT", "CSR_BASE", "INFO_ADDR", "INFO_FIELDS", "INFO_MAGIC", "MAX_WORDS_LIMIT",
@@ -184,9 +185,14 @@ class Bridge(wiring.Component):
         W = self.max_words
         k = ceil_log2(W + 1)                    # word index bits: 0 .. W
 
-        m.submodules.buffer = buffer = Memory(shape=32, depth=W, init=[])
+        # Read-during-write never matters: a word is written into the buffer (received, or
+        # read from the bus) while the read port shows that address, but its data is used
+        # only while sending a WRITE's words to the bus or the answer's words to the host,
+        # when nothing is written. So the read port has no read-during-write logic.
+        m.submodules.buffer = buffer = Memory(shape=32, depth=W, init=[], attrs=CollisionFreeReadPort.ATTRS)
         wr = buffer.write_port()
-        rd = buffer.read_port()
+        rd = CollisionFreeReadPort(m, buffer, name="rd")
+        m.d.comb += rd.en.eq(1)
 
         # The datapath: each register is written in one place, from strobes the state
         # machine below raises (cheaper than assigning registers state by state).

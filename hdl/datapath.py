@@ -9,6 +9,7 @@ from amaranth.lib.wiring import In, Out
 from .layouts import (PPU_COMMAND_FIELDS, TileOp, act_write_layout, command_layout, idx_entry_layout,
                       idx_write_layout, output_layout, param_write_layout, wgt_write_layout)
 from .pipeline import delay
+from .ram import CollisionFreeReadPort
 from .ppu import PIPELINE_STAGES as PPU_STAGES, PostProcessor
 from .systolic_array import SystolicArray
 
@@ -117,17 +118,23 @@ class Datapath(wiring.Component):
         m.d.comb += [self.act_wr.ready.eq(1), self.wgt_wr.ready.eq(1)]
 
         # --- Buffers ------------------------------------------------------------------
+        # The activation and weight buffers are never read at an address written in the same
+        # cycle: a COMPUTE reads them only after the LOADs before it have finished, and a LOAD
+        # into rows an unfinished COMPUTE reads waits for it (the scoreboard; with sequential
+        # dispatch nothing overlaps). So their read ports need no read-during-write logic.
         act_banks = []
         for k in range(cfg.act_lanes):
-            bank = Memory(shape=signed(cfg.data_width), depth=cfg.act_depth, init=[])
+            bank = Memory(shape=signed(cfg.data_width), depth=cfg.act_depth, init=[],
+                          attrs=CollisionFreeReadPort.ATTRS)
             m.submodules[f"act_bank{k}"] = bank
-            wp, rp = bank.write_port(), bank.read_port()
+            wp, rp = bank.write_port(), CollisionFreeReadPort(m, bank, name=f"act_r{k}")
             m.d.comb += [wp.addr.eq(self.act_wr.payload.addr), wp.data.eq(self.act_wr.payload.data[k]),
                          wp.en.eq(self.act_wr.valid & self.act_wr.payload.mask[k])]
             act_banks.append(rp)
 
-        m.submodules.wgt_buf = wgt_buf = Memory(shape=output_layout(cfg), depth=cfg.wgt_depth, init=[])
-        wgt_w, wgt_r = wgt_buf.write_port(granularity=1), wgt_buf.read_port()
+        m.submodules.wgt_buf = wgt_buf = Memory(shape=output_layout(cfg), depth=cfg.wgt_depth, init=[],
+                                                attrs=CollisionFreeReadPort.ATTRS)
+        wgt_w, wgt_r = wgt_buf.write_port(granularity=1), CollisionFreeReadPort(m, wgt_buf, name="wgt_r")
         m.d.comb += [wgt_w.addr.eq(self.wgt_wr.payload.addr), wgt_w.data.eq(self.wgt_wr.payload.data),
                      wgt_w.en.eq(Mux(self.wgt_wr.valid, self.wgt_wr.payload.mask, 0))]
 
