@@ -140,13 +140,19 @@ class Datapath(wiring.Component):
 
         acc_w, acc_r = [], []
         for n in range(C):
-            bank = Memory(shape=signed(cfg.acc_width), depth=cfg.acc_depth, init=[])
+            # Transparent: a row written this cycle is read back as written (the next
+            # tile may accumulate into the same row one cycle later). With one weight bank
+            # the next tile leaves the array only after its weights have loaded, rows of a
+            # tile have addresses of their own, and an OUTPUT reads only rows written
+            # before it starts: no row is read in the cycle it is written.
+            one_bank = cfg.weight_banks == 1
+            bank = Memory(shape=signed(cfg.acc_width), depth=cfg.acc_depth, init=[],
+                          attrs=CollisionFreeReadPort.ATTRS if one_bank else {})
             m.submodules[f"acc_bank{n}"] = bank
             wp = bank.write_port()
             acc_w.append(wp)
-            # Transparent: a row written this cycle is read back as written (the next
-            # tile may accumulate into the same row one cycle later).
-            acc_r.append(bank.read_port(transparent_for=(wp,)))
+            acc_r.append(CollisionFreeReadPort(m, bank, name=f"acc_r{n}") if one_bank
+                         else bank.read_port(transparent_for=(wp,)))
 
         sparse_n, group = cfg.sparse_nm
         if cfg.sparse:
