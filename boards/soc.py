@@ -182,9 +182,11 @@ class BoardSoC(wiring.Component):
 
         # --- The bridge's master: registers, info block, RAM, or err ---------------------
         # The bridge's requests are registered before they are decoded (its frame buffer is a
-        # block RAM read straight onto the bus).
+        # block RAM read straight onto the bus, and the decode should not reach the bridge's
+        # stall). Without register slices elsewhere, a slice without skid entry: the bridge
+        # waits for each answer, so half throughput costs nothing.
         m.submodules.bridge_out = bridge_out = wishbone.RequestSlice(bridge.bus.signature,
-                                                                       registered=cfg.register_slices)
+                                                                       skid=cfg.register_slices)
         wiring.connect(m, bridge.bus, bridge_out.up)
         b = bridge_out.down
         # The NPU's registers are reached through a register slice too (after the decode).
@@ -218,7 +220,9 @@ class BoardSoC(wiring.Component):
             narrow = up.narrow
         else:
             narrow = from_bridge
-        m.d.comb += [narrow.cyc.eq(b.cyc & hit_ram), narrow.stb.eq(b.stb & hit_ram), narrow.we.eq(b.we),
+        # ``cyc`` (not decoded): the RAM's ``ack`` is gated by it, and an address decode in
+        # front of that gate would reach the bridge's answer logic.
+        m.d.comb += [narrow.cyc.eq(b.cyc), narrow.stb.eq(b.stb & hit_ram), narrow.we.eq(b.we),
                      narrow.adr.eq(b.adr[:len(narrow.adr)]), narrow.dat_w.eq(b.dat_w), narrow.sel.eq(b.sel)]
         m.d.comb += [
             b.stall.eq(Mux(hit_csr, csr.stall, Mux(hit_ram, narrow.stall, 0))),

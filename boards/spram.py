@@ -50,7 +50,9 @@ class ICE40SPRAM(wiring.Component):
         request = bus.cyc & bus.stb
         ack = Signal()
         m.d.sync += ack.eq(request)
-        m.d.comb += [bus.ack.eq(ack & bus.cyc), bus.stall.eq(0)]
+        # (Not gated by ``cyc``, like WishboneRAM's: a master that dropped ``cyc`` ignores it,
+        # and a gate would put the masters' ``cyc`` in front of the answer.)
+        m.d.comb += [bus.ack.eq(ack), bus.stall.eq(0)]
         bank = bus.adr[14:] if banks > 1 else 0
         read_bank = Signal(range(max(2, banks)))
         m.d.sync += read_bank.eq(bank)

@@ -138,17 +138,22 @@ class DMAUnit(wiring.Component):
                             fetch_words if fetches else 1)
 
         cmd = Signal(dma_command_layout(c))
-        # Words per row of the running command, minus one.
+        # Words per row of the running command, minus one: a register, loaded with the
+        # command (``cmd`` is loaded while the unit waits for one, below).
         last_word_index = Signal(range(max_words))
-        with m.If(cmd.store):
-            m.d.comb += last_word_index.eq(words["out"] - 1)
-        with m.Elif(cmd.fetch if fetches else 0):
-            m.d.comb += last_word_index.eq(fetch_words - 1)
+        presented_index = Signal(range(max_words))
+        p = self.cmd.payload
+        with m.If(p.store):
+            m.d.comb += presented_index.eq(words["out"] - 1)
+        with m.Elif(p.fetch if fetches else 0):
+            m.d.comb += presented_index.eq(fetch_words - 1)
         with m.Else():
-            with m.Switch(cmd.buffer):
+            with m.Switch(p.buffer):
                 for buf, kind in kinds.items():
                     with m.Case(buf):
-                        m.d.comb += last_word_index.eq(words[kind] - 1)
+                        m.d.comb += presented_index.eq(words[kind] - 1)
+        with m.If(self.cmd.ready):
+            m.d.sync += last_word_index.eq(presented_index)
 
         # --- Request side -----------------------------------------------------------
         req_addr = Signal(32)          # byte address of the next request
@@ -220,19 +225,32 @@ class DMAUnit(wiring.Component):
             self.bus.dat_w.eq(Mux(cmd.store, srow.word_select(req_word, bw) if words["out"] > 1 else srow, 0)),
         ]
         take_cmd = self.cmd.valid & self.cmd.ready
+        # While the unit waits for a command, its registers follow the command presented (none
+        # of them is used meanwhile); taking it only sets ``running``. So ``valid``, the end
+        # of the dispatch logic, enables one register, not all of them.
+        idle = self.cmd.ready
         row_end = req_word == last_word_index
-        next_window_check(m, c, word_ok, req_addr_next,
-                          [(take_cmd, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
-                           (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
+        if c.register_slices:
+            next_window_check(m, c, word_ok, req_addr_next,
+                              [(idle, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
+                               (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
+        else:
+            # Two checks: a new command's address, and the address after an accept (the next
+            # row's or the next word's, which registers pick); the accept only picks the
+            # verdict, so the bus's stall does not run through a compare. (A command is
+            # taken only while no request is.)
+            ok_cmd, ok_step = in_window(m, [self.cmd.payload.mem_addr, Mux(row_end, req_row_next, req_addr_inc)],
+                                        bb, self.window_base, self.window_limit)
+            m.d.sync += word_ok.eq(Mux(idle, ok_cmd, Mux(accept, ok_step, word_ok)))
         if c.register_slices:
             # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
-            m.d.sync += req_addr_inc.eq(Mux(take_cmd, self.cmd.payload.mem_addr + bb,
+            m.d.sync += req_addr_inc.eq(Mux(idle, self.cmd.payload.mem_addr + bb,
                                             Mux(accept, Mux(row_end, req_row_next + bb, req_addr_inc + bb),
                                                 req_addr_inc)))
         else:
             m.d.comb += req_addr_inc.eq(req_addr + bb)      # (one adder, no register)
         # "No rows left to request", registered: from the rows left now, not the count's next value.
-        m.d.sync += req_done.eq(Mux(take_cmd, self.cmd.payload.rows == 0,
+        m.d.sync += req_done.eq(Mux(idle, self.cmd.payload.rows == 0,
                                     Mux(accept & row_end, req_rows_left == 1, req_done)))
         # Byte selects: a STORE's last word of a row carries only the row's data bytes.
         tail_bytes = row_bytes(c, "out") - (words["out"] - 1) * bb
@@ -290,10 +308,15 @@ class DMAUnit(wiring.Component):
             with m.If(take_cmd):
                 m.d.sync += next_valid.eq(0)
         else:
-            # One row register: a row is taken when it is free or its last word is being accepted.
+            # One row register: a row is taken when it is free or its last word is being
+            # accepted. After a serial requantiser (a row in 17 cycles or more) only when it
+            # is free, which costs nothing and keeps the bus's stall out of the datapath.
             with m.If(last_accept):
                 m.d.sync += srow_valid.eq(0)
-            take_row = can_take & (~srow_valid | last_accept)
+            if c.requantiser == "serial":
+                take_row = can_take & ~srow_valid
+            else:
+                take_row = can_take & (~srow_valid | last_accept)
             m.d.comb += self.rows_in.ready.eq(take_row)
             with m.If(take_row & self.rows_in.valid):
                 m.d.sync += [srow.eq(out_bytes), srow_valid.eq(1), capture_left.eq(capture_left - 1)]
@@ -385,10 +408,12 @@ class DMAUnit(wiring.Component):
         finished = running & req_done & ~pending & ~row_write & ~stopping
         m.d.comb += self.cmd.ready.eq(~running & ~stopping)
         with m.If(take_cmd):
+            m.d.sync += running.eq(1)
+        with m.If(idle):
             p = self.cmd.payload
             m.d.comb += req_addr_next.eq(p.mem_addr)
             m.d.sync += [
-                running.eq(1), cmd.eq(p), req_rows_left.eq(p.rows),
+                cmd.eq(p), req_rows_left.eq(p.rows),
                 req_row_next.eq(p.mem_addr + p.stride), req_word.eq(0),
                 resp_addr.eq(p.mem_addr), resp_row_base.eq(p.mem_addr),
                 resp_word.eq(0), resp_row.eq(0), capture_left.eq(Mux(p.store, p.rows, 0)),

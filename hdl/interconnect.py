@@ -4,7 +4,7 @@ Both keep the bus rules of :mod:`npu.hdl.wishbone`: every accepted request is an
 once, in order, and a master that drops ``cyc`` abandons what it waits for.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -18,11 +18,14 @@ class Arbiter(wiring.Component):
     """Several pipelined masters share one slave, request by request.
 
     The owner of the slave keeps it while no other master asks. When another master
-    presents a request and the owner has had at least one request accepted since it got
-    the slave (or is not asking), the owner's new requests are stalled; once its
+    presented a request in the cycle before and the owner has had at least one request
+    accepted since it got the slave (or did not ask in the cycle before), the owner's new
+    requests are stalled; once its
     outstanding requests are answered (or it drops ``cyc``) the slave goes to the next
     asking master in round-robin order. Masters that stream requests therefore take
     turns within a few cycles, and answers always reach the master that made the request.
+    Giving way depends on registers only: one master's request path does not reach
+    another's ``stall`` (a timing cut, at the cost of a cycle per hand-over).
 
     Parameters
     ----------
@@ -53,21 +56,20 @@ class Arbiter(wiring.Component):
         owner = Signal(range(n))
         outstanding = Signal(range(self.max_outstanding + 1))
         asking = [master.cyc & master.stb for master in self.masters]
+        # The decision to give way is taken from registers only (who asked in the cycle
+        # before), so no master's request path reaches another master's stall.
+        asked = Signal(n)
+        m.d.sync += asked.eq(Cat(*asking))
         other, successor = Signal(), Signal(range(n))
         with m.Switch(owner):
             for o in range(n):
                 with m.Case(o):
-                    # The first asking master after the owner, in round-robin order.
+                    # The first master after the owner that asked, in round-robin order.
                     for j in reversed([(o + i) % n for i in range(1, n)]):
-                        with m.If(asking[j]):
+                        with m.If(asked[j]):
                             m.d.comb += [other.eq(1), successor.eq(j)]
         served = Signal()           # the owner has had a request accepted since it got the slave
-        owner_asking = Signal()
-        with m.Switch(owner):
-            for o in range(n):
-                with m.Case(o):
-                    m.d.comb += owner_asking.eq(asking[o])
-        give_way = other & (served | ~owner_asking)
+        give_way = other & (served | ~asked.bit_select(owner, 1))
         full = outstanding == self.max_outstanding
         hold = give_way | full
         for i, master in enumerate(self.masters):

@@ -132,6 +132,8 @@ class _Core(Elaboratable):
         wdata = csr.dat_w
         start = Signal()
         perf_clear = Signal()
+        ring_written = Signal()     # RING_HEAD or RING_TAIL is written in this cycle
+        m.d.comb += ring_written.eq(write & ((csr.adr == _word("RING_HEAD")) | (csr.adr == _word("RING_TAIL"))))
         with m.If(write):
             with m.Switch(csr.adr):
                 with m.Case(_word("CTRL")):
@@ -281,7 +283,10 @@ class _Core(Elaboratable):
             fetched = Signal()      # dma.insn holds the instruction at head
             fetching = Signal()     # a fetch has been sent to the DMA unit and not finished
             fetch_idle = 1          # (a fetch is a DMA command: "all idle" covers it)
-            caught_up = head == tail
+            # Registered: ``head`` moves only on a dispatch and ``tail`` on a register write,
+            # and no fetch starts in the cycle after either (``dma_free`` below).
+            caught_up = Signal()
+            m.d.sync += caught_up.eq(head == tail)
         else:
             insn = fetcher.insn.payload.insn
             slot = fetcher.insn.payload.slot
@@ -309,10 +314,16 @@ class _Core(Elaboratable):
             # The DMA unit's row register is the decode register: the instruction waits there,
             # unchanged, until it is dispatched (its ends are worked out from it; the check's
             # verdict is registered below).
+            # The ends of its ranges are registered (a timing cut before their compares), so
+            # the verdict is fresh from its third cycle there.
             d_valid, d_legal = fetched, legal
-            loaded = ~fetched       # (the instruction is new, or none)
-            d_act_hi, d_wgt_hi, d_ld_hi = cp_act + cp_count, cp_wgt + R, ld_addr + ld_rows
-            d_acc_hi, d_st_hi = cp_acc + cp_count, st_acc + st_count
+            fetched_before = Signal()
+            m.d.sync += fetched_before.eq(fetched)
+            loaded = ~fetched | ~fetched_before     # (the instruction is new, or none)
+            d_act_hi, d_wgt_hi, d_ld_hi = Signal(ext), Signal(ext), Signal(ext)
+            d_acc_hi, d_st_hi = Signal(ext), Signal(ext)
+            m.d.sync += [d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows),
+                         d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]
         else:
             d_legal = Signal()
             d_valid = Signal()
@@ -456,7 +467,9 @@ class _Core(Elaboratable):
         side_r_data = side_r.data
         m.d.comb += side_r.addr.eq(st_param)
 
-        with m.If(valid & hz_fresh & (d_error != 0)):
+        d_ok = Signal()             # d_error == 0, as a register of its own (short dispatch path)
+        m.d.sync += d_ok.eq(decode_error == 0)
+        with m.If(valid & hz_fresh & ~d_ok):
             m.d.sync += [stopping.eq(1), pend_code.eq(d_error), pend_cmd.eq(slot),
                          pend_addr.eq(Mux(d_error == ErrorCode.MISALIGNED, mem_addr, 0)), pend_drain.eq(1)]
         with m.Elif(valid):
@@ -495,8 +508,15 @@ class _Core(Elaboratable):
         m.d.comb += [new_dq.cmd.mem_addr.eq(mem_addr), new_dq.cmd.stride.eq(stride), new_dq.slot.eq(slot)]
         last_slot = Signal(cfg.ring_bits)   # the ring's last slot, registered (an equality below)
         m.d.sync += last_slot.eq(ring_size - 1)
+        if sequential:
+            # The slot after ``head``, registered: ``head`` changes only on a dispatch, a
+            # register write or an error, and the next dispatch is many cycles later (a fetch).
+            next_slot = Signal(cfg.ring_bits)
+            m.d.sync += next_slot.eq(Mux(slot == last_slot, 0, slot + 1))
+        else:
+            next_slot = Mux(slot == last_slot, 0, slot + 1)
         with m.If(dispatch):
-            m.d.sync += head.eq(Mux(slot == last_slot, 0, slot + 1))
+            m.d.sync += head.eq(next_slot)
 
         # Queue bookkeeping: write at wr, send to the unit at send, retire at ret.
         def bookkeeping(entries, wr, send, ret, live_bits, sent_bits, push, new, sent, retire):
@@ -568,7 +588,7 @@ class _Core(Elaboratable):
             # Registered: no LOAD/STORE/fetch sent or running, and no dispatch a cycle ago (then
             # ``ring_addr`` is a cycle behind ``head``).
             dma_free = Signal()
-            m.d.sync += dma_free.eq(~dma.busy & ~dq_slice.o.valid & ~dq_sent & ~dispatch)
+            m.d.sync += dma_free.eq(~dma.busy & ~dq_slice.o.valid & ~dq_sent & ~dispatch & ~ring_written)
             want_fetch = busy & ~stopping & ~fetched & ~fetching & ~caught_up & dma_free
             fetch_now = want_fetch & ~bad_ring
             with m.If(want_fetch & bad_ring):

@@ -133,7 +133,7 @@ class _Digit(enum.Enum, shape=2):
 
 
 class SerialLane(wiring.Component):
-    """One requantisation lane from plain logic, no multiplier: a result 16 to 24 cycles after
+    """One requantisation lane from plain logic, no multiplier: a result 17 to 25 cycles after
     ``load``.
 
     For devices whose multipliers all go to the systolic array (the iCE40UP5K). The result
@@ -152,8 +152,9 @@ class SerialLane(wiring.Component):
       ``requantize_lane``, to ``data_width + 4`` bits). If the multiply ends before the
       window gets there, the lane goes on shifting: eight bits per cycle while it may, then
       two;
-    * ``done`` is high once ``multiply`` is low and the window is in place. ``result``
-      (combinational) is then valid, and holds until the next ``load``.
+    * ``done`` is high from the cycle after the window is in place (and ``multiply`` is
+      low): the rounded, zero-pointed value is registered then. ``result`` (its clamps,
+      combinational) is valid while ``done`` is, and holds until the next ``load``.
 
     The window moves in two-bit steps from bit ``-window_width`` of ``p``; an odd rounding
     position is read one bit up. ``shift = 0`` (no rounding) reads the window that starts
@@ -222,7 +223,11 @@ class SerialLane(wiring.Component):
 
         moving = todo != 0
         hop = ~self.multiply & (todo >= 4)
-        m.d.comb += self.done.eq(~self.multiply & ~moving)
+        # The window is in place; ``y`` below is registered, so ``done`` follows a cycle later.
+        in_place, settled = Signal(), Signal()
+        m.d.comb += in_place.eq(~self.multiply & ~moving)
+        m.d.sync += settled.eq(in_place & ~self.load)
+        m.d.comb += self.done.eq(in_place & settled)
         with m.If(self.load):
             shift = self.param.shift
             m.d.sync += [x.eq(self.acc + self.param.bias), mult.eq(self.param.mult), carry.eq(0), high.eq(0),
@@ -253,8 +258,8 @@ class SerialLane(wiring.Component):
                 & (odd | (window[W] == window[W + 1])))
         q_sat = Signal(signed(W))
         m.d.comb += q_sat.eq(Mux(fits, floor, Mux(high[-1], -(1 << (W - 1)), (1 << (W - 1)) - 1)))
-        y = Signal(signed(W + 2))
-        m.d.comb += y.eq(q_sat + (round_bit & (below | floor[0])) + self.zero_point)
+        y = Signal(signed(W + 2))      # registered: a timing cut before the clamps
+        m.d.sync += y.eq(q_sat + (round_bit & (below | floor[0])) + self.zero_point)
         y_lo = Mux(y < self.clamp_lo, self.clamp_lo, y)
         m.d.comb += self.result.eq(Mux(y_lo > self.clamp_hi, self.clamp_hi, y_lo))
         return m

@@ -62,6 +62,11 @@ class RequestSlice(wiring.Component):
     registered : bool
         False makes the slice a plain connection (no registers, no added latency): for
         small, slow devices that need no timing cut (``register_slices = false``).
+    skid : bool
+        False leaves out the skid entry: one request register, and a request is accepted
+        only while it is empty (``stall`` is its valid bit), so at most one request every
+        two cycles. Still a cut in both directions, at half the registers: for a master
+        that waits for each answer anyway (the host bridge).
 
     Members
     -------
@@ -71,9 +76,10 @@ class RequestSlice(wiring.Component):
         Towards the slave.
     """
 
-    def __init__(self, signature, *, registered=True):
+    def __init__(self, signature, *, registered=True, skid=True):
         self._sig = signature
         self._registered = registered
+        self._skid = skid
         super().__init__({"up": In(signature), "down": Out(signature)})
 
     def elaborate(self, platform):
@@ -94,6 +100,15 @@ class RequestSlice(wiring.Component):
             m.d.comb += up.err.eq(down.err)
         m.d.comb += [getattr(down, name).eq(out[name]) for name in fields]
         taken = out_valid & ~down.stall
+        if not self._skid:
+            m.d.comb += up.stall.eq(out_valid)
+            with m.If(~up.cyc):
+                m.d.sync += out_valid.eq(0)
+            with m.Elif(~out_valid):
+                m.d.sync += [out_valid.eq(up.stb), *(out[n].eq(getattr(up, n)) for n in fields)]
+            with m.Elif(taken):
+                m.d.sync += out_valid.eq(0)
+            return m
         accepted = up.cyc & up.stb & ~skid_valid
         with m.If(~up.cyc):
             m.d.sync += [out_valid.eq(0), skid_valid.eq(0)]
