@@ -262,11 +262,16 @@ class Bridge(wiring.Component):
             m.d.sync += pos.eq(-4)
         with m.Elif(pos_step):
             m.d.sync += pos.eq(pos_next)
+        # The CRC takes each byte a cycle after it goes through (registered, off the state
+        # machine's paths): bytes are many cycles apart on the UART, and a sent byte's
+        # successor (the CRC itself) is only sampled once the transmitter is idle again.
+        crc_byte, crc_go = Signal(8), Signal()
+        m.d.sync += [crc_byte.eq(crc_in), crc_go.eq(crc_step & ~crc_init)]
         with m.If(crc_init):
             m.d.sync += crc.eq(CRC_INIT)
-        with m.Elif(crc_step):
-            m.d.sync += crc.eq(crc16_update(crc, crc_in))
-        crc_next = crc16_update(crc, rx.payload)
+        with m.Elif(crc_go):
+            m.d.sync += crc.eq(crc16_update(crc, crc_byte))
+        crc_final = crc16_update(crc, crc_byte)     # in CHECK: the remainder over the whole frame
 
         # One timer for byte gaps and bus accesses; timeouts are powers of two.
         a, b = ceil_log2(self.byte_timeout), ceil_log2(self.bus_timeout)
@@ -348,9 +353,12 @@ class Bridge(wiring.Component):
             with m.State("CRC_HI"):
                 receive("CRC_LO")
             with m.State("CRC_LO"):
-                receive("EXEC")
-                with m.If(rx.valid & ~self.rx_error & crc_next.any()):
+                receive("CHECK")
+            with m.State("CHECK"):
+                with m.If(crc_final.any()):
                     discard(Status.BAD_CRC)
+                with m.Else():
+                    m.next = "EXEC"
             with m.State("DISCARD"):
                 # Wait until the line is quiet, then answer with the error already found.
                 m.d.comb += listening.eq(1)
@@ -434,7 +442,8 @@ class Bridge(wiring.Component):
                     with m.If(next_is_count):
                         m.next = "R_CRC_HI"
             with m.State("R_CRC_HI"):
-                send(crc[8:], "R_CRC_LO", through_crc=False)
+                with m.If(~crc_go):     # (the last byte's CRC step is done)
+                    send(crc[8:], "R_CRC_LO", through_crc=False)
             with m.State("R_CRC_LO"):
                 send(crc[:8], "IDLE", through_crc=False)
                 with m.If(tx.ready):

@@ -229,7 +229,13 @@ class DMAUnit(wiring.Component):
         # of them is used meanwhile); taking it only sets ``running``. So ``valid``, the end
         # of the dispatch logic, enables one register, not all of them.
         idle = self.cmd.ready
-        row_end = req_word == last_word_index
+        # ``req_word == last_word_index``, kept as a register of its own (it picks the next
+        # request address, in front of the window check).
+        row_end = Signal()
+        with m.If(idle):
+            m.d.sync += row_end.eq(presented_index == 0)
+        with m.Elif(accept):
+            m.d.sync += row_end.eq(Mux(row_end, last_word_index == 0, req_word + 1 == last_word_index))
         if c.register_slices:
             next_window_check(m, c, word_ok, req_addr_next,
                               [(idle, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),

@@ -561,6 +561,7 @@ class PostProcessor(wiring.Component):
         free = ~full | self.out.ready
 
         load, multiply, finish, read = Signal(), Signal(), Signal(), Signal()
+        multiplying = Signal()      # RUN's first SERIAL_MULT_STEPS cycles (a register: step != STEPS)
         lanes = []
         for l in range(L):
             m.submodules[f"lane{l}"] = lane = SerialLane(cfg)
@@ -600,12 +601,14 @@ class PostProcessor(wiring.Component):
                         m.next = "LOAD"
             with m.State("LOAD"):
                 m.d.comb += load.eq(1)
-                m.d.sync += step.eq(0)
+                m.d.sync += [step.eq(0), multiplying.eq(1)]
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += multiply.eq(step != SERIAL_MULT_STEPS)
+                m.d.comb += multiply.eq(multiplying)
                 with m.If(multiply):
                     m.d.sync += step.eq(step + 1)
+                    with m.If(step == SERIAL_MULT_STEPS - 1):
+                        m.d.sync += multiplying.eq(0)
                 with m.If(all_done & free):
                     m.d.comb += finish.eq(1)
                     if P > 1:
