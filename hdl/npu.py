@@ -312,10 +312,9 @@ class _Core(Elaboratable):
         dispatch = Signal()
         if sequential:
             # The DMA unit's row register is the decode register: the instruction waits there,
-            # unchanged, until it is dispatched (its ends are worked out from it; the check's
-            # verdict is registered below).
-            # The ends of its ranges are registered (a timing cut before their compares), so
-            # the verdict is fresh from its third cycle there.
+            # unchanged, until it is dispatched. The ends of its ranges are registered from it
+            # (a timing cut before their compares) and the check's verdict below, so the
+            # verdict is fresh from the instruction's third cycle there.
             d_valid, d_legal = fetched, legal
             fetched_before = Signal()
             m.d.sync += fetched_before.eq(fetched)
