@@ -254,7 +254,12 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     # Yosys' synth script ends with `autoname`, which takes minutes to tens of minutes on
     # Amaranth's netlists under YoWASP and only renames cells: run the script up to its
     # `check` step, then that step without `autoname`.
+    # Amaranth gives every state machine's state register an init value, and Yosys does not
+    # re-encode a state machine whose register has one: drop it (the board design is held
+    # in reset until its clock is up, and the reset state is the init value), so Yosys
+    # extracts the state machines and encodes them one-hot (fewer logic levels).
     overrides = {"nextpnr_opts": "--timing-allow-fail --seed 1", "synth_opts": "-run begin:check",
+                 "script_after_read": "setattr -unset init w:fsm_state",
                  "script_after_synth": "hierarchy -check\nstat\ncheck -noinit\nblackbox =A:whitebox"}
     if echo:
         echo(f"{board.name}: {board.device}, NPU {config.rows}x{config.cols} ({config.macs_per_cycle} MACs/cycle), "

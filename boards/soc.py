@@ -23,6 +23,7 @@ from ..hdl import wishbone
 from ..hdl.bridge import CSR_BASE, INFO_ADDR, INFO_FIELDS, INFO_MAGIC, PROTOCOL_VERSION, Bridge
 from ..hdl.interconnect import Arbiter, Upsizer
 from ..hdl.npu import NPU
+from ..hdl.pipeline import step_count
 from ..hdl.ram import WishboneRAM, check_ram_size, ram_bus_signature
 from ..hdl.regs import CSR_ADDR_WIDTH
 from ..hdl.uart import MIN_DIVISOR, UARTRx, UARTTx
@@ -177,7 +178,7 @@ class BoardSoC(wiring.Component):
         with m.If(~n.cyc):
             m.d.sync += [ram_out.eq(0), err_pending.eq(0)]
         with m.Else():
-            m.d.sync += [ram_out.eq(ram_out + (from_npu.stb & ~from_npu.stall) - from_npu.ack),
+            m.d.sync += [ram_out.eq(step_count(ram_out, from_npu.stb & ~from_npu.stall, from_npu.ack)),
                          err_pending.eq(n.stb & ~n.stall & ~in_ram)]
 
         # --- The bridge's master: registers, info block, RAM, or err ---------------------

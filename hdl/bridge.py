@@ -237,6 +237,9 @@ class Bridge(wiring.Component):
             m.d.sync += seq.eq(rx.payload)
         with m.If(take_len):
             m.d.sync += [nwords.eq(rx.payload - 1), empty.eq(rx.payload == 0)]
+        # Compares of ``nwords`` for EXEC, registered (LEN is taken cycles before EXEC).
+        one_word, no_words = Signal(), Signal()
+        m.d.sync += [one_word.eq(nwords == 1), no_words.eq(nwords == 0)]
         with m.If(word_idx):
             m.d.sync += word.eq(idx)
         with m.Elif(word_load):
@@ -278,12 +281,19 @@ class Bridge(wiring.Component):
         timer = Signal(max(a, b) + 1)
         kick = Signal()
         listening = Signal()                    # receiving a frame, or waiting for a quiet line
-        with m.If(kick | (listening & (rx.valid | self.rx_error))):
+        # The restart and the timeouts are registered (off the state machine's paths): the
+        # timer is cleared a cycle after a restart, a timeout is seen a cycle after the timer
+        # reaches it, and neither reads as expired while a restart is under way.
+        restart = Signal()
+        m.d.sync += restart.eq(kick | (listening & (rx.valid | self.rx_error)))
+        with m.If(restart):
             m.d.sync += timer.eq(0)
         with m.Elif(~timer[-1]):
             m.d.sync += timer.eq(timer + 1)
-        byte_expired = timer[a:].any()
-        bus_expired = timer[b:].any()
+        byte_reached, bus_reached = Signal(), Signal()
+        m.d.sync += [byte_reached.eq(timer[a:].any() & ~restart), bus_reached.eq(timer[b:].any() & ~restart)]
+        byte_expired = byte_reached & ~restart
+        bus_expired = bus_reached & ~restart
 
         m.d.comb += [rx.ready.eq(1), rd.addr.eq(idx), wr.addr.eq(idx),
                      wr.data.eq(Mux(from_bus, bus.dat_r, received)), crc_in.eq(Mux(tx.valid, tx.payload, rx.payload)),
@@ -377,7 +387,7 @@ class Bridge(wiring.Component):
                         with m.Else():
                             m.next = "BUS_PREP"
                     with m.Case(Command.READ):
-                        with m.If((nwords != 1) | ~count_ok):
+                        with m.If(~one_word | ~count_ok):
                             respond(Status.BAD_LENGTH)
                         with m.Elif(misaligned):
                             respond(Status.BAD_ADDRESS)
@@ -385,7 +395,7 @@ class Bridge(wiring.Component):
                             m.next = "BUS_PREP"
                     with m.Case(Command.WRITE):
                         m.d.comb += [count_set.eq(1), count_value.eq(nwords[:k])]
-                        with m.If(empty | (nwords == 0)):
+                        with m.If(empty | no_words):
                             respond(Status.BAD_LENGTH)
                         with m.Elif(misaligned):
                             respond(Status.BAD_ADDRESS)

@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from . import wishbone
+from .pipeline import step_count
 from .isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, BUFFER_KINDS, Buffer, ErrorCode, row_bytes, row_format, \
     row_kinds, row_words
 from .layouts import act_write_layout, idx_write_layout, output_layout, param_write_layout, wgt_write_layout
@@ -282,7 +283,7 @@ class DMAUnit(wiring.Component):
             with m.Else():
                 m.d.sync += req_word.eq(req_word + 1)
                 m.d.comb += req_addr_next.eq(req_addr_inc)
-        m.d.sync += outstanding.eq(outstanding + accept - (ack | err))
+        m.d.sync += outstanding.eq(step_count(outstanding, accept, ack | err))
         with m.If(accept):
             m.d.sync += pending.eq(1)
         with m.Elif((ack | err) & (outstanding == 1)):

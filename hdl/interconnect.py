@@ -10,6 +10,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from . import wishbone
+from .pipeline import step_count
 
 __all__ = ["Arbiter", "Upsizer"]
 
@@ -85,7 +86,7 @@ class Arbiter(wiring.Component):
         with m.If(~slave.cyc):
             m.d.sync += outstanding.eq(0)
         with m.Else():
-            m.d.sync += outstanding.eq(outstanding + accepted - slave.ack)
+            m.d.sync += outstanding.eq(step_count(outstanding, accepted, slave.ack))
         with m.If(give_way & ((outstanding == 0) | ~slave.cyc)):
             m.d.sync += [owner.eq(successor), served.eq(0)]
         with m.Elif(accepted):

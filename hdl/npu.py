@@ -312,10 +312,11 @@ class _Core(Elaboratable):
         dispatch = Signal()
         if sequential:
             # The DMA unit's row register is the decode register: the instruction waits there,
-            # unchanged, until it is dispatched. The ends of its ranges are registered from it
-            # (a timing cut before their compares) and the check's verdict below, so the
-            # verdict is fresh from the instruction's third cycle there.
-            d_valid, d_legal = fetched, legal
+            # unchanged, until it is dispatched. Whether it is legal and the ends of its ranges
+            # are registered from it (timing cuts before the check) and the check's verdict
+            # below, so the verdict is fresh from the instruction's third cycle there.
+            d_valid, d_legal = fetched, Signal()
+            m.d.sync += d_legal.eq(legal)
             fetched_before = Signal()
             m.d.sync += fetched_before.eq(fetched)
             loaded = ~fetched | ~fetched_before     # (the instruction is new, or none)
@@ -396,7 +397,22 @@ class _Core(Elaboratable):
         hazard_compute = Signal()   # a COMPUTE vs unfinished LOADs
         hazard_load = Signal()      # a LOAD vs unfinished COMPUTEs
         hazard_store = Signal()     # a STORE vs unfinished parameter LOADs
+        # With register slices each queue entry's verdict is registered before they are
+        # combined (a second stage: the compares' carry chains and the OR over the entries
+        # are each a cycle), and the verdict is used a cycle later.
+        two_stage = cfg.register_slices and not sequential
+
+        def any_hit(hits, name):
+            if two_stage:
+                staged = []
+                for i, hit in enumerate(hits):
+                    reg = Signal(name=f"{name}_{i}")
+                    m.d.sync += reg.eq(hit)
+                    staged.append(reg)
+                hits = staged
+            return Cat(*hits).any() if hits else 0
         if not sequential:     # (sequential dispatch waits for every earlier instruction)
+            compute_hits, store_hits, load_hits = [], [], []
             for i in range(DQ):
                 e = dq[i]
                 v = dq_live[i] & ~e.cmd.store
@@ -407,10 +423,8 @@ class _Core(Elaboratable):
                 if cfg.sparse:
                     idx_hit = (e.cmd.buffer == Buffer.IDX) & cp_sparse & _overlap(cp_idx, cp_idx + 1, e.cmd.buf_addr,
                                                                                   e.buf_hi)
-                with m.If(v & (act_hit | wgt_hit | idx_hit)):
-                    m.d.comb += hazard_compute.eq(1)
-                with m.If(v & par_hit):
-                    m.d.comb += hazard_store.eq(1)
+                compute_hits.append(v & (act_hit | wgt_hit | idx_hit))
+                store_hits.append(v & par_hit)
             for i in range(CQ):
                 e = cq[i]
                 v = cq_live[i] & cq_compute_bits[i]
@@ -420,18 +434,25 @@ class _Core(Elaboratable):
                 if cfg.sparse:
                     idx_hit = (ld_buf == Buffer.IDX) & e.cmd.sparse & _overlap(ld_addr, ld_hi, e.cmd.idx_addr,
                                                                               e.cmd.idx_addr + 1)
-                with m.If(v & (act_hit | wgt_hit | idx_hit)):
-                    m.d.comb += hazard_load.eq(1)
-        # The verdict is registered and used a cycle after it is worked out, while the decode
-        # register and the queues' contents are as they were then: an instruction spends at
-        # least two cycles in the decode register (fetching one takes longer on any bus).
+                load_hits.append(v & (act_hit | wgt_hit | idx_hit))
+            m.d.comb += [hazard_compute.eq(any_hit(compute_hits, "compute_hit")),
+                         hazard_store.eq(any_hit(store_hits, "store_hit")),
+                         hazard_load.eq(any_hit(load_hits, "load_hit"))]
+        # The verdict is registered and used a cycle after it is worked out (two cycles with
+        # two stages), while the decode register and the queues' contents are as they were
+        # then: an instruction spends at least two (three) cycles in the decode register
+        # (fetching one takes longer on any bus: four bus words on a 32-bit bus).
         # Entries that retire meanwhile only make the verdict stricter than it need be.
         # The instruction check's verdict (``d_error``) is registered the same way.
         hz_load, hz_compute, hz_store, hz_fresh = Signal(), Signal(), Signal(), Signal()
         d_error = Signal(8)
+        fresh = ~loaded & ~dispatch & ~fetch_restart
+        if two_stage:
+            fresh_1 = Signal()      # the first stage's verdicts are of this instruction
+            m.d.sync += fresh_1.eq(fresh)
+            fresh = fresh & fresh_1
         m.d.sync += [hz_load.eq(hazard_load), hz_compute.eq(hazard_compute), hz_store.eq(hazard_store),
-                     d_error.eq(decode_error),
-                     hz_fresh.eq(~loaded & ~dispatch & ~fetch_restart)]
+                     d_error.eq(decode_error), hz_fresh.eq(fresh)]
 
         # --- Dispatch -----------------------------------------------------------------
         # Registered: nothing is dispatched in the cycle before it is used (an instruction
@@ -447,9 +468,13 @@ class _Core(Elaboratable):
         else:
             # The decode register's commands are sent once everything before has finished
             # (``sending`` from the first until the last has been taken; a STORE has two).
+            # An instruction is dispatched in the cycle after its last command was taken: the
+            # "room" is the registered "sent" bit, so dispatch (and what it enables: ``head``,
+            # the fetch of the next instruction) works from registers only, a cycle later. (The
+            # instruction is still in the DMA unit's row register then: a LOAD or STORE sent
+            # there writes the register on its first answer, two cycles later at the earliest.)
             sending, cq_done, dq_done = Signal(), Signal(), Signal()
-            cq_room = cq_done | cq_slice.i.ready
-            dq_room = dq_done | dq_slice.i.ready
+            cq_room, dq_room = cq_done, dq_done
             m.d.sync += all_idle.eq(~cq_slice.o.valid & ~dq_slice.o.valid & dp.idle & ~dma.busy & ~dispatch
                                     & ~sending)
             wait_load = wait_compute = wait_store = ~(all_idle | sending)
@@ -467,7 +492,7 @@ class _Core(Elaboratable):
         m.d.comb += side_r.addr.eq(st_param)
 
         d_ok = Signal()             # d_error == 0, as a register of its own (short dispatch path)
-        m.d.sync += d_ok.eq(decode_error == 0)
+        m.d.sync += d_ok.eq(d_legal & operands_ok & aligned)    # (no error code to pick)
         with m.If(valid & hz_fresh & ~d_ok):
             m.d.sync += [stopping.eq(1), pend_code.eq(d_error), pend_cmd.eq(slot),
                          pend_addr.eq(Mux(d_error == ErrorCode.MISALIGNED, mem_addr, 0)), pend_drain.eq(1)]
@@ -595,19 +620,22 @@ class _Core(Elaboratable):
                              pend_drain.eq(1)]
             # The decode register's LOAD or STORE, else a fetch. (``fetch`` is driven from a signal:
             # a bit of ``new_dq`` nothing drives would be X in Icarus.)
+            # The command's fields are picked by ``fetch_cmd``, ``~fetched`` kept as a register of
+            # its own: the 80-odd selects stay off ``fetched``'s paths into dispatch.
+            fetch_cmd = Signal(init=1)
             m.d.comb += [dq_slice.i.valid.eq(Mux(fetched, send_dq, fetch_now)), dq_slice.i.payload.eq(new_dq.cmd),
-                         dq_slice.i.payload.fetch.eq(~fetched)]
-            with m.If(~fetched):
+                         dq_slice.i.payload.fetch.eq(fetch_cmd)]
+            with m.If(fetch_cmd):
                 m.d.comb += [dq_slice.i.payload.rows.eq(1), dq_slice.i.payload.mem_addr.eq(ring_addr),
                              dq_slice.i.payload.stride.eq(0)]
             with m.If(fetch_now & dq_sent):
                 m.d.sync += fetching.eq(1)
             with m.If(fetching & dma.done):
-                m.d.sync += [fetching.eq(0), fetched.eq(1)]
+                m.d.sync += [fetching.eq(0), fetched.eq(1), fetch_cmd.eq(0)]
             with m.If(dispatch):
-                m.d.sync += fetched.eq(0)
+                m.d.sync += [fetched.eq(0), fetch_cmd.eq(1)]
             with m.If(fetch_restart):
-                m.d.sync += [fetching.eq(0), fetched.eq(0)]
+                m.d.sync += [fetching.eq(0), fetched.eq(0), fetch_cmd.eq(1)]
             # The slot of the DMA unit's command, for its faults.
             running_slot = Signal(cfg.ring_bits)
             with m.If(dq_sent):

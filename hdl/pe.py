@@ -177,22 +177,27 @@ def mult18x18d_registered(a, w, p):
     operands' registers and the block or between the block and the adder. (As Yosys maps a
     ``*`` the block is combinational, and the fabric registers around it may be placed far
     from it: the routes to and from the block each took 4 ns on a full ULX3S-25F.)
-    Operands up to 18 bits, sign-extended; ``p`` takes the low bits of the product."""
-    from amaranth.hdl import Cat, ClockSignal, Instance
+    Operands up to 18 bits go in the top bits of the block's 18-bit inputs, with zeros
+    below (``a * 2**(18 - len(a))``), not sign-extended: the zeros are constants the block's
+    input muxes provide, so an int8 operand is 8 routed pins, not 18 (the ULX3S-85F's array
+    fills the DSP rows, where routing is scarce). ``p`` takes the product's bits above the
+    zeros' (sign-extended when it is wider)."""
+    from amaranth.hdl import Cat, ClockSignal, Const, Instance
 
-    def extend(v, prefix):
-        bits = Cat(v, *([v[-1]] * (18 - len(v))))
+    def top_aligned(v, prefix):
+        bits = Cat(Const(0, 18 - len(v)), v)
         return {f"i_{prefix}{i}": bits[i] for i in range(18)}
+    shift = (18 - len(a)) + (18 - len(w))
     product = Signal(36)
     instance = Instance(
         "MULT18X18D",
         p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_PIPELINE_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
         p_GSR="DISABLED", p_RESETMODE="SYNC",
-        **extend(a, "A"), **extend(w, "B"), **{f"i_C{i}": 0 for i in range(18)},
+        **top_aligned(a, "A"), **top_aligned(w, "B"), **{f"i_C{i}": 0 for i in range(18)},
         i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
         i_CLK0=ClockSignal("sync"), i_CE0=1, i_RST0=0,
         **{f"o_P{i}": product[i] for i in range(36)})
-    return instance, [p.eq(product[:len(p)])]
+    return instance, [p.eq(product[shift:].as_signed())]
 
 
 def dual_int8_dsp(platform):

@@ -1,10 +1,10 @@
 """Small pipeline helpers shared by the datapath blocks."""
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["delay", "StreamSlice"]
+__all__ = ["delay", "step_count", "StreamSlice"]
 
 
 def delay(m, value, cycles, *, name, domain="sync"):
@@ -14,6 +14,13 @@ def delay(m, value, cycles, *, name, domain="sync"):
         m.d[domain] += stage.eq(value)
         value = stage
     return value
+
+
+def step_count(count, up, down):
+    """``count + up - down``, written so that ``up`` and ``down`` (the ends of long request
+    and answer paths) only pick among ``count - 1``, ``count`` and ``count + 1``, which are
+    worked out from the register alone: no carry chain after them."""
+    return Mux(up, Mux(down, count, count + 1), Mux(down, count - 1, count))
 
 
 class StreamSlice(wiring.Component):

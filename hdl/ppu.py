@@ -224,10 +224,12 @@ class SerialLane(wiring.Component):
         moving = todo != 0
         hop = ~self.multiply & (todo >= 4)
         # The window is in place; ``y`` below is registered, so ``done`` follows a cycle later.
+        # Once in place the lane's registers hold until the next ``load`` (``multiply`` only
+        # rises after a ``load``), so ``done`` is the register ``settled`` alone.
         in_place, settled = Signal(), Signal()
         m.d.comb += in_place.eq(~self.multiply & ~moving)
         m.d.sync += settled.eq(in_place & ~self.load)
-        m.d.comb += self.done.eq(in_place & settled)
+        m.d.comb += self.done.eq(settled)
         with m.If(self.load):
             shift = self.param.shift
             m.d.sync += [x.eq(self.acc + self.param.bias), mult.eq(self.param.mult), carry.eq(0), high.eq(0),
@@ -256,10 +258,13 @@ class SerialLane(wiring.Component):
         upper = Cat(window[W + 1:], high)   # must all equal the floor's top bit
         fits = (~mismatch & ((upper == 0) | (upper == (1 << len(upper)) - 1))
                 & (odd | (window[W] == window[W + 1])))
-        q_sat = Signal(signed(W))
-        m.d.comb += q_sat.eq(Mux(fits, floor, Mux(high[-1], -(1 << (W - 1)), (1 << (W - 1)) - 1)))
-        y = Signal(signed(W + 2))      # registered: a timing cut before the clamps
-        m.d.sync += y.eq(q_sat + (round_bit & (below | floor[0])) + self.zero_point)
+        # Registered (a timing cut before the clamps). The rounded sum and the saturated one
+        # are worked out side by side and ``fits`` only picks one, so its wide compares are
+        # not in front of the adder's carry chain.
+        y = Signal(signed(W + 2))
+        rounded = floor.as_signed() + (round_bit & (below | floor[0])) + self.zero_point
+        saturated = Mux(high[-1], -(1 << (W - 1)), (1 << (W - 1)) - 1) + self.zero_point
+        m.d.sync += y.eq(Mux(fits, rounded, saturated))
         y_lo = Mux(y < self.clamp_lo, self.clamp_lo, y)
         m.d.comb += self.result.eq(Mux(y_lo > self.clamp_hi, self.clamp_hi, y_lo))
         return m
@@ -558,7 +563,10 @@ class PostProcessor(wiring.Component):
         step = Signal(range(SERIAL_MULT_STEPS + 1))
         row = Signal(output_layout(cfg))
         full = Signal()                          # row holds a whole row for out
-        free = ~full | self.out.ready
+        # A group finishes into ``row`` only while it is empty (not in the cycle ``out`` takes
+        # it: a row takes the lanes 17 cycles or more, so this costs nothing but a path from
+        # the DMA unit's ``ready`` into the accumulator's read enable).
+        free = ~full
 
         load, multiply, finish, read = Signal(), Signal(), Signal(), Signal()
         multiplying = Signal()      # RUN's first SERIAL_MULT_STEPS cycles (a register: step != STEPS)
