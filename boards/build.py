@@ -225,13 +225,19 @@ def _cells(text):
 PNR_MINUTES = 60
 
 
+#: nextpnr's placers and routers ``npu build`` offers.
+PLACERS = ("heap", "static")
+ROUTERS = ("router1", "router2")
+
+
 def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo=print, program=False,
-                pnr_minutes=PNR_MINUTES):
+                pnr_minutes=PNR_MINUTES, placer=None, router=None):
     """Build board ``name`` with ``config`` (the board's default when None) into ``out_dir``.
 
     ``clk_hz`` is the NPU clock the PLL makes and nextpnr is constrained to (the board's
     target clock when None). ``pnr_minutes`` limits place-and-route (None or 0: no limit);
     a build stopped there gets its report (``"routed": false``) and a :class:`BuildError`.
+    ``placer`` and ``router`` choose nextpnr's (the board's defaults when None).
 
     Returns the report (also written to ``out_dir/report.json``). Raises
     :class:`BuildError` when a tool fails; a design that does not fit the device still
@@ -241,6 +247,10 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     from .top import DEFAULT_BAUD, BoardTop
 
     board = get_board(name)
+    placer, router = placer or board.placer, router or board.router
+    for option, value, allowed in (("placer", placer, PLACERS), ("router", router, ROUTERS)):
+        if value not in allowed:
+            raise ValueError(f"{option} = {value!r} is invalid: must be one of {', '.join(allowed)}")
     config = config or board_config(name)
     out_dir = Path(out_dir or Path("build") / "boards" / name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +268,8 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     # re-encode a state machine whose register has one: drop it (the board design is held
     # in reset until its clock is up, and the reset state is the init value), so Yosys
     # extracts the state machines and encodes them one-hot (fewer logic levels).
-    overrides = {"nextpnr_opts": "--timing-allow-fail --seed 1", "synth_opts": "-run begin:check",
+    overrides = {"nextpnr_opts": f"--timing-allow-fail --seed 1 --placer {placer} --router {router}",
+                 "synth_opts": "-run begin:check",
                  "script_after_read": "setattr -unset init w:fsm_state",
                  "script_after_synth": "hierarchy -check\nstat\ncheck -noinit\nblackbox =A:whitebox"}
     if echo:
@@ -278,6 +289,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
         "config": config.to_dict(), "baud": baud or DEFAULT_BAUD, "ram": {"kind": board.ram,
                                                                            "bytes": board.ram_bytes},
         "tools": {var: Path(cmd).name for var, cmd in tools.items()},
+        "nextpnr": {"placer": placer, "router": router, "seed": 1},
         "clock_hz": top.clk_hz,
     }
     labels = {"YOSYS": "synthesis", "NEXTPNR_ICE40": "place-and-route", "NEXTPNR_ECP5": "place-and-route",

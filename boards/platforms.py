@@ -38,6 +38,9 @@ class Board:
         The tool ``npu flash`` runs (through the platform's ``toolchain_program``).
     leds : tuple
         LED resources the status outputs drive, in order.
+    placer, router : str
+        nextpnr's placer (``heap`` or ``static``) and router (``router1`` or ``router2``)
+        for this board's builds.
     """
     name: str
     platform: str
@@ -49,6 +52,8 @@ class Board:
     programmer: str = "openFPGALoader"
     leds: tuple = ()
     description: str = ""
+    placer: str = "heap"
+    router: str = "router1"
 
     def platform_class(self):
         import importlib
@@ -73,6 +78,10 @@ _ECP5_45 = dict(rows=8, cols=8, act_depth=512, wgt_depth=256, acc_depth=512, par
 _ECP5_85 = dict(rows=12, cols=12, act_depth=512, wgt_depth=384, acc_depth=512, param_depth=64, ppu_lanes=2)
 
 _ULX3S_LEDS = tuple(("led", i) for i in range(8))
+#: nextpnr's placer and router: the static placer spreads the large arrays over the die
+#: (with HeAP the 85F's 12x12 NPU was packed into 40% of it and never routed).
+_SMALL_PNR = ("heap", "router1")
+_LARGE_PNR = ("static", "router2")
 
 BOARDS = {b.name: b for b in [
     Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 30_000_000, "spram",
@@ -80,12 +89,14 @@ BOARDS = {b.name: b for b in [
           "1BitSquared iCEBreaker (iCE40UP5K-SG48), 12 MHz oscillator, FTDI FT2232H UART"),
     *(Board(f"ulx3s-{size}", f"amaranth_boards.ulx3s:ULX3S_{size.upper()}_Platform", "ecp5", 100_000_000,
             "bram", ram, npu, "openFPGALoader", _ULX3S_LEDS,
-            f"Radiona ULX3S (LFE5U-{size.upper()}-6BG381), 25 MHz oscillator, FT231X UART")
-      for size, ram, npu in (("12f", 32 * 1024, _ECP5_12_25), ("25f", 64 * 1024, _ECP5_12_25),
-                             ("45f", 128 * 1024, _ECP5_45), ("85f", 256 * 1024, _ECP5_85))),
+            f"Radiona ULX3S (LFE5U-{size.upper()}-6BG381), 25 MHz oscillator, FT231X UART", *pnr)
+      for size, ram, npu, pnr in (("12f", 32 * 1024, _ECP5_12_25, _SMALL_PNR),
+                                  ("25f", 64 * 1024, _ECP5_12_25, _SMALL_PNR),
+                                  ("45f", 128 * 1024, _ECP5_45, _LARGE_PNR),
+                                  ("85f", 256 * 1024, _ECP5_85, _LARGE_PNR))),
     *(Board(f"ecpix5-{size}", f"amaranth_boards.ecpix5:ECPIX5{size[:2]}Platform", "ecp5", 100_000_000,
             "bram", ram, npu, "openFPGALoader", (("rgb_led", 0), ("rgb_led", 1), ("rgb_led", 2), ("rgb_led", 3)),
-            f"LambdaConcept ECPIX-5 (LFE5UM5G-{size.upper()}-8BG554), 100 MHz oscillator, FT2232 UART")
+            f"LambdaConcept ECPIX-5 (LFE5UM5G-{size.upper()}-8BG554), 100 MHz oscillator, FT2232 UART", *_LARGE_PNR)
       for size, ram, npu in (("45f", 128 * 1024, _ECP5_45), ("85f", 256 * 1024, _ECP5_85))),
 ]}
 

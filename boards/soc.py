@@ -153,11 +153,14 @@ class BoardSoC(wiring.Component):
         m.submodules.arbiter = arbiter = Arbiter(ports=2, addr_width=ram_aw, data_width=cfg.bus_width)
         # Register slices on every side of the arbiter: the RAM's block RAMs spread over the
         # device, and the arbiter's decisions should not extend the masters' paths.
+        # Without register slices elsewhere, the RAM still gets a request register (it never
+        # stalls, so one register at full throughput): its blocks sit at the device's corners.
         slices = {}
         for name in ("ram", "npu", "bridge"):
             sig = wishbone.Signature(addr_width=ram_aw, data_width=cfg.bus_width, with_err=False)
+            cut = cfg.register_slices or name == "ram"
             slices[name] = m.submodules[f"{name}_slice"] = wishbone.RequestSlice(
-                sig, registered=cfg.register_slices)
+                sig, registered=cut, slave_stalls=cfg.register_slices)
         wiring.connect(m, arbiter.slave, slices["ram"].up)
         wiring.connect(m, slices["ram"].down, ram.bus)
         wiring.connect(m, slices["npu"].down, arbiter.masters[0])

@@ -104,17 +104,22 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     # (6) Round half to even (ONNX QuantizeLinear's rounding): up when the rounding bit is
     # set and either a lower bit is set or q is odd. q is saturated to W bits: any q
     # beyond them clamps to the same bound as the saturated value does.
+    # Whether q fits W bits is registered beside q's low bits, and the saturated value is
+    # picked in (7): the wide all-equal test of q's upper bits is the whole of this stage.
+    # The upper bits of q1 >> 1 are those of q1 from bit W: both tests share that part.
     q = Mux(no_shift, q1, q1 >> 1)
     W = data_width + 4
-    top = q[W - 1:]
-    fits = (top == 0) | (top == (1 << len(top)) - 1)
-    q_sat = Signal(signed(W))
+    upper = q1[W:]
+    same = (upper == 0) | (upper == (1 << len(upper)) - 1)
+    q_low, fits, negative = Signal(signed(W)), Signal(), Signal()
     round_up = Signal()
-    sync += [q_sat.eq(Mux(fits, q[:W], Mux(q[-1], -(1 << (W - 1)), (1 << (W - 1)) - 1))),
+    sync += [q_low.eq(q[:W]), fits.eq(same & (~no_shift | (q1[W - 1] == q1[W]))), negative.eq(q1[-1]),
              round_up.eq(~no_shift & q1[0] & (sticky | q1[1]))]
-    # (7) Zero point; (8) clamp, the upper bound winning if clamp_lo > clamp_hi.
+    # (7) Saturation and zero point, the saturated sum beside the other; (8) clamp, the
+    # upper bound winning if clamp_lo > clamp_hi.
     y = Signal(signed(W + 2))
-    sync += y.eq(q_sat + round_up + zero_point)
+    saturated = Mux(negative, -(1 << (W - 1)), (1 << (W - 1)) - 1)
+    sync += y.eq(Mux(fits, q_low + round_up + zero_point, saturated + round_up + zero_point))
     # min(max(y, lo), hi), with the two compares side by side: max(y, lo) > hi is
     # lo > hi when y < lo, else y > hi.
     below_lo = y < clamp_lo
@@ -262,8 +267,9 @@ class SerialLane(wiring.Component):
         # are worked out side by side and ``fits`` only picks one, so its wide compares are
         # not in front of the adder's carry chain.
         y = Signal(signed(W + 2))
-        rounded = floor.as_signed() + (round_bit & (below | floor[0])) + self.zero_point
-        saturated = Mux(high[-1], -(1 << (W - 1)), (1 << (W - 1)) - 1) + self.zero_point
+        round_up = round_bit & (below | floor[0])
+        rounded = floor.as_signed() + round_up + self.zero_point
+        saturated = Mux(high[-1], -(1 << (W - 1)), (1 << (W - 1)) - 1) + round_up + self.zero_point
         m.d.sync += y.eq(Mux(fits, rounded, saturated))
         y_lo = Mux(y < self.clamp_lo, self.clamp_lo, y)
         m.d.comb += self.result.eq(Mux(y_lo > self.clamp_hi, self.clamp_hi, y_lo))

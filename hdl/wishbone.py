@@ -67,6 +67,10 @@ class RequestSlice(wiring.Component):
         only while it is empty (``stall`` is its valid bit), so at most one request every
         two cycles. Still a cut in both directions, at half the registers: for a master
         that waits for each answer anyway (the host bridge).
+    slave_stalls : bool
+        False for a slave that never stalls (``stall`` tied low, as the board RAMs): one
+        request register, no skid entry, and the master is never stalled, at full
+        throughput. A cut from master to slave only (nothing comes back but answers).
 
     Members
     -------
@@ -76,10 +80,11 @@ class RequestSlice(wiring.Component):
         Towards the slave.
     """
 
-    def __init__(self, signature, *, registered=True, skid=True):
+    def __init__(self, signature, *, registered=True, skid=True, slave_stalls=True):
         self._sig = signature
         self._registered = registered
         self._skid = skid
+        self._slave_stalls = slave_stalls
         super().__init__({"up": In(signature), "down": Out(signature)})
 
     def elaborate(self, platform):
@@ -100,6 +105,11 @@ class RequestSlice(wiring.Component):
             m.d.comb += up.err.eq(down.err)
         m.d.comb += [getattr(down, name).eq(out[name]) for name in fields]
         taken = out_valid & ~down.stall
+        if not self._slave_stalls:
+            # Every request is taken as it comes and presented in the next cycle.
+            m.d.comb += up.stall.eq(0)
+            m.d.sync += [out_valid.eq(up.cyc & up.stb), *(out[n].eq(getattr(up, n)) for n in fields)]
+            return m
         if not self._skid:
             m.d.comb += up.stall.eq(out_valid)
             with m.If(~up.cyc):

@@ -650,7 +650,8 @@ def boards():
     for b in BOARDS.values():
         c = board_config(b.name)
         click.echo(f"{b.name:12} {b.device:14} NPU {c.rows}x{c.cols} ({c.macs_per_cycle} MACs/cycle) at "
-                   f"{b.clk_hz / 1e6:g} MHz, {b.ram_bytes // 1024} KiB {b.ram}  {b.description}")
+                   f"{b.clk_hz / 1e6:g} MHz, {b.ram_bytes // 1024} KiB {b.ram}, nextpnr {b.placer}/{b.router}  "
+                   f"{b.description}")
 
 
 @main.command()
@@ -662,8 +663,12 @@ def boards():
               help="NPU clock the PLL makes and place-and-route aims for [default: the board's target].")
 @click.option("--pnr-minutes", type=click.IntRange(min=0), default=None,
               help="Stop place-and-route after this many minutes (0: no limit) [default: 60].")
+@click.option("--placer", type=click.Choice(["heap", "static"]), default=None,
+              help="nextpnr's placer [default: the board's, see 'npu boards'].")
+@click.option("--router", type=click.Choice(["router1", "router2"]), default=None,
+              help="nextpnr's router [default: the board's].")
 @config_options
-def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, config_path, **overrides):
+def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, config_path, **overrides):
     """Build a bitstream for a dev board (Yosys + nextpnr) and write report.json.
 
     Without --config the board's default NPU (sized to its device) is built.
@@ -675,7 +680,8 @@ def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, config_path, **over
     try:
         report = build_board(board_name, config, out_dir, baud=baud, echo=lambda line: click.echo(line, err=True),
                              clk_hz=None if clock_mhz is None else round(clock_mhz * 1e6),
-                             pnr_minutes=PNR_MINUTES if pnr_minutes is None else pnr_minutes)
+                             pnr_minutes=PNR_MINUTES if pnr_minutes is None else pnr_minutes,
+                             placer=placer, router=router)
     except (BuildError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"bitstream: {report['bitstream']}\nreport: {Path(out_dir) / 'report.json'}")

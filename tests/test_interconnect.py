@@ -130,6 +130,23 @@ def test_request_slices_in_front_of_the_arbiter(skid):
         assert master.reads > 80
 
 
+def test_request_register_before_a_slave_that_never_stalls():
+    """The RAM's request register (``slave_stalls=False``): the masters are never stalled by
+    it, and every answer still reaches its master in order, with the right data."""
+    m = Module()
+    m.submodules.ram = ram = WishboneRAM(size=1024, data_width=32)
+    m.submodules.arbiter = arbiter = Arbiter(ports=2, addr_width=8, data_width=32)
+    sig = wishbone.Signature(addr_width=8, data_width=32, with_err=False)
+    m.submodules.ram_slice = s = wishbone.RequestSlice(sig, slave_stalls=False)
+    wiring.connect(m, arbiter.slave, s.up)
+    wiring.connect(m, s.down, ram.bus)
+    masters = [Master(arbiter.masters[i], words=128, base=128 * i, ops=300, seed=11 + i) for i in range(2)]
+    simulate(m, masters, 6000)
+    for master in masters:
+        assert master.errors == []
+        assert master.reads > 80
+
+
 @pytest.mark.parametrize("wide", [64, 128])
 def test_upsizer_lanes(wide):
     m = Module()
