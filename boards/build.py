@@ -275,7 +275,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     if echo:
         echo(f"{board.name}: {board.device}, NPU {config.rows}x{config.cols} ({config.macs_per_cycle} MACs/cycle), "
              f"{(clk_hz or board.clk_hz) / 1e6:g} MHz clock (board target {board.clk_hz / 1e6:g}), {board.ram_bytes // 1024} KiB {board.ram.upper()}; "
-             f"tools: {', '.join(Path(t).name for t in tools.values())}")
+             f"tools: {', '.join(Path(t).name for t in tools.values())} (nextpnr: {placer} placer, {router})")
     started = time.monotonic()
     plan = platform.build(top, name="top", build_dir=str(out_dir), do_build=False, **overrides)
     plan.extract(str(out_dir))
