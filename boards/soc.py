@@ -193,10 +193,11 @@ class BoardSoC(wiring.Component):
                                                                        skid=cfg.register_slices)
         wiring.connect(m, bridge.bus, bridge_out.up)
         b = bridge_out.down
-        # The NPU's registers are reached through a register slice too (after the decode).
+        # The NPU's registers are reached through a register slice too (after the decode; on
+        # small devices without skid entry, as the bridge's own).
         m.submodules.csr_slice = csr_slice = wishbone.RequestSlice(
             wishbone.Signature(addr_width=CSR_ADDR_WIDTH, data_width=32, with_err=False),
-            registered=cfg.register_slices)
+            skid=cfg.register_slices)
         wiring.connect(m, csr_slice.down, npu.csr)
         csr = csr_slice.up
         info = self.info_words

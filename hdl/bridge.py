@@ -295,8 +295,13 @@ class Bridge(wiring.Component):
         byte_expired = byte_reached & ~restart
         bus_expired = bus_reached & ~restart
 
+        # The bus's answers are registered before the state machine sees them (a timing cut:
+        # the interconnect's answer muxes do not reach the bridge's registers). One request
+        # is outstanding at a time and ``cyc`` stays high until its answer is taken.
+        ack, err, dat_r = Signal(), Signal(), Signal.like(bus.dat_r)
+        m.d.sync += [ack.eq(bus.cyc & bus.ack), err.eq(bus.cyc & bus.err), dat_r.eq(bus.dat_r)]
         m.d.comb += [rx.ready.eq(1), rd.addr.eq(idx), wr.addr.eq(idx),
-                     wr.data.eq(Mux(from_bus, bus.dat_r, received)), crc_in.eq(Mux(tx.valid, tx.payload, rx.payload)),
+                     wr.data.eq(Mux(from_bus, dat_r, received)), crc_in.eq(Mux(tx.valid, tx.payload, rx.payload)),
                      bus.adr.eq(addr), bus.dat_w.eq(rd.data), bus.sel.eq(0xF), bus.we.eq(writing)]
 
         def set_status(code):
@@ -416,15 +421,15 @@ class Bridge(wiring.Component):
                     respond(Status.BUS_TIMEOUT, 1)
             with m.State("BUS_WAIT"):
                 m.d.comb += [bus.cyc.eq(1), step_word.eq(1), from_bus.eq(1)]
-                with m.If(bus.ack):
+                with m.If(ack):
                     m.d.comb += [wr.en.eq(~writing), pos_step.eq(1), addr_next.eq(1)]
                     with m.If(next_is_count):
                         respond(Status.OK, Mux(writing, 0, count))
                     with m.Else():
                         m.next = "BUS_PREP"
-                with m.Elif(bus.err | bus_expired):
+                with m.Elif(err | bus_expired):
                     m.d.comb += word_idx.eq(1)
-                    respond(Mux(bus.err, Status.BUS_ERROR, Status.BUS_TIMEOUT), 1)
+                    respond(Mux(err, Status.BUS_ERROR, Status.BUS_TIMEOUT), 1)
 
             # --- The response -------------------------------------------------------
             with m.State("R_SYNC"):
