@@ -225,11 +225,6 @@ def _cells(text):
 PNR_MINUTES = 60
 
 
-#: nextpnr's placers and routers ``npu build`` offers.
-PLACERS = ("heap", "static")
-ROUTERS = ("router1", "router2")
-
-
 def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo=print, program=False,
                 pnr_minutes=PNR_MINUTES, placer=None, router=None):
     """Build board ``name`` with ``config`` (the board's default when None) into ``out_dir``.
@@ -243,7 +238,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     :class:`BuildError` when a tool fails; a design that does not fit the device still
     gets its report (``"fits": false``) before the error.
     """
-    from .platforms import board_config
+    from .platforms import PLACERS, ROUTERS, board_config
     from .top import DEFAULT_BAUD, BoardTop
 
     board = get_board(name)

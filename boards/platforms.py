@@ -14,6 +14,11 @@ from ..generators.config import ConfigError, NPUConfig
 __all__ = ["Board", "BOARDS", "board", "board_config", "board_names"]
 
 
+#: nextpnr's placers and routers a board build may use.
+PLACERS = ("heap", "static")
+ROUTERS = ("router1", "router2")
+
+
 @dataclass(frozen=True)
 class Board:
     """One supported board.

@@ -410,7 +410,7 @@ class _Core(Elaboratable):
                     m.d.sync += reg.eq(hit)
                     staged.append(reg)
                 hits = staged
-            return Cat(*hits).any() if hits else 0
+            return Cat(*hits).any()
         if not sequential:     # (sequential dispatch waits for every earlier instruction)
             compute_hits, store_hits, load_hits = [], [], []
             for i in range(DQ):

@@ -115,11 +115,11 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     round_up = Signal()
     sync += [q_low.eq(q[:W]), fits.eq(same & (~no_shift | (q1[W - 1] == q1[W]))), negative.eq(q1[-1]),
              round_up.eq(~no_shift & q1[0] & (sticky | q1[1]))]
-    # (7) Saturation and zero point, the saturated sum beside the other; (8) clamp, the
-    # upper bound winning if clamp_lo > clamp_hi.
+    # (7) Saturation (from registers: one select) and zero point; (8) clamp, the upper
+    # bound winning if clamp_lo > clamp_hi.
     y = Signal(signed(W + 2))
-    saturated = Mux(negative, -(1 << (W - 1)), (1 << (W - 1)) - 1)
-    sync += y.eq(Mux(fits, q_low + round_up + zero_point, saturated + round_up + zero_point))
+    q_sat = Mux(fits, q_low, Mux(negative, -(1 << (W - 1)), (1 << (W - 1)) - 1))
+    sync += y.eq(q_sat + round_up + zero_point)
     # min(max(y, lo), hi), with the two compares side by side: max(y, lo) > hi is
     # lo > hi when y < lo, else y > hi.
     below_lo = y < clamp_lo

@@ -643,6 +643,12 @@ def _board_choice():
     return click.Choice(board_names())
 
 
+def _pnr_choices():
+    """click choices of nextpnr's placers and routers."""
+    from .boards.platforms import PLACERS, ROUTERS
+    return click.Choice(PLACERS), click.Choice(ROUTERS)
+
+
 @main.command()
 def boards():
     """List the supported boards and their default NPUs."""
@@ -663,9 +669,9 @@ def boards():
               help="NPU clock the PLL makes and place-and-route aims for [default: the board's target].")
 @click.option("--pnr-minutes", type=click.IntRange(min=0), default=None,
               help="Stop place-and-route after this many minutes (0: no limit) [default: 60].")
-@click.option("--placer", type=click.Choice(["heap", "static"]), default=None,
+@click.option("--placer", type=_pnr_choices()[0], default=None,
               help="nextpnr's placer [default: the board's, see 'npu boards'].")
-@click.option("--router", type=click.Choice(["router1", "router2"]), default=None,
+@click.option("--router", type=_pnr_choices()[1], default=None,
               help="nextpnr's router [default: the board's].")
 @config_options
 def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, config_path, **overrides):
