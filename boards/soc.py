@@ -77,6 +77,9 @@ class BoardSoC(wiring.Component):
         Quiet clock cycles that end a partial frame; default 20 ms.
     bus_timeout : int
         Clock cycles a bridge access may wait for the bus.
+    reset_buffer : callable, optional
+        ``reset_buffer(m, reset)`` returns the NPU core's reset as its registers see it
+        (a board may put it on a global network); see :class:`~npu.hdl.npu.NPU`.
 
     Members
     -------
@@ -92,7 +95,8 @@ class BoardSoC(wiring.Component):
     uart_tx: Out(1, init=1)
     status: Out(len(STATUS_LEDS))
 
-    def __init__(self, config, *, ram_bytes, clk_hz, baud, ram=None, byte_timeout=None, bus_timeout=256):
+    def __init__(self, config, *, ram_bytes, clk_hz, baud, ram=None, byte_timeout=None, bus_timeout=256,
+                 reset_buffer=None):
         try:
             _check("clk_hz", clk_hz, 1_000)
             _check("baud", baud, 1)
@@ -121,7 +125,7 @@ class BoardSoC(wiring.Component):
         self.baud = baud
         self.divisor = divisor
         self.ram = WishboneRAM(size=ram_bytes, data_width=config.bus_width) if ram is None else ram
-        self.npu = NPU(config)
+        self.npu = NPU(config, reset_buffer=reset_buffer)
         super().__init__()
 
     @property

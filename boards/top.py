@@ -44,7 +44,7 @@ class BoardTop(Elaboratable):
         if board.ram == "spram":
             ram = ICE40SPRAM(size=board.ram_bytes, data_width=self.config.bus_width)
         m.submodules.soc = soc = BoardSoC(self.config, ram_bytes=board.ram_bytes, clk_hz=self.clk_hz,
-                                          baud=self.baud, ram=ram)
+                                          baud=self.baud, ram=ram, reset_buffer=_reset_buffer(board))
         uart = platform.request("uart", 0)
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
 
@@ -90,3 +90,20 @@ class BoardTop(Elaboratable):
         self.clk_hz = int(f)
         platform.add_clock_constraint(clk_out, f)
         return locked
+
+
+def _reset_buffer(board):
+    """How the NPU core's reset reaches its registers.
+
+    nextpnr-ice40 puts a high-fanout reset on a global network by itself; nextpnr-ecp5
+    promotes only clocks, so on ECP5 the reset goes through a DCCA onto a global (a
+    reset routed in the fabric to every corner of a large device took 15 ns).
+    """
+    if board.family != "ecp5":
+        return None
+
+    def dcca(m, reset):
+        buffered = Signal(name="core_reset_global")
+        m.submodules.core_reset_dcca = Instance("DCCA", i_CLKI=reset, i_CE=Const(1), o_CLKO=buffered)
+        return buffered
+    return dcca

@@ -16,7 +16,8 @@ conflicts with an unfinished instruction in the other queue (``docs/isa.md``,
 and stores of different tiles overlap.
 """
 
-from amaranth.hdl import Cat, Elaboratable, Module, Mux, ResetInserter, Signal
+from amaranth.hdl import (Cat, ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Module, Mux,
+                          ResetSignal, Signal)
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -43,8 +44,9 @@ def csr_signature():
 class NPU(wiring.Component):
     """The complete NPU for ``config``."""
 
-    def __init__(self, config):
+    def __init__(self, config, *, reset_buffer=None):
         self.config = config
+        self._reset_buffer = reset_buffer
         super().__init__({
             "csr": In(wishbone.Signature(addr_width=CSR_ADDR_WIDTH, data_width=32, with_err=False)),
             "bus": Out(bus_signature(config)),
@@ -70,7 +72,14 @@ class NPU(wiring.Component):
         ctrl = field_of("CTRL", "SOFT_RESET")
         m.d.sync += soft_reset.eq(accept & self.csr.we & (self.csr.adr == _word("CTRL"))
                                   & self.csr.dat_w[ctrl.offset])
-        m.submodules.core = ResetInserter(soft_reset)(_Core(self, accept))
+        # The core's own clock domain: the same clock, reset by the domain's reset or
+        # CTRL.SOFT_RESET. That reset reaches most of the core's registers; a board can
+        # put it on a global network (``reset_buffer(m, reset)`` returns the buffered net).
+        m.domains.core = core = ClockDomain("core", local=True)
+        reset = Signal()
+        m.d.comb += [reset.eq(ResetSignal() | soft_reset), core.clk.eq(ClockSignal())]
+        m.d.comb += core.rst.eq(reset if self._reset_buffer is None else self._reset_buffer(m, reset))
+        m.submodules.core = DomainRenamer("core")(_Core(self, accept))
         return m
 
 

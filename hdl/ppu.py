@@ -428,8 +428,6 @@ class PostProcessor(wiring.Component):
         captured = Signal()
         row_buf = Signal(data.ArrayLayout(signed(cfg.acc_width), cfg.cols))
         m.d.sync += captured.eq(issue)
-        with m.If(captured):
-            m.d.sync += [row_buf[n].eq(self.acc_rd_data[n]) for n in range(cfg.cols)]
         # The pass sequencer: which pass of the captured row enters the lanes this cycle.
         active = Signal()
         index = Signal(range(P))
@@ -439,11 +437,20 @@ class PostProcessor(wiring.Component):
             m.d.sync += index.eq(index + 1)
             with m.If(index == P - 1):
                 m.d.sync += active.eq(0)
+        # The lanes always read columns 0..L-1 (no column select in front of them): each
+        # pass shifts the captured row down by L columns and rotates the column parameters
+        # by L, so after the P passes of a row they are back in place for the next.
+        # (A row is captured in the cycle of the previous row's last pass.)
+        with m.If(captured):
+            m.d.sync += [row_buf[n].eq(self.acc_rd_data[n]) for n in range(cfg.cols)]
+        with m.Elif(active):
+            m.d.sync += [row_buf[n].eq(row_buf[n + L]) for n in range(cfg.cols - L)]
+        with m.If(active):
+            m.d.sync += [lane[n].eq(lane[(n + L) % cfg.cols]) for n in range(cfg.cols)]
         results = []
         for lane_no in range(L):
-            column = index * L + lane_no
             results.append(requantize_lane(
-                m, "sync", row_buf[column], lane[column], cmd.zero_point, cmd.clamp_lo, cmd.clamp_hi,
+                m, "sync", row_buf[lane_no], lane[lane_no], cmd.zero_point, cmd.clamp_lo, cmd.clamp_hi,
                 acc_width=cfg.acc_width, data_width=cfg.data_width, param_per_row=True))
         # Each pass's (valid, index) travels beside its results through the LANE_STAGES lane stages.
         tag_valid = Signal(LANE_STAGES)
