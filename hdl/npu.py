@@ -392,6 +392,13 @@ class _Core(Elaboratable):
                 m.d.comb += operands_ok.eq(1)
         bb_mask = cfg.bus_bytes - 1
         aligned = ~(is_op[Opcode.LOAD] | is_op[Opcode.STORE]) | (((mem_addr | stride) & bb_mask) == 0)
+        two_stage = cfg.register_slices and not sequential
+        if two_stage:
+            # The operand checks are registered before the error code is picked from them:
+            # a first stage, like the scoreboard's below (and covered by the same ``fresh_1``).
+            operands_ok_1, aligned_1 = Signal(), Signal()
+            m.d.sync += [operands_ok_1.eq(operands_ok), aligned_1.eq(aligned)]
+            operands_ok, aligned = operands_ok_1, aligned_1
 
         decode_error = Signal(8)
         with m.If(~d_legal):
@@ -409,7 +416,6 @@ class _Core(Elaboratable):
         # With register slices each queue entry's verdict is registered before they are
         # combined (a second stage: the compares' carry chains and the OR over the entries
         # are each a cycle), and the verdict is used a cycle later.
-        two_stage = cfg.register_slices and not sequential
 
         def any_hit(hits, name):
             if two_stage:

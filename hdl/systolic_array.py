@@ -54,11 +54,21 @@ class SystolicArray(wiring.Component):
         same cycle instead of moving right a cell per cycle: every column's sum leaves the
         bottom together, with no de-skew, and the latency is ``rows + pe_pipeline + 1``. No
         forwarding or de-skew registers; the activation fans out to ``cols`` cells.
+    weight_stages : int
+        0, or 2: the weight load goes through an input register and then a register per
+        array row (loaded only for its row) before the cells: on a large device the
+        weight buffer's block RAM and the cells of a column lie far apart. A weight is
+        written into its cell two cycles later; the activations that use it still reach
+        each row after its weight (they enter the array after the tile's last weight row).
     """
 
-    def __init__(self, *, rows, cols, data_width, psum_width, group=1, pe_pipeline=1, banks=2, broadcast=False):
+    def __init__(self, *, rows, cols, data_width, psum_width, group=1, pe_pipeline=1, banks=2, broadcast=False,
+                 weight_stages=0):
         if rows < 1 or cols < 1:
             raise ValueError(f"array dimensions must be >= 1, not {rows} x {cols}")
+        if weight_stages not in (0, 2):
+            raise ValueError(f"weight_stages must be 0 or 2, not {weight_stages!r}")
+        self.weight_stages = weight_stages
         self.rows = rows
         self.cols = cols
         self.data_width = data_width
@@ -128,6 +138,7 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"mac16_{i // 2}"] = instance
                 m.d.comb += connect
 
+        weights = self._weight_rows(m)
         for k in range(R):
             # Zero the operand of empty slots so idle cells compute 0 (deterministic, low power).
             # The input register: a timing cut between the activation buffer and the array.
@@ -143,11 +154,12 @@ class SystolicArray(wiring.Component):
                 if self.banks == 2:
                     m.d.comb += pes[k][n].sel_in.eq(pes[k][0].sel_in if self.broadcast else pes[k][n - 1].sel_out)
             for n in range(C):
+                w_load, w_bank, w_data, w_idx = weights[k]
                 m.d.comb += [
-                    pes[k][n].w_load.eq(self.w_load & (self.w_row == k)),
-                    pes[k][n].w_bank.eq(self.w_bank),
-                    pes[k][n].w_data.eq(self.w_data[n]),
-                    *([pes[k][n].w_idx.eq(self.w_idx[n])] if self.group > 1 else []),
+                    pes[k][n].w_load.eq(w_load),
+                    pes[k][n].w_bank.eq(w_bank),
+                    pes[k][n].w_data.eq(w_data[n]),
+                    *([pes[k][n].w_idx.eq(w_idx[n])] if self.group > 1 else []),
                     pes[k][n].psum_in.eq(pes[k - 1][n].psum_out if k > 0 else 0),
                 ]
 
@@ -156,3 +168,33 @@ class SystolicArray(wiring.Component):
             m.d.comb += self.psum_out[n].eq(delay(m, pes[R - 1][n].psum_out, deskew, name=f"deskew{n}"))
         m.d.comb += self.valid_out.eq(delay(m, self.valid, self.latency, name="valid"))
         return m
+
+    def _weight_rows(self, m):
+        """Per array row: (load, bank, data[cols], idx[cols]) of the weight load, as its cells see it."""
+        C = self.cols
+        idx = list(self.w_idx) if self.group > 1 else None
+        if not self.weight_stages:
+            return [(self.w_load & (self.w_row == k), self.w_bank, list(self.w_data), idx) for k in range(self.rows)]
+
+        def registered(value, name):
+            reg = Signal.like(value, name=name)
+            m.d.sync += reg.eq(value)
+            return reg
+        load, row = registered(self.w_load, "w_load_in"), registered(self.w_row, "w_row_in")
+        bank = registered(self.w_bank, "w_bank_in")
+        wdata = [registered(self.w_data[n], f"w_data_in{n}") for n in range(C)]
+        in_idx = [registered(idx[n], f"w_idx_in{n}") for n in range(C)] if idx is not None else None
+        rows = []
+        for k in range(self.rows):
+            # Loaded only for row k: the rows' copies differ, so synthesis keeps them apart.
+            hit = load & (row == k)
+            k_load, k_bank = Signal(name=f"w_load_row{k}"), Signal(name=f"w_bank_row{k}")
+            k_data = [Signal.like(wdata[n], name=f"w_data_row{k}_{n}") for n in range(C)]
+            k_idx = [Signal.like(in_idx[n], name=f"w_idx_row{k}_{n}") for n in range(C)] if idx is not None else None
+            m.d.sync += k_load.eq(hit)
+            with m.If(hit):
+                m.d.sync += [k_bank.eq(bank), *(k_data[n].eq(wdata[n]) for n in range(C))]
+                if idx is not None:
+                    m.d.sync += [k_idx[n].eq(in_idx[n]) for n in range(C)]
+            rows.append((k_load, k_bank, k_data, k_idx))
+        return rows
