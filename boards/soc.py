@@ -77,6 +77,9 @@ class BoardSoC(wiring.Component):
         Quiet clock cycles that end a partial frame; default 20 ms.
     bus_timeout : int
         Clock cycles a bridge access may wait for the bus.
+    ram_bank_bytes : int, optional
+        The block RAM in banks of this size, each with its read data registered
+        (:class:`~npu.hdl.ram.WishboneRAM`'s ``bank_bytes``); not with ``ram``.
     reset_buffer : callable, optional
         ``reset_buffer(m, reset)`` returns the NPU core's reset as its registers see it
         (a board may put it on a global network); see :class:`~npu.hdl.npu.NPU`.
@@ -96,7 +99,7 @@ class BoardSoC(wiring.Component):
     status: Out(len(STATUS_LEDS))
 
     def __init__(self, config, *, ram_bytes, clk_hz, baud, ram=None, byte_timeout=None, bus_timeout=256,
-                 reset_buffer=None):
+                 reset_buffer=None, ram_bank_bytes=None):
         try:
             _check("clk_hz", clk_hz, 1_000)
             _check("baud", baud, 1)
@@ -124,7 +127,8 @@ class BoardSoC(wiring.Component):
         self.clk_hz = clk_hz
         self.baud = baud
         self.divisor = divisor
-        self.ram = WishboneRAM(size=ram_bytes, data_width=config.bus_width) if ram is None else ram
+        self.ram = WishboneRAM(size=ram_bytes, data_width=config.bus_width, bank_bytes=ram_bank_bytes) \
+            if ram is None else ram
         self.npu = NPU(config, reset_buffer=reset_buffer)
         super().__init__()
 

@@ -44,7 +44,8 @@ class BoardTop(Elaboratable):
         if board.ram == "spram":
             ram = ICE40SPRAM(size=board.ram_bytes, data_width=self.config.bus_width)
         m.submodules.soc = soc = BoardSoC(self.config, ram_bytes=board.ram_bytes, clk_hz=self.clk_hz,
-                                          baud=self.baud, ram=ram, reset_buffer=_reset_buffer(board))
+                                          baud=self.baud, ram=ram, reset_buffer=_reset_buffer(board),
+                                          ram_bank_bytes=_ram_bank_bytes(board))
         uart = platform.request("uart", 0)
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
 
@@ -107,3 +108,12 @@ def _reset_buffer(board):
         m.submodules.core_reset_dcca = Instance("DCCA", i_CLKI=reset, i_CE=Const(1), o_CLKO=buffered)
         return buffered
     return dcca
+
+
+#: Block RAM beyond this many bytes is banked (``WishboneRAM``'s ``bank_bytes``): eight
+#: ECP5 DP16KD per bank, each bank's read data registered beside it.
+RAM_BANK_BYTES = 16 * 1024
+
+
+def _ram_bank_bytes(board):
+    return RAM_BANK_BYTES if board.ram == "bram" and board.ram_bytes > RAM_BANK_BYTES else None

@@ -344,7 +344,10 @@ class _Core(Elaboratable):
             # which the fetch of an instruction (four bus words on a 32-bit bus) hides.
             m.d.comb += fetcher.insn.ready.eq(~d_valid | (dispatch if not cfg.register_slices else 0))
             loaded = fetcher.insn.valid & fetcher.insn.ready
+            # The opcode decoded as it is loaded (one flag per opcode: a short dispatch path).
+            d_is_op = {op: Signal(name=f"d_is_{op.name.lower()}") for op in Opcode}
             with m.If(loaded):
+                m.d.sync += [d_is_op[op].eq(fetched_opcode == op) for op in Opcode]
                 m.d.sync += [d_valid.eq(1), d_insn.eq(insn), d_slot.eq(slot), d_legal.eq(legal),
                              d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows),
                              d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]
@@ -359,6 +362,8 @@ class _Core(Elaboratable):
          st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
         cp_act_hi, cp_wgt_hi, ld_hi = d_act_hi, d_wgt_hi, d_ld_hi
         is_op = {op: opcode == op for op in Opcode}
+        if sequential:
+            d_is_op = is_op
 
         def fits(end, depth):
             return end <= depth
@@ -475,8 +480,10 @@ class _Core(Elaboratable):
         # only delays a FENCE or the end of a program by a cycle.
         all_idle = Signal()
         if not sequential:
-            cq_room = ~cq_live.bit_select(cq_wr, 1)
-            dq_room = ~dq_live.bit_select(dq_wr, 1)
+            # Registered: an entry is taken only by a dispatch, after which nothing is
+            # dispatched for two cycles; one freed meanwhile is seen a cycle later.
+            cq_room, dq_room = Signal(), Signal()
+            m.d.sync += [cq_room.eq(~cq_live.bit_select(cq_wr, 1)), dq_room.eq(~dq_live.bit_select(dq_wr, 1))]
             m.d.sync += all_idle.eq(~cq_live.any() & ~dq_live.any() & ~cq_slice.o.valid & ~dq_slice.o.valid
                                     & dp.idle & ~dispatch)
             wait_load, wait_compute, wait_store = hz_load, hz_compute, hz_store
@@ -512,38 +519,37 @@ class _Core(Elaboratable):
             m.d.sync += [stopping.eq(1), pend_code.eq(d_error), pend_cmd.eq(slot),
                          pend_addr.eq(Mux(d_error == ErrorCode.MISALIGNED, mem_addr, 0)), pend_drain.eq(1)]
         with m.Elif(valid):
-            with m.Switch(opcode):
-                with m.Case(Opcode.LOAD):
-                    m.d.comb += [blocked_dep.eq(hz_fresh & wait_load), blocked_room.eq(~dq_room),
-                                 dispatch.eq(hz_fresh & ~wait_load & dq_room), push_dq.eq(1)]
-                    m.d.comb += [new_dq.cmd.store.eq(0), new_dq.cmd.buffer.eq(ld_buf), new_dq.cmd.rows.eq(ld_rows),
-                                 new_dq.cmd.buf_addr.eq(ld_addr), new_dq.buf_hi.eq(ld_hi)]
-                with m.Case(Opcode.COMPUTE):
-                    m.d.comb += [blocked_dep.eq(hz_fresh & wait_compute), blocked_room.eq(~cq_room),
-                                 dispatch.eq(hz_fresh & ~wait_compute & cq_room), push_cq.eq(1)]
-                    m.d.comb += [new_cq.cmd.op.eq(TileOp.COMPUTE), new_cq.cmd.accumulate.eq(insn[4]),
-                                 new_cq.cmd.count.eq(cp_count), new_cq.cmd.act_addr.eq(cp_act),
-                                 new_cq.cmd.wgt_addr.eq(cp_wgt), new_cq.cmd.acc_addr.eq(cp_acc),
-                                 new_cq.act_hi.eq(cp_act_hi), new_cq.wgt_hi.eq(cp_wgt_hi)]
-                    if cfg.sparse:
-                        m.d.comb += [new_cq.cmd.sparse.eq(cp_sparse), new_cq.cmd.part.eq(cp_part),
-                                     new_cq.cmd.idx_addr.eq(cp_idx)]
-                with m.Case(Opcode.STORE):
-                    m.d.comb += [blocked_dep.eq(hz_fresh & wait_store), blocked_room.eq(~(cq_room & dq_room)),
-                                 dispatch.eq(hz_fresh & ~wait_store & cq_room & dq_room), push_cq.eq(1),
-                                 push_dq.eq(1)]
-                    m.d.comb += [new_cq.cmd.op.eq(TileOp.OUTPUT), new_cq.cmd.count.eq(st_count),
-                                 new_cq.cmd.acc_addr.eq(st_acc), new_cq.cmd.param_addr.eq(st_param),
-                                 new_cq.cmd.zero_point.eq(side_r_data.zero_point),
-                                 new_cq.cmd.clamp_lo.eq(side_r_data.clamp_lo),
-                                 new_cq.cmd.clamp_hi.eq(side_r_data.clamp_hi)]
-                    m.d.comb += [new_dq.cmd.store.eq(1), new_dq.cmd.rows.eq(st_count)]
-                with m.Case(Opcode.FENCE):
-                    m.d.comb += [blocked_room.eq(~all_idle), dispatch.eq(hz_fresh & all_idle)]
-                with m.Case(Opcode.END):
-                    m.d.comb += dispatch.eq(hz_fresh)
-                    with m.If(hz_fresh):
-                        m.d.sync += [stopping.eq(1), stop_end.eq(1)]
+            with m.If(d_is_op[Opcode.LOAD]):
+                m.d.comb += [blocked_dep.eq(hz_fresh & wait_load), blocked_room.eq(~dq_room),
+                             dispatch.eq(hz_fresh & ~wait_load & dq_room), push_dq.eq(1)]
+                m.d.comb += [new_dq.cmd.store.eq(0), new_dq.cmd.buffer.eq(ld_buf), new_dq.cmd.rows.eq(ld_rows),
+                             new_dq.cmd.buf_addr.eq(ld_addr), new_dq.buf_hi.eq(ld_hi)]
+            with m.Elif(d_is_op[Opcode.COMPUTE]):
+                m.d.comb += [blocked_dep.eq(hz_fresh & wait_compute), blocked_room.eq(~cq_room),
+                             dispatch.eq(hz_fresh & ~wait_compute & cq_room), push_cq.eq(1)]
+                m.d.comb += [new_cq.cmd.op.eq(TileOp.COMPUTE), new_cq.cmd.accumulate.eq(insn[4]),
+                             new_cq.cmd.count.eq(cp_count), new_cq.cmd.act_addr.eq(cp_act),
+                             new_cq.cmd.wgt_addr.eq(cp_wgt), new_cq.cmd.acc_addr.eq(cp_acc),
+                             new_cq.act_hi.eq(cp_act_hi), new_cq.wgt_hi.eq(cp_wgt_hi)]
+                if cfg.sparse:
+                    m.d.comb += [new_cq.cmd.sparse.eq(cp_sparse), new_cq.cmd.part.eq(cp_part),
+                                 new_cq.cmd.idx_addr.eq(cp_idx)]
+            with m.Elif(d_is_op[Opcode.STORE]):
+                m.d.comb += [blocked_dep.eq(hz_fresh & wait_store), blocked_room.eq(~(cq_room & dq_room)),
+                             dispatch.eq(hz_fresh & ~wait_store & cq_room & dq_room), push_cq.eq(1),
+                             push_dq.eq(1)]
+                m.d.comb += [new_cq.cmd.op.eq(TileOp.OUTPUT), new_cq.cmd.count.eq(st_count),
+                             new_cq.cmd.acc_addr.eq(st_acc), new_cq.cmd.param_addr.eq(st_param),
+                             new_cq.cmd.zero_point.eq(side_r_data.zero_point),
+                             new_cq.cmd.clamp_lo.eq(side_r_data.clamp_lo),
+                             new_cq.cmd.clamp_hi.eq(side_r_data.clamp_hi)]
+                m.d.comb += [new_dq.cmd.store.eq(1), new_dq.cmd.rows.eq(st_count)]
+            with m.Elif(d_is_op[Opcode.FENCE]):
+                m.d.comb += [blocked_room.eq(~all_idle), dispatch.eq(hz_fresh & all_idle)]
+            with m.Elif(d_is_op[Opcode.END]):
+                m.d.comb += dispatch.eq(hz_fresh)
+                with m.If(hz_fresh):
+                    m.d.sync += [stopping.eq(1), stop_end.eq(1)]
         m.d.comb += [new_dq.cmd.mem_addr.eq(mem_addr), new_dq.cmd.stride.eq(stride), new_dq.slot.eq(slot)]
         last_slot = Signal(cfg.ring_bits)   # the ring's last slot, registered (an equality below)
         m.d.sync += last_slot.eq(ring_size - 1)

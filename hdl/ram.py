@@ -5,11 +5,11 @@
 takes any of them.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Array, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In
-from amaranth.utils import ceil_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 from . import wishbone
 
@@ -65,7 +65,8 @@ def ram_bus_signature(*, size, data_width):
 
 
 class WishboneRAM(wiring.Component):
-    """Block RAM as a pipelined Wishbone slave: one access per cycle, answered in the next.
+    """Block RAM as a pipelined Wishbone slave: one access per cycle, answered in the next
+    (or, banked, three cycles later).
 
     Parameters
     ----------
@@ -75,17 +76,28 @@ class WishboneRAM(wiring.Component):
         Word width in bits (the NPU's ``bus_width``).
     init : sequence of int, optional
         Initial words.
+    bank_bytes : int, optional
+        Split the RAM into banks of this many bytes (a power of two, a multiple of the word,
+        dividing ``size``) whose read data is registered beside each bank and again after
+        the bank is picked: a large RAM's block RAMs lie all over the device. Reads are
+        then answered three cycles after the request instead of one.
 
     Members
     -------
     bus : In(ram_bus_signature(size=size, data_width=data_width))
-        ``stall`` is always low; ``ack`` follows each request by one cycle, carrying the
-        read data. A write takes the bytes ``sel`` selects.
+        ``stall`` is always low; ``ack`` follows each request by :attr:`latency` cycles,
+        carrying the read data (none once ``cyc`` has fallen). A write takes the bytes
+        ``sel`` selects, in the cycle of its request.
     """
 
-    def __init__(self, *, size, data_width, init=()):
+    def __init__(self, *, size, data_width, init=(), bank_bytes=None):
         try:
             signature = ram_bus_signature(size=size, data_width=data_width)
+            word = data_width // 8
+            if bank_bytes is not None and (not isinstance(bank_bytes, int) or bank_bytes < word
+                                           or bank_bytes & (bank_bytes - 1) or size % bank_bytes):
+                raise ValueError(f"bank_bytes = {bank_bytes!r} is invalid: must be a power of two of at least "
+                                 f"{word} bytes (one word) that divides size = {size}")
         except ValueError:
             self._MustUse__silence = True
             raise
@@ -93,20 +105,53 @@ class WishboneRAM(wiring.Component):
         self.data_width = data_width
         self.depth = size // (data_width // 8)
         self.init = list(init)
+        self.banks = size // bank_bytes if bank_bytes else 1
         super().__init__({"bus": In(signature)})
+
+    @property
+    def latency(self):
+        """Cycles from a request to its answer."""
+        return 1 if self.banks == 1 else 3
 
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
-        m.submodules.memory = memory = Memory(shape=self.data_width, depth=self.depth, init=self.init)
-        wr = memory.write_port(granularity=8)
-        rd = memory.read_port()
         request = bus.cyc & bus.stb
-        ack = Signal()
-        m.d.sync += ack.eq(request)
-        m.d.comb += [
-            rd.addr.eq(bus.adr), wr.addr.eq(bus.adr), wr.data.eq(bus.dat_w),
-            wr.en.eq(bus.sel & (request & bus.we).replicate(len(bus.sel))),
-            bus.dat_r.eq(rd.data), bus.ack.eq(ack), bus.stall.eq(0),
-        ]
+        if self.banks == 1:
+            m.submodules.memory = memory = Memory(shape=self.data_width, depth=self.depth, init=self.init)
+            wr = memory.write_port(granularity=8)
+            rd = memory.read_port()
+            ack = Signal()
+            m.d.sync += ack.eq(request)
+            m.d.comb += [
+                rd.addr.eq(bus.adr), wr.addr.eq(bus.adr), wr.data.eq(bus.dat_w),
+                wr.en.eq(bus.sel & (request & bus.we).replicate(len(bus.sel))),
+                bus.dat_r.eq(rd.data), bus.ack.eq(ack), bus.stall.eq(0),
+            ]
+            return m
+
+        bank_words = self.depth // self.banks
+        bits = exact_log2(bank_words)
+        bank = bus.adr[bits:]
+        held = []       # each bank's read data, registered beside the bank
+        for b in range(self.banks):
+            memory = Memory(shape=self.data_width, depth=bank_words,
+                            init=self.init[b * bank_words:(b + 1) * bank_words])
+            m.submodules[f"bank{b}"] = memory
+            wr = memory.write_port(granularity=8)
+            rd = memory.read_port()
+            m.d.comb += [rd.addr.eq(bus.adr[:bits]), wr.addr.eq(bus.adr[:bits]), wr.data.eq(bus.dat_w),
+                         wr.en.eq(bus.sel & (request & bus.we & (bank == b)).replicate(len(bus.sel)))]
+            q = Signal(self.data_width, name=f"bank{b}_q")
+            m.d.sync += q.eq(rd.data)
+            held.append(q)
+        # The bank number and the answer travel beside the read: the block RAM's output
+        # (cycle 1), the bank's register (cycle 2), the picked word's register (cycle 3).
+        # A fallen ``cyc`` drops the answers on their way.
+        bank_1, bank_2 = Signal.like(bank), Signal.like(bank)
+        ack_1, ack_2, ack_3 = Signal(), Signal(), Signal()
+        data = Signal(self.data_width)
+        m.d.sync += [bank_1.eq(bank), bank_2.eq(bank_1), data.eq(Array(held)[bank_2]),
+                     ack_1.eq(request), ack_2.eq(ack_1 & bus.cyc), ack_3.eq(ack_2 & bus.cyc)]
+        m.d.comb += [bus.dat_r.eq(data), bus.ack.eq(ack_3), bus.stall.eq(0)]
         return m
