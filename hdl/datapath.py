@@ -163,7 +163,7 @@ class Datapath(wiring.Component):
         m.submodules.array = array = SystolicArray(
             rows=R, cols=C, data_width=cfg.data_width, psum_width=cfg.psum_width, group=max(group, 1),
             pe_pipeline=self.pe_pipeline, banks=cfg.weight_banks, broadcast=cfg.activations == "broadcast",
-            weight_stages=2 if cfg.register_slices else 0)
+            weight_chain=cfg.register_slices)
         m.submodules.ppu = ppu = PostProcessor(cfg)
         m.d.comb += [ppu.param_wr.valid.eq(self.param_wr.valid), ppu.param_wr.payload.eq(self.param_wr.payload),
                      self.param_wr.ready.eq(ppu.param_wr.ready)]

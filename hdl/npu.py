@@ -484,8 +484,9 @@ class _Core(Elaboratable):
             # dispatched for two cycles; one freed meanwhile is seen a cycle later.
             cq_room, dq_room = Signal(), Signal()
             m.d.sync += [cq_room.eq(~cq_live.bit_select(cq_wr, 1)), dq_room.eq(~dq_live.bit_select(dq_wr, 1))]
+            staging = Signal()      # a dispatched command on its way into its queue (two stages)
             m.d.sync += all_idle.eq(~cq_live.any() & ~dq_live.any() & ~cq_slice.o.valid & ~dq_slice.o.valid
-                                    & dp.idle & ~dispatch)
+                                    & ~staging & dp.idle & ~dispatch)
             wait_load, wait_compute, wait_store = hz_load, hz_compute, hz_store
         else:
             # The decode register's commands are sent once everything before has finished
@@ -578,12 +579,21 @@ class _Core(Elaboratable):
                 m.d.sync += [live_bits.bit_select(ret, 1).eq(0), ret.eq(ret + 1)]
 
         if not sequential:
-            bookkeeping(cq, cq_wr, cq_send, cq_ret, cq_live, cq_sent_bits, dispatch & push_cq, new_cq, cq_sent,
-                        cq_retire)
-            with m.If(dispatch & push_cq):
+            cq_push, dq_push = dispatch & push_cq, dispatch & push_dq
+            if two_stage:
+                # The dispatched commands enter their queues a cycle later, from registers
+                # (dispatch drives no queue entry's enable). The next instruction's checks
+                # start two cycles after a dispatch: they see the entries.
+                cq_push, dq_push = Signal(name="cq_push"), Signal(name="dq_push")
+                staged_cq, staged_dq = Signal(cq_layout), Signal(dq_layout)
+                m.d.sync += [cq_push.eq(dispatch & push_cq), dq_push.eq(dispatch & push_dq),
+                             staged_cq.eq(new_cq), staged_dq.eq(new_dq)]
+                new_cq, new_dq = staged_cq, staged_dq
+            m.d.comb += staging.eq(cq_push | dq_push if two_stage else 0)
+            bookkeeping(cq, cq_wr, cq_send, cq_ret, cq_live, cq_sent_bits, cq_push, new_cq, cq_sent, cq_retire)
+            with m.If(cq_push):
                 m.d.sync += cq_compute_bits.bit_select(cq_wr, 1).eq(new_cq.cmd.op == TileOp.COMPUTE)
-            bookkeeping(dq, dq_wr, dq_send, dq_ret, dq_live, dq_sent_bits, dispatch & push_dq, new_dq, dq_sent,
-                        dq_retire)
+            bookkeeping(dq, dq_wr, dq_send, dq_ret, dq_live, dq_sent_bits, dq_push, new_dq, dq_sent, dq_retire)
         else:
             # Straight from the decode register to the units.
             go = hz_fresh & ~wait_load      # (the same for every opcode)

@@ -1,8 +1,9 @@
 """R x C weight-stationary systolic array with input skew and output de-skew."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 from .pe import ProcessingElement, dual_int8_dsp, mult18x18d_registered, registered_dsp, sb_mac16_pair
 from .pipeline import delay
@@ -54,21 +55,21 @@ class SystolicArray(wiring.Component):
         same cycle instead of moving right a cell per cycle: every column's sum leaves the
         bottom together, with no de-skew, and the latency is ``rows + pe_pipeline + 1``. No
         forwarding or de-skew registers; the activation fans out to ``cols`` cells.
-    weight_stages : int
-        0, or 2: the weight load goes through an input register and then a register per
-        array row (loaded only for its row) before the cells: on a large device the
-        weight buffer's block RAM and the cells of a column lie far apart. A weight is
-        written into its cell two cycles later; the activations that use it still reach
-        each row after its weight (they enter the array after the tile's last weight row).
+    weight_chain : bool
+        The weight load moves down each column a row per cycle (a register per cell, like
+        the partial sums) instead of reaching every row of the array in the same cycle: on
+        a large device a column's cells lie far apart, and a row's across the device. Row k
+        is written ``k + 2`` cycles after it is presented (at most ``rows + 1``); the
+        activations of a tile reach row k later than that (they are read after the tile's
+        last weight row). Each column's chain carries the row number and bank, encoded per
+        column, so synthesis keeps the columns' chains apart.
     """
 
     def __init__(self, *, rows, cols, data_width, psum_width, group=1, pe_pipeline=1, banks=2, broadcast=False,
-                 weight_stages=0):
+                 weight_chain=False):
         if rows < 1 or cols < 1:
             raise ValueError(f"array dimensions must be >= 1, not {rows} x {cols}")
-        if weight_stages not in (0, 2):
-            raise ValueError(f"weight_stages must be 0 or 2, not {weight_stages!r}")
-        self.weight_stages = weight_stages
+        self.weight_chain = weight_chain
         self.rows = rows
         self.cols = cols
         self.data_width = data_width
@@ -154,12 +155,12 @@ class SystolicArray(wiring.Component):
                 if self.banks == 2:
                     m.d.comb += pes[k][n].sel_in.eq(pes[k][0].sel_in if self.broadcast else pes[k][n - 1].sel_out)
             for n in range(C):
-                w_load, w_bank, w_data, w_idx = weights[k]
+                w_load, w_bank, w_data, w_idx = weights[k][n]
                 m.d.comb += [
                     pes[k][n].w_load.eq(w_load),
                     pes[k][n].w_bank.eq(w_bank),
-                    pes[k][n].w_data.eq(w_data[n]),
-                    *([pes[k][n].w_idx.eq(w_idx[n])] if self.group > 1 else []),
+                    pes[k][n].w_data.eq(w_data),
+                    *([pes[k][n].w_idx.eq(w_idx)] if self.group > 1 else []),
                     pes[k][n].psum_in.eq(pes[k - 1][n].psum_out if k > 0 else 0),
                 ]
 
@@ -170,31 +171,29 @@ class SystolicArray(wiring.Component):
         return m
 
     def _weight_rows(self, m):
-        """Per array row: (load, bank, data[cols], idx[cols]) of the weight load, as its cells see it."""
-        C = self.cols
-        idx = list(self.w_idx) if self.group > 1 else None
-        if not self.weight_stages:
-            return [(self.w_load & (self.w_row == k), self.w_bank, list(self.w_data), idx) for k in range(self.rows)]
-
-        def registered(value, name):
-            reg = Signal.like(value, name=name)
-            m.d.sync += reg.eq(value)
-            return reg
-        load, row = registered(self.w_load, "w_load_in"), registered(self.w_row, "w_row_in")
-        bank = registered(self.w_bank, "w_bank_in")
-        wdata = [registered(self.w_data[n], f"w_data_in{n}") for n in range(C)]
-        in_idx = [registered(idx[n], f"w_idx_in{n}") for n in range(C)] if idx is not None else None
-        rows = []
-        for k in range(self.rows):
-            # Loaded only for row k: the rows' copies differ, so synthesis keeps them apart.
-            hit = load & (row == k)
-            k_load, k_bank = Signal(name=f"w_load_row{k}"), Signal(name=f"w_bank_row{k}")
-            k_data = [Signal.like(wdata[n], name=f"w_data_row{k}_{n}") for n in range(C)]
-            k_idx = [Signal.like(in_idx[n], name=f"w_idx_row{k}_{n}") for n in range(C)] if idx is not None else None
-            m.d.sync += k_load.eq(hit)
-            with m.If(hit):
-                m.d.sync += [k_bank.eq(bank), *(k_data[n].eq(wdata[n]) for n in range(C))]
-                if idx is not None:
-                    m.d.sync += [k_idx[n].eq(in_idx[n]) for n in range(C)]
-            rows.append((k_load, k_bank, k_data, k_idx))
-        return rows
+        """``[k][n]``: (load, bank, data, idx) of the weight load as cell (k, n) sees it."""
+        R, C = self.rows, self.cols
+        idx = list(self.w_idx) if self.group > 1 else [None] * C
+        if not self.weight_chain:
+            return [[(self.w_load & (self.w_row == k), self.w_bank, self.w_data[n], idx[n]) for n in range(C)]
+                    for k in range(R)]
+        # The chain's tag: 0, or (row + 1, bank) of a load; XORed with the column number so
+        # that no two columns' tag registers are the same function of the inputs.
+        row_bits = R.bit_length()
+        width = max(row_bits + 1, ceil_log2(C))
+        tag_in = Mux(self.w_load, Cat((self.w_row + 1)[:row_bits], self.w_bank), 0)
+        cells = [[None] * C for _ in range(R)]
+        for n in range(C):
+            tag, data_, idx_ = tag_in ^ n, self.w_data[n], idx[n]
+            for k in range(R):
+                tag_k = Signal(width, name=f"w_tag_{k}_{n}")
+                data_k = Signal.like(self.w_data[n], name=f"w_data_{k}_{n}")
+                m.d.sync += [tag_k.eq(tag), data_k.eq(data_)]
+                idx_k = None
+                if idx_ is not None:
+                    idx_k = Signal.like(idx_, name=f"w_idx_{k}_{n}")
+                    m.d.sync += idx_k.eq(idx_)
+                raw = tag_k ^ n
+                cells[k][n] = (raw[:row_bits] == k + 1, raw[row_bits], data_k, idx_k)
+                tag, data_, idx_ = tag_k, data_k, idx_k
+        return cells

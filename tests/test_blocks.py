@@ -53,15 +53,15 @@ def test_pe_double_buffered_weights():
     assert passed == [(7, 0), (7, 1), (-128, 0), (2, 1)]
 
 
-@pytest.mark.parametrize("rows, cols, pe_pipeline, broadcast, weight_stages",
+@pytest.mark.parametrize("rows, cols, pe_pipeline, broadcast, weight_chain",
                          [(1, 1, 1, False, 0), (2, 3, 1, False, 0), (4, 2, 1, False, 0), (3, 3, 1, False, 0),
                           (1, 1, 3, False, 0), (2, 3, 3, False, 0), (3, 3, 3, False, 0), (2, 3, 5, False, 0),
                           (3, 2, 5, False, 0), (4, 4, 1, True, 0), (2, 3, 3, True, 0), (3, 1, 1, True, 0),
-                          (1, 1, 3, False, 2), (3, 3, 3, False, 2), (4, 2, 3, True, 2)])
-def test_array_latency_and_bank_switch(rows, cols, pe_pipeline, broadcast, weight_stages):
+                          (1, 1, 3, False, 1), (3, 3, 3, False, 1), (4, 2, 3, True, 1), (5, 9, 3, False, 1)])
+def test_array_latency_and_bank_switch(rows, cols, pe_pipeline, broadcast, weight_chain):
     rng = np.random.default_rng(rows * 7 + cols)
     array = SystolicArray(rows=rows, cols=cols, data_width=8, psum_width=8 * 2 + 2, pe_pipeline=pe_pipeline,
-                          broadcast=broadcast, weight_stages=weight_stages)
+                          broadcast=broadcast, weight_chain=bool(weight_chain))
     # Broadcast activations reach every column together: no column skew, no de-skew.
     assert array.latency == rows + pe_pipeline + (1 if broadcast else cols)
     weights = [rng.integers(-128, 128, (rows, cols)) for _ in range(2)]
