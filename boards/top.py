@@ -7,7 +7,7 @@ PLL locks, and wires :class:`~npu.boards.soc.BoardSoC` to the USB-UART and the L
 on-chip memory is SPRAM on the iCE40UP5K and block RAM on ECP5.
 """
 
-from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Instance, Module, ResetSignal, Signal
 from amaranth.lib.cdc import ResetSynchronizer
 
 from .clocking import ecp5_pll, ice40_pll
@@ -38,13 +38,22 @@ class BoardTop(Elaboratable):
         board = self.board
         m.domains.sync = ClockDomain("sync")
         locked = self._clock(m, platform)
-        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        buffer = _reset_buffer(board)
+        if buffer is None:
+            m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        else:
+            # The synchroniser in a domain of its own (the same clock), whose reset goes
+            # through the buffer to every register of ``sync``.
+            m.domains.reset_sync = reset_sync = ClockDomain("reset_sync", local=True)
+            m.d.comb += reset_sync.clk.eq(ClockSignal("sync"))
+            m.submodules.reset_sync = ResetSynchronizer(~locked, domain="reset_sync")
+            m.d.comb += ResetSignal("sync").eq(buffer(m, ResetSignal("reset_sync"), "sync_reset"))
 
         ram = None
         if board.ram == "spram":
             ram = ICE40SPRAM(size=board.ram_bytes, data_width=self.config.bus_width)
         m.submodules.soc = soc = BoardSoC(self.config, ram_bytes=board.ram_bytes, clk_hz=self.clk_hz,
-                                          baud=self.baud, ram=ram, reset_buffer=_reset_buffer(board),
+                                          baud=self.baud, ram=ram, reset_buffer=buffer,
                                           ram_bank_bytes=_ram_bank_bytes(board))
         uart = platform.request("uart", 0)
         m.d.comb += [soc.uart_rx.eq(uart.rx.i), uart.tx.o.eq(soc.uart_tx)]
@@ -94,18 +103,20 @@ class BoardTop(Elaboratable):
 
 
 def _reset_buffer(board):
-    """How the NPU core's reset reaches its registers.
+    """How a reset reaches its registers: ``buffer(m, reset, name)`` returns the net they
+    see (None: the reset as it is).
 
     nextpnr-ice40 puts a high-fanout reset on a global network by itself; nextpnr-ecp5
-    promotes only clocks, so on ECP5 the reset goes through a DCCA onto a global (a
-    reset routed in the fabric to every corner of a large device took 15 ns).
+    promotes only clocks, so on ECP5 the board's reset and the NPU core's go through a
+    DCCA each onto a global (a reset routed in the fabric to every corner of a large
+    device took 15 to 17 ns).
     """
     if board.family != "ecp5":
         return None
 
-    def dcca(m, reset):
-        buffered = Signal(name="core_reset_global")
-        m.submodules.core_reset_dcca = Instance("DCCA", i_CLKI=reset, i_CE=Const(1), o_CLKO=buffered)
+    def dcca(m, reset, name="core_reset"):
+        buffered = Signal(name=f"{name}_global")
+        m.submodules[f"{name}_dcca"] = Instance("DCCA", i_CLKI=reset, i_CE=Const(1), o_CLKO=buffered)
         return buffered
     return dcca
 

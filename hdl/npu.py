@@ -42,7 +42,13 @@ def csr_signature():
 
 
 class NPU(wiring.Component):
-    """The complete NPU for ``config``."""
+    """The complete NPU for ``config``.
+
+    ``reset_buffer(m, reset)``, when given, returns the net that resets the core's
+    registers (the domain's reset or ``CTRL.SOFT_RESET``): a board may put it on a global
+    network (the ECP5 boards: a DCCA). The core is a clock domain of its own, ``core``, on
+    the same clock.
+    """
 
     def __init__(self, config, *, reset_buffer=None):
         self.config = config
