@@ -66,7 +66,7 @@ def ram_bus_signature(*, size, data_width):
 
 class WishboneRAM(wiring.Component):
     """Block RAM as a pipelined Wishbone slave: one access per cycle, answered in the next
-    (or, banked, three cycles later).
+    (or, banked, four cycles later).
 
     Parameters
     ----------
@@ -79,8 +79,9 @@ class WishboneRAM(wiring.Component):
     bank_bytes : int, optional
         Split the RAM into banks of this many bytes (a power of two, a multiple of the word,
         dividing ``size``) whose read data is registered beside each bank and again after
-        the bank is picked: a large RAM's block RAMs lie all over the device. Reads are
-        then answered three cycles after the request instead of one.
+        the bank is picked, and each bank's request registered beside it: a large RAM's
+        block RAMs lie all over the device. Requests are then answered four cycles after
+        they are made instead of one.
 
     Members
     -------
@@ -111,7 +112,7 @@ class WishboneRAM(wiring.Component):
     @property
     def latency(self):
         """Cycles from a request to its answer."""
-        return 1 if self.banks == 1 else 3
+        return 1 if self.banks == 1 else 4
 
     def elaborate(self, platform):
         m = Module()
@@ -140,18 +141,28 @@ class WishboneRAM(wiring.Component):
             m.submodules[f"bank{b}"] = memory
             wr = memory.write_port(granularity=8)
             rd = memory.read_port()
-            m.d.comb += [rd.addr.eq(bus.adr[:bits]), wr.addr.eq(bus.adr[:bits]), wr.data.eq(bus.dat_w),
-                         wr.en.eq(bus.sel & (request & bus.we & (bank == b)).replicate(len(bus.sel)))]
+            # The request, registered beside the bank (a write takes effect a cycle later,
+            # as does every read: their order stays).
+            addr = Signal(bits, name=f"bank{b}_addr")
+            data_w = Signal(self.data_width, name=f"bank{b}_dat_w")
+            we = Signal(len(bus.sel), name=f"bank{b}_we")
+            m.d.sync += [addr.eq(bus.adr[:bits]), data_w.eq(bus.dat_w),
+                         we.eq(bus.sel & (request & bus.we & (bank == b)).replicate(len(bus.sel)))]
+            m.d.comb += [rd.addr.eq(addr), wr.addr.eq(addr), wr.data.eq(data_w), wr.en.eq(we)]
             q = Signal(self.data_width, name=f"bank{b}_q")
             m.d.sync += q.eq(rd.data)
             held.append(q)
-        # The bank number and the answer travel beside the read: the block RAM's output
-        # (cycle 1), the bank's register (cycle 2), the picked word's register (cycle 3).
-        # A fallen ``cyc`` drops the answers on their way.
-        bank_1, bank_2 = Signal.like(bank), Signal.like(bank)
-        ack_1, ack_2, ack_3 = Signal(), Signal(), Signal()
-        data = Signal(self.data_width)
-        m.d.sync += [bank_1.eq(bank), bank_2.eq(bank_1), data.eq(Array(held)[bank_2]),
-                     ack_1.eq(request), ack_2.eq(ack_1 & bus.cyc), ack_3.eq(ack_2 & bus.cyc)]
-        m.d.comb += [bus.dat_r.eq(data), bus.ack.eq(ack_3), bus.stall.eq(0)]
+        # The bank number and the answer travel beside the read: the bank's request
+        # register (cycle 1), the block RAM's output (cycle 2), the bank's read register
+        # (cycle 3), the picked word's register (cycle 4). A fallen ``cyc`` drops the
+        # answers on their way.
+        banks = [bank]
+        acks = [request]
+        for i in range(self.latency - 1):
+            banks.append(Signal.like(bank, name=f"bank_{i + 1}"))
+            acks.append(Signal(name=f"ack_{i + 1}"))
+            m.d.sync += [banks[-1].eq(banks[-2]), acks[-1].eq(acks[-2] & (bus.cyc if i else 1))]
+        data, ack = Signal(self.data_width), Signal()
+        m.d.sync += [data.eq(Array(held)[banks[-1]]), ack.eq(acks[-1] & bus.cyc)]
+        m.d.comb += [bus.dat_r.eq(data), bus.ack.eq(ack), bus.stall.eq(0)]
         return m

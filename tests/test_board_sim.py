@@ -22,7 +22,7 @@ pytestmark = pytest.mark.rtl
 CONFIG = NPUConfig(name="board", rows=4, cols=4, bus_width=64, act_depth=128, wgt_depth=64, acc_depth=128,
                    param_depth=8)
 #: 10 MHz, 4 clock cycles per bit: fast to simulate, and the smallest divisor the UART takes.
-#: The RAM in four banks, as the large ECP5 boards have it (three-cycle reads).
+#: The RAM in four banks, as the large ECP5 boards have it (answers four cycles after a request).
 BOARD = {"ram_bytes": 16 * 1024, "clk_hz": 10_000_000, "baud": 2_500_000, "byte_timeout": 256,
          "ram_bank_bytes": 4096}
 

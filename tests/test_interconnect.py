@@ -96,7 +96,7 @@ def simulate(dut, masters, cycles):
 
 @pytest.mark.parametrize("seed, bank_bytes", [(1, None), (2, None), (3, 256)])
 def test_arbiter_shares_ram_between_streaming_masters(seed, bank_bytes):
-    """(With ``bank_bytes``, the RAM in four banks answering three cycles after a request.)"""
+    """(With ``bank_bytes``, the RAM in four banks answering four cycles after a request.)"""
     m = Module()
     m.submodules.ram = ram = WishboneRAM(size=1024, data_width=32, bank_bytes=bank_bytes)
     m.submodules.arbiter = arbiter = Arbiter(ports=2, addr_width=8, data_width=32)
