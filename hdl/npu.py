@@ -16,7 +16,7 @@ conflicts with an unfinished instruction in the other queue (``docs/isa.md``,
 and stores of different tiles overlap.
 """
 
-from amaranth.hdl import (Cat, ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Module, Mux,
+from amaranth.hdl import (Array, Cat, ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Module, Mux,
                           ResetSignal, Signal)
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
@@ -756,20 +756,15 @@ class _Core(Elaboratable):
             "ERROR_CMD": error_cmd, "RING_BASE": ring_base, "RING_SIZE": ring_size, "RING_HEAD": head,
             "RING_TAIL": tail, "WINDOW_BASE": window_base, "WINDOW_LIMIT": window_limit,
         }
-        with m.Switch(csr.adr):
-            for name, value in constants.items():
-                with m.Case(_word(name)):
-                    m.d.comb += rdata.eq(value)
-            for name, sig in readable.items():
-                with m.Case(_word(name)):
-                    m.d.comb += rdata.eq(sig)
-            for name, counter in counters.items():
-                with m.Case(_word(f"PERF_{name.upper()}_LO")):
-                    m.d.comb += rdata.eq(counter[:32])
-                    with m.If(self.csr_accept & ~csr.we):
-                        m.d.sync += hi_latch.eq(counter[32:])
-                with m.Case(_word(f"PERF_{name.upper()}_HI")):
-                    m.d.comb += rdata.eq(hi_latch)
+        # A table indexed by the word address (a balanced multiplexer, not a chain of cases).
+        words = {_word(name): value for name, value in constants.items()}
+        words.update({_word(name): sig for name, sig in readable.items()})
+        for name, counter in counters.items():
+            lo = _word(f"PERF_{name.upper()}_LO")
+            words[lo], words[_word(f"PERF_{name.upper()}_HI")] = counter[:32], hi_latch
+            with m.If(self.csr_accept & ~csr.we & (csr.adr == lo)):
+                m.d.sync += hi_latch.eq(counter[32:])
+        m.d.comb += rdata.eq(Array(words.get(i, 0) for i in range(1 << len(csr.adr)))[csr.adr])
         dat_r = Signal(32)
         with m.If(self.csr_accept):
             m.d.sync += dat_r.eq(Mux(csr.we, 0, rdata))
