@@ -69,11 +69,18 @@ class NPU(wiring.Component):
         m = Module()
         # Classic-compatible pipelined slave: a request is taken in a cycle with ack low,
         # answered in the next cycle, during which stall is high (so a classic master's
-        # still-asserted stb is not taken twice).
+        # still-asserted stb is not taken twice). With register slices the answer comes a
+        # cycle later (the read is two register stages), stall high until it has.
         ack = Signal()
-        accept = self.csr.cyc & self.csr.stb & ~ack
-        m.d.sync += ack.eq(accept)
-        m.d.comb += [self.csr.ack.eq(ack), self.csr.stall.eq(ack)]
+        if self.config.register_slices:
+            answering = Signal()
+            accept = self.csr.cyc & self.csr.stb & ~answering & ~ack
+            m.d.sync += [answering.eq(accept), ack.eq(answering)]
+            m.d.comb += [self.csr.ack.eq(ack), self.csr.stall.eq(answering | ack)]
+        else:
+            accept = self.csr.cyc & self.csr.stb & ~ack
+            m.d.sync += ack.eq(accept)
+            m.d.comb += [self.csr.ack.eq(ack), self.csr.stall.eq(ack)]
         soft_reset = Signal()
         ctrl = field_of("CTRL", "SOFT_RESET")
         m.d.sync += soft_reset.eq(accept & self.csr.we & (self.csr.adr == _word("CTRL"))
@@ -756,7 +763,6 @@ class _Core(Elaboratable):
             "ERROR_CMD": error_cmd, "RING_BASE": ring_base, "RING_SIZE": ring_size, "RING_HEAD": head,
             "RING_TAIL": tail, "WINDOW_BASE": window_base, "WINDOW_LIMIT": window_limit,
         }
-        # A table indexed by the word address (a balanced multiplexer, not a chain of cases).
         words = {_word(name): value for name, value in constants.items()}
         words.update({_word(name): sig for name, sig in readable.items()})
         for name, counter in counters.items():
@@ -764,9 +770,30 @@ class _Core(Elaboratable):
             words[lo], words[_word(f"PERF_{name.upper()}_HI")] = counter[:32], hi_latch
             with m.If(self.csr_accept & ~csr.we & (csr.adr == lo)):
                 m.d.sync += hi_latch.eq(counter[32:])
-        m.d.comb += rdata.eq(Array(words.get(i, 0) for i in range(1 << len(csr.adr)))[csr.adr])
         dat_r = Signal(32)
-        with m.If(self.csr_accept):
-            m.d.sync += dat_r.eq(Mux(csr.we, 0, rdata))
+        if not cfg.register_slices:
+            with m.Switch(csr.adr):
+                for word, value in words.items():
+                    with m.Case(word):
+                        m.d.comb += rdata.eq(value)
+            with m.If(self.csr_accept):
+                m.d.sync += dat_r.eq(Mux(csr.we, 0, rdata))
+        else:
+            # Two stages (the answer comes two cycles after the request): each group of
+            # eight words is read into a register by the address's low bits, then the group
+            # is picked by the high bits.
+            groups = {}
+            for word, value in words.items():
+                groups.setdefault(word >> 3, {})[word & 7] = value
+            high, we, taken = Signal(len(csr.adr) - 3), Signal(), Signal()
+            m.d.sync += [high.eq(csr.adr[3:]), we.eq(csr.we), taken.eq(self.csr_accept)]
+            with m.Switch(high):
+                for group, entries in groups.items():
+                    part = Signal(32, name=f"read_group{group}")
+                    m.d.sync += part.eq(Array(entries.get(i, 0) for i in range(8))[csr.adr[:3]])
+                    with m.Case(group):
+                        m.d.comb += rdata.eq(part)
+            with m.If(taken):
+                m.d.sync += dat_r.eq(Mux(we, 0, rdata))
         m.d.comb += csr.dat_r.eq(dat_r)
         return m
