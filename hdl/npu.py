@@ -16,7 +16,7 @@ conflicts with an unfinished instruction in the other queue (``docs/isa.md``,
 and stores of different tiles overlap.
 """
 
-from amaranth.hdl import (Array, Cat, ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Module, Mux,
+from amaranth.hdl import (Cat, ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Module, Mux,
                           ResetSignal, Signal)
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
@@ -787,12 +787,16 @@ class _Core(Elaboratable):
                 groups.setdefault(word >> 3, {})[word & 7] = value
             high, we, taken = Signal(len(csr.adr) - 3), Signal(), Signal()
             m.d.sync += [high.eq(csr.adr[3:]), we.eq(csr.we), taken.eq(self.csr_accept)]
-            with m.Switch(high):
-                for group, entries in groups.items():
-                    part = Signal(32, name=f"read_group{group}")
-                    m.d.sync += part.eq(Array(entries.get(i, 0) for i in range(8))[csr.adr[:3]])
-                    with m.Case(group):
-                        m.d.comb += rdata.eq(part)
+            for group, entries in groups.items():
+                part = Signal(32, name=f"read_group{group}")
+                with m.Switch(csr.adr[:3]):
+                    for low, value in entries.items():
+                        with m.Case(low):
+                            m.d.sync += part.eq(value)
+                    with m.Default():
+                        m.d.sync += part.eq(0)
+                with m.If(high == group):
+                    m.d.comb += rdata.eq(part)
             with m.If(taken):
                 m.d.sync += dat_r.eq(Mux(we, 0, rdata))
         m.d.comb += csr.dat_r.eq(dat_r)
