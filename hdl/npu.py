@@ -765,11 +765,14 @@ class _Core(Elaboratable):
         }
         words = {_word(name): value for name, value in constants.items()}
         words.update({_word(name): sig for name, sig in readable.items()})
-        for name, counter in counters.items():
-            lo = _word(f"PERF_{name.upper()}_LO")
-            words[lo], words[_word(f"PERF_{name.upper()}_HI")] = counter[:32], hi_latch
-            with m.If(self.csr_accept & ~csr.we & (csr.adr == lo)):
-                m.d.sync += hi_latch.eq(counter[32:])
+        with m.If(self.csr_accept & ~csr.we):
+            # Reading a counter's low word latches its high word (one case per counter).
+            with m.Switch(csr.adr):
+                for name, counter in counters.items():
+                    lo = _word(f"PERF_{name.upper()}_LO")
+                    words[lo], words[_word(f"PERF_{name.upper()}_HI")] = counter[:32], hi_latch
+                    with m.Case(lo):
+                        m.d.sync += hi_latch.eq(counter[32:])
         dat_r = Signal(32)
         if not cfg.register_slices:
             with m.Switch(csr.adr):
@@ -787,16 +790,19 @@ class _Core(Elaboratable):
                 groups.setdefault(word >> 3, {})[word & 7] = value
             high, we, taken = Signal(len(csr.adr) - 3), Signal(), Signal()
             m.d.sync += [high.eq(csr.adr[3:]), we.eq(csr.we), taken.eq(self.csr_accept)]
+            parts = {}
             for group, entries in groups.items():
-                part = Signal(32, name=f"read_group{group}")
+                part = parts[group] = Signal(32, name=f"read_group{group}")
                 with m.Switch(csr.adr[:3]):
                     for low, value in entries.items():
                         with m.Case(low):
                             m.d.sync += part.eq(value)
                     with m.Default():
                         m.d.sync += part.eq(0)
-                with m.If(high == group):
-                    m.d.comb += rdata.eq(part)
+            with m.Switch(high):
+                for group, part in parts.items():
+                    with m.Case(group):
+                        m.d.comb += rdata.eq(part)
             with m.If(taken):
                 m.d.sync += dat_r.eq(Mux(we, 0, rdata))
         m.d.comb += csr.dat_r.eq(dat_r)
