@@ -142,12 +142,15 @@ class WishboneRAM(wiring.Component):
             wr = memory.write_port(granularity=8)
             rd = memory.read_port()
             # The request, registered beside the bank (a write takes effect a cycle later,
-            # as does every read: their order stays).
+            # as does every read: their order stays). Loaded only by the bank's own
+            # requests, so synthesis does not merge the banks' registers into one.
             addr = Signal(bits, name=f"bank{b}_addr")
             data_w = Signal(self.data_width, name=f"bank{b}_dat_w")
             we = Signal(len(bus.sel), name=f"bank{b}_we")
-            m.d.sync += [addr.eq(bus.adr[:bits]), data_w.eq(bus.dat_w),
-                         we.eq(bus.sel & (request & bus.we & (bank == b)).replicate(len(bus.sel)))]
+            mine = request & (bank == b)
+            with m.If(mine):
+                m.d.sync += [addr.eq(bus.adr[:bits]), data_w.eq(bus.dat_w)]
+            m.d.sync += we.eq(bus.sel & (mine & bus.we).replicate(len(bus.sel)))
             m.d.comb += [rd.addr.eq(addr), wr.addr.eq(addr), wr.data.eq(data_w), wr.en.eq(we)]
             q = Signal(self.data_width, name=f"bank{b}_q")
             m.d.sync += q.eq(rd.data)
