@@ -46,6 +46,10 @@ class Board:
     placer, router : str
         nextpnr's placer (``heap`` or ``static``) and router (``router1`` or ``router2``)
         for this board's builds.
+    global_resets : bool
+        On ECP5, put the board's and the NPU core's resets on global networks through a
+        DCCA each (see :mod:`npu.boards.top`); off where nextpnr cannot route to the DCCA
+        it picks (router2 on the 45F: "Failed to route arc ... to G_CLKI_TDCC0").
     """
     name: str
     platform: str
@@ -59,6 +63,7 @@ class Board:
     description: str = ""
     placer: str = "heap"
     router: str = "router1"
+    global_resets: bool = True
 
     def platform_class(self):
         import importlib
@@ -94,14 +99,16 @@ BOARDS = {b.name: b for b in [
           "1BitSquared iCEBreaker (iCE40UP5K-SG48), 12 MHz oscillator, FTDI FT2232H UART"),
     *(Board(f"ulx3s-{size}", f"amaranth_boards.ulx3s:ULX3S_{size.upper()}_Platform", "ecp5", 100_000_000,
             "bram", ram, npu, "openFPGALoader", _ULX3S_LEDS,
-            f"Radiona ULX3S (LFE5U-{size.upper()}-6BG381), 25 MHz oscillator, FT231X UART", *pnr)
+            f"Radiona ULX3S (LFE5U-{size.upper()}-6BG381), 25 MHz oscillator, FT231X UART", *pnr,
+            global_resets=size != "45f")
       for size, ram, npu, pnr in (("12f", 32 * 1024, _ECP5_12_25, _SMALL_PNR),
                                   ("25f", 64 * 1024, _ECP5_12_25, _SMALL_PNR),
                                   ("45f", 128 * 1024, _ECP5_45, _LARGE_PNR),
                                   ("85f", 256 * 1024, _ECP5_85, _LARGE_PNR))),
     *(Board(f"ecpix5-{size}", f"amaranth_boards.ecpix5:ECPIX5{size[:2]}Platform", "ecp5", 100_000_000,
             "bram", ram, npu, "openFPGALoader", (("rgb_led", 0), ("rgb_led", 1), ("rgb_led", 2), ("rgb_led", 3)),
-            f"LambdaConcept ECPIX-5 (LFE5UM5G-{size.upper()}-8BG554), 100 MHz oscillator, FT2232 UART", *_LARGE_PNR)
+            f"LambdaConcept ECPIX-5 (LFE5UM5G-{size.upper()}-8BG554), 100 MHz oscillator, FT2232 UART", *_LARGE_PNR,
+            global_resets=size != "45f")
       for size, ram, npu in (("45f", 128 * 1024, _ECP5_45), ("85f", 256 * 1024, _ECP5_85))),
 ]}
 

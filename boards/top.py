@@ -111,7 +111,7 @@ def _reset_buffer(board):
     DCCA each onto a global (a reset routed in the fabric to every corner of a large
     device took 15 to 17 ns).
     """
-    if board.family != "ecp5":
+    if board.family != "ecp5" or not board.global_resets:
         return None
 
     def dcca(m, reset, name="core_reset"):

@@ -195,6 +195,18 @@ def test_board_clock_is_the_pll_frequency_and_unreachable_is_one_line():
         assert top.clk_hz == hz
 
 
+def test_resets_on_global_networks_where_the_board_routes_them():
+    """ECP5 boards put the board's and the NPU core's resets on globals (a DCCA each),
+    except the 45F ones (nextpnr's router2 cannot reach the DCCA it picks there); the
+    iCE40 needs none (nextpnr-ice40 promotes a reset by itself)."""
+    from npu.boards.top import BoardTop
+    small = NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4)
+    for name, dccas in (("ulx3s-25f", 2), ("ulx3s-85f", 2), ("ulx3s-45f", 0), ("ecpix5-45f", 0), ("icebreaker", 0)):
+        b = board(name)
+        rtlil_text = b.platform_class()().prepare(BoardTop(b, small)).files["top.il"]
+        assert rtlil_text.count("cell \\DCCA") == dccas, name
+
+
 @pytest.mark.rtl
 @pytest.mark.fpga
 def test_ecp5_build_of_a_small_npu(tmp_path):
