@@ -765,13 +765,14 @@ class _Core(Elaboratable):
         }
         words = {_word(name): value for name, value in constants.items()}
         words.update({_word(name): sig for name, sig in readable.items()})
+        for name, counter in counters.items():
+            words[_word(f"PERF_{name.upper()}_LO")] = counter[:32]
+            words[_word(f"PERF_{name.upper()}_HI")] = hi_latch
         with m.If(self.csr_accept & ~csr.we):
             # Reading a counter's low word latches its high word (one case per counter).
             with m.Switch(csr.adr):
                 for name, counter in counters.items():
-                    lo = _word(f"PERF_{name.upper()}_LO")
-                    words[lo], words[_word(f"PERF_{name.upper()}_HI")] = counter[:32], hi_latch
-                    with m.Case(lo):
+                    with m.Case(_word(f"PERF_{name.upper()}_LO")):
                         m.d.sync += hi_latch.eq(counter[32:])
         dat_r = Signal(32)
         if not cfg.register_slices:

@@ -12,6 +12,7 @@ from amaranth.lib.wiring import In
 from amaranth.utils import ceil_log2, exact_log2
 
 from . import wishbone
+from .pipeline import delay
 
 __all__ = ["WishboneRAM", "ram_bus_signature", "check_ram_size", "CollisionFreeReadPort"]
 
@@ -159,13 +160,12 @@ class WishboneRAM(wiring.Component):
         # register (cycle 1), the block RAM's output (cycle 2), the bank's read register
         # (cycle 3), the picked word's register (cycle 4). A fallen ``cyc`` drops the
         # answers on their way.
-        banks = [bank]
-        acks = [request]
-        for i in range(self.latency - 1):
-            banks.append(Signal.like(bank, name=f"bank_{i + 1}"))
-            acks.append(Signal(name=f"ack_{i + 1}"))
-            m.d.sync += [banks[-1].eq(banks[-2]), acks[-1].eq(acks[-2] & (bus.cyc if i else 1))]
-        data, ack = Signal(self.data_width), Signal()
-        m.d.sync += [data.eq(Array(held)[banks[-1]]), ack.eq(acks[-1] & bus.cyc)]
-        m.d.comb += [bus.dat_r.eq(data), bus.ack.eq(ack), bus.stall.eq(0)]
+        answer = request
+        for stage in range(self.latency):
+            registered = Signal(name=f"answer_{stage + 1}")
+            m.d.sync += registered.eq(answer & bus.cyc)
+            answer = registered
+        data = Signal(self.data_width)
+        m.d.sync += data.eq(Array(held)[delay(m, bank, self.latency - 1, name="bank")])
+        m.d.comb += [bus.dat_r.eq(data), bus.ack.eq(answer), bus.stall.eq(0)]
         return m
