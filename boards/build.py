@@ -307,6 +307,18 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
             report["abc9"] = False
             code, more = _run(cmd, out_dir, out_dir / logs["YOSYS"], echo, label, env)
             secs += more
+        seed = 1
+        while (code and label == "place-and-route" and board.family == "ecp5" and seed < PNR_SEEDS
+               and _global_buffer_unroutable(out_dir)):
+            # nextpnr placed a DCCA (a reset's global buffer) where the router cannot reach
+            # its input: another seed places it elsewhere.
+            seed += 1
+            if echo:
+                echo(f"  place-and-route: the router could not reach a global buffer's input; again with seed {seed} ...")
+            cmd = [f"{seed}" if prev == "--seed" else arg for prev, arg in zip(["", *cmd], cmd)]
+            code, more = _run(cmd, out_dir, out_dir / logs[var], echo, label, env, limit)
+            secs += more
+            report["nextpnr"]["seed"] = seed
         seconds[label] = round(secs, 1)
         if code != 0:
             failure = (label, code)
@@ -318,8 +330,8 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     if failure:
         label, code = failure
-        if not report["fits"]:
-            over = ", ".join(f"{k} {u}/{a}" for k, (u, a) in report["resources_raw"].items() if u > a)
+        over = ", ".join(f"{k} {u}/{a}" for k, (u, a) in report["resources_raw"].items() if u > a)
+        if not report["fits"] and over:
             raise BuildError(f"the design does not fit the {board.device}: {over} (report: {out_dir / 'report.json'})")
         if code is None:
             left = report["routing"] or "no router progress yet"
@@ -351,6 +363,16 @@ def _toml(config):
             lines.append(f"\n[{section}]")
             lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
+
+
+#: nextpnr seeds a build tries when the router cannot reach a global buffer (see build_board).
+PNR_SEEDS = 3
+
+
+def _global_buffer_unroutable(out_dir):
+    """nextpnr's router failed on the arc into a DCCA's input (``G_CLKI_...``)."""
+    log = Path(out_dir, "top.tim")
+    return log.exists() and re.search(r"Failed to route arc .* to \S*G_CLKI_", log.read_text(errors="replace")[-20000:])
 
 
 def _abc9_failed(out_dir):

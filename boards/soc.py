@@ -158,7 +158,10 @@ class BoardSoC(wiring.Component):
         m.d.comb += [urx.rx.eq(self.uart_rx), self.uart_tx.eq(utx.tx), bridge.rx_error.eq(urx.error)]
 
         ram_aw = self.ram_signature.addr_width
-        m.submodules.arbiter = arbiter = Arbiter(ports=2, addr_width=ram_aw, data_width=cfg.bus_width)
+        # Enough requests outstanding to cover the round trip through the RAM and the slices.
+        outstanding = max(7, getattr(ram, "latency", 1) + 4)
+        m.submodules.arbiter = arbiter = Arbiter(ports=2, addr_width=ram_aw, data_width=cfg.bus_width,
+                                                 max_outstanding=outstanding)
         # Register slices on every side of the arbiter: the RAM's block RAMs spread over the
         # device, and the arbiter's decisions should not extend the masters' paths.
         # Without register slices elsewhere, the RAM still gets a request register (it never

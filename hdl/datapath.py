@@ -1,6 +1,6 @@
 """The NPU datapath: banked buffers, the systolic array, accumulators and post-processing."""
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -8,7 +8,8 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import (PPU_COMMAND_FIELDS, TileOp, act_write_layout, command_layout, idx_entry_layout,
                       idx_write_layout, output_layout, param_write_layout, wgt_write_layout)
-from .pipeline import delay
+from .pe import registered_dsp
+from .pipeline import delay, fanout
 from .ram import CollisionFreeReadPort
 from .ppu import PIPELINE_STAGES as PPU_STAGES, PostProcessor
 from .systolic_array import SystolicArray
@@ -61,6 +62,9 @@ class Datapath(wiring.Component):
         self.pe_pipeline = 3 if config.register_slices else 1
         self.array_latency = SystolicArray.latency_of(config.rows, config.cols, self.pe_pipeline,
                                                       config.activations == "broadcast")
+        # An accumulator read of the post-processor: 1, or 3 with register slices and the
+        # pipelined requantiser (a copy of the address per column, the read, its register).
+        self.ppu_read_latency = 3 if config.register_slices and config.requantiser == "pipelined" else 1
         # Array output to accumulator written: read, (register the read data,) add and write.
         self.accumulate_latency = 3 if config.register_slices else 2
         ports = {
@@ -103,7 +107,8 @@ class Datapath(wiring.Component):
             "first_tile_weight_stall": self.config.rows + 3,
             "weight_bank_drain": self.drain_cycles,
             # The pipelined requantiser's depth (a serial one takes a varying number of cycles).
-            **({"ppu_pipeline": PPU_STAGES} if self.config.requantiser == "pipelined" else {}),
+            **({"ppu_pipeline": PPU_STAGES + self.ppu_read_latency - 1}
+               if self.config.requantiser == "pipelined" else {}),
             # (With one weight bank every tile waits for the one before to drain.)
             **({"min_stall_free_tile_rows": 2 * self.config.rows + self.config.cols + 3}
                if self.config.weight_banks == 2 else {}),
@@ -164,7 +169,7 @@ class Datapath(wiring.Component):
             rows=R, cols=C, data_width=cfg.data_width, psum_width=cfg.psum_width, group=max(group, 1),
             pe_pipeline=self.pe_pipeline, banks=cfg.weight_banks, broadcast=cfg.activations == "broadcast",
             weight_chain=cfg.register_slices)
-        m.submodules.ppu = ppu = PostProcessor(cfg)
+        m.submodules.ppu = ppu = PostProcessor(cfg, acc_read_latency=self.ppu_read_latency)
         m.d.comb += [ppu.param_wr.valid.eq(self.param_wr.valid), ppu.param_wr.payload.eq(self.param_wr.payload),
                      self.param_wr.ready.eq(ppu.param_wr.ready)]
         wiring.connect(m, ppu.out, wiring.flipped(self.out))
@@ -302,55 +307,77 @@ class Datapath(wiring.Component):
                 base = k // sparse_n * group
                 for j in range(group):
                     m.d.comb += array.a_in[k][j].eq(Mux(row_sparse, act_banks[base + j].data, dense))
+        # The rows' accumulator address and flags, beside the sums leaving the array. With
+        # register slices each accumulator column gets its own registered copy (``fanout``):
+        # a row of the array spans a large device, and so do the columns' accumulators.
+        per_column = cfg.register_slices and banks == 2
         if banks == 2:
-            out_addr = delay(m, row_addr, self.array_latency, name="row_addr")
-            out_accumulate = delay(m, row_accumulate, self.array_latency, name="row_accumulate")
+            early = self.array_latency - (1 if per_column else 0)
+            out_valid = delay(m, row_valid, early, name="row_valid")
+            out_addr = delay(m, row_addr, early, name="row_addr")
+            out_accumulate = delay(m, row_accumulate, early, name="row_accumulate")
         else:
             # One bank: a tile is taken only once the tile before has left the array (its bank
             # drained, then the weights loaded), so the rows leaving the array are the taken
             # tile's, in order: their addresses count up from its first (no delay line).
+            out_valid = array.valid_out
             out_addr, out_accumulate = Signal.like(row_addr, name="out_addr"), Signal(name="out_accumulate")
             with m.If(take_compute):
                 m.d.sync += [out_addr.eq(q_cmd.acc_addr), out_accumulate.eq(q_cmd.accumulate)]
             with m.Elif(array.valid_out):
                 m.d.sync += out_addr.eq(out_addr + 1)
+        separate = registered_dsp(platform)
+        row_ctl = data.StructLayout({"valid": 1, "addr": len(row_addr), "accumulate": 1})
+        ctl = Signal(row_ctl)
+        m.d.comb += ctl.eq(Cat(out_valid, out_addr, out_accumulate))
+        col_ctl = ([row_ctl(c) for c in fanout(m, ctl.as_value(), C, name="acc_ctl", separate=separate)] if per_column
+                   else [ctl] * C)
+        # The post-processor's reads: with the pipelined requantiser and register slices, a
+        # copy per column too, and the data taken from the registered read (``acc_q``).
+        ppu_fanout = self.ppu_read_latency > 1
+        rd_ctl = data.StructLayout({"en": 1, "addr": len(ppu.acc_rd_addr)})
+        rd = Signal(rd_ctl)
+        m.d.comb += rd.eq(Cat(ppu.acc_rd_en, ppu.acc_rd_addr))
+        col_rd = ([rd_ctl(c) for c in fanout(m, rd.as_value(), C, name="acc_rd", separate=separate)] if ppu_fanout
+                  else [rd] * C)
 
         # --- Accumulator read-modify-write (shares the read port with the PPU) ----------
-        rmw_valid = Signal()
-        rmw_addr = Signal.like(out_addr)
-        rmw_accumulate = Signal()
+        # Column n's stages: the sum leaves the array (``col_ctl[n]``), the row is read
+        # (rmw), [the read data is registered,] the sum is written.
+        rmw_valid = [Signal(name=f"rmw_valid{n}") for n in range(C)]
+        rmw_addr = [Signal.like(row_addr, name=f"rmw_addr{n}") for n in range(C)]
+        rmw_accumulate = [Signal(name=f"rmw_accumulate{n}") for n in range(C)]
         rmw_psum = [Signal(signed(cfg.psum_width), name=f"rmw_psum{n}") for n in range(C)]
-        m.d.sync += [rmw_valid.eq(array.valid_out), rmw_addr.eq(out_addr),
-                     rmw_accumulate.eq(out_accumulate)]
-        m.d.sync += [rmw_psum[n].eq(array.psum_out[n]) for n in range(C)]
         for n in range(C):
-            m.d.comb += [
-                acc_r[n].addr.eq(Mux(array.valid_out, out_addr, ppu.acc_rd_addr)),
-                acc_r[n].en.eq(array.valid_out | ppu.acc_rd_en),
-                ppu.acc_rd_data[n].eq(acc_r[n].data),
-            ]
+            c, r = col_ctl[n], col_rd[n]
+            m.d.sync += [rmw_valid[n].eq(c.valid), rmw_addr[n].eq(c.addr), rmw_accumulate[n].eq(c.accumulate),
+                         rmw_psum[n].eq(array.psum_out[n])]
+            m.d.comb += [acc_r[n].addr.eq(Mux(c.valid, c.addr, r.addr)), acc_r[n].en.eq(c.valid | r.en)]
         if cfg.register_slices:
             # The read data is registered before the add (a timing cut after the block RAM's
             # output). A row read a cycle after the same row was read misses that row's write,
             # which happens in this cycle: the sum being written is forwarded in its place.
-            w_valid, w_accumulate = Signal(), Signal()
-            w_addr = Signal.like(rmw_addr)
-            w_psum = [Signal.like(rmw_psum[n], name=f"w_psum{n}") for n in range(C)]
-            acc_q = [Signal(signed(cfg.acc_width), name=f"acc_q{n}") for n in range(C)]
-            w_sum = [Signal(signed(cfg.acc_width), name=f"w_sum{n}") for n in range(C)]
-            forward = w_valid & (w_addr == rmw_addr)
-            m.d.sync += [w_valid.eq(rmw_valid), w_addr.eq(rmw_addr), w_accumulate.eq(rmw_accumulate)]
             for n in range(C):
-                m.d.comb += w_sum[n].eq(Mux(w_accumulate, acc_q[n], 0) + w_psum[n])
-                m.d.sync += [w_psum[n].eq(rmw_psum[n]), acc_q[n].eq(Mux(forward, w_sum[n], acc_r[n].data))]
-                m.d.comb += [acc_w[n].addr.eq(w_addr), acc_w[n].data.eq(w_sum[n]), acc_w[n].en.eq(w_valid)]
-            m.d.comb += acc_write.eq(w_valid)
+                w_valid, w_accumulate = Signal(name=f"w_valid{n}"), Signal(name=f"w_accumulate{n}")
+                w_addr = Signal.like(row_addr, name=f"w_addr{n}")
+                w_psum = Signal.like(rmw_psum[n], name=f"w_psum{n}")
+                acc_q = Signal(signed(cfg.acc_width), name=f"acc_q{n}")
+                w_sum = Signal(signed(cfg.acc_width), name=f"w_sum{n}")
+                forward = w_valid & (w_addr == rmw_addr[n])
+                m.d.sync += [w_valid.eq(rmw_valid[n]), w_addr.eq(rmw_addr[n]), w_accumulate.eq(rmw_accumulate[n])]
+                m.d.comb += w_sum.eq(Mux(w_accumulate, acc_q, 0) + w_psum)
+                m.d.sync += [w_psum.eq(rmw_psum[n]), acc_q.eq(Mux(forward, w_sum, acc_r[n].data))]
+                m.d.comb += [acc_w[n].addr.eq(w_addr), acc_w[n].data.eq(w_sum), acc_w[n].en.eq(w_valid)]
+                # (No row is being written while the post-processor reads: ``forward`` is 0.)
+                m.d.comb += ppu.acc_rd_data[n].eq(acc_q if ppu_fanout else acc_r[n].data)
+            # The write of every column, for the count of rows in flight (a local copy).
+            m.d.comb += acc_write.eq(delay(m, out_valid, 3 if per_column else 2, name="acc_write"))
         else:
             for n in range(C):
-                m.d.comb += [acc_w[n].addr.eq(rmw_addr),
-                             acc_w[n].data.eq(Mux(rmw_accumulate, acc_r[n].data, 0) + rmw_psum[n]),
-                             acc_w[n].en.eq(rmw_valid)]
-            m.d.comb += acc_write.eq(rmw_valid)
+                m.d.comb += [acc_w[n].addr.eq(rmw_addr[n]),
+                             acc_w[n].data.eq(Mux(rmw_accumulate[n], acc_r[n].data, 0) + rmw_psum[n]),
+                             acc_w[n].en.eq(rmw_valid[n]), ppu.acc_rd_data[n].eq(acc_r[n].data)]
+            m.d.comb += acc_write.eq(rmw_valid[0])
         m.d.sync += in_flight.eq(in_flight + issue - acc_write)
 
         # --- Status and performance counters ------------------------------------------

@@ -181,6 +181,7 @@ class DMAUnit(wiring.Component):
         srow = Signal(words["out"] * bw)
         srow_valid = Signal()
         capture_left = Signal(17)
+        capture_some = Signal()        # capture_left != 0, kept as a register of its own
 
         running = Signal()
         m.d.comb += self.busy.eq(running)
@@ -291,7 +292,8 @@ class DMAUnit(wiring.Component):
 
         # STORE rows: ``srow`` holds the row being written out.
         last_accept = accept & row_end
-        can_take = running & cmd.store & ~stopping & (capture_left != 0)
+        # From registers only: the row stream's ``ready`` crosses the device to the datapath.
+        can_take = running & cmd.store & ~stopping & capture_some
         eb = c.element_bytes
         out_bytes = Cat(*(_sign_extend(self.rows_in.payload[n], 8 * eb) for n in range(c.cols)))
         if c.register_slices:
@@ -303,7 +305,7 @@ class DMAUnit(wiring.Component):
             taken = take_row & self.rows_in.valid
             m.d.comb += self.rows_in.ready.eq(take_row)
             with m.If(taken):
-                m.d.sync += capture_left.eq(capture_left - 1)
+                m.d.sync += [capture_left.eq(capture_left - 1), capture_some.eq(capture_left != 1)]
             with m.If(~srow_valid | last_accept):
                 # The head register is free (or frees now): fill it from behind, else the new row.
                 with m.If(next_valid):      # (no row is taken while it is full)
@@ -326,7 +328,8 @@ class DMAUnit(wiring.Component):
                 take_row = can_take & (~srow_valid | last_accept)
             m.d.comb += self.rows_in.ready.eq(take_row)
             with m.If(take_row & self.rows_in.valid):
-                m.d.sync += [srow.eq(out_bytes), srow_valid.eq(1), capture_left.eq(capture_left - 1)]
+                m.d.sync += [srow.eq(out_bytes), srow_valid.eq(1), capture_left.eq(capture_left - 1),
+                             capture_some.eq(capture_left != 1)]
 
         # Responses, in request order.
         with m.If(ack | err):
@@ -424,6 +427,7 @@ class DMAUnit(wiring.Component):
                 req_row_next.eq(p.mem_addr + p.stride), req_word.eq(0),
                 resp_addr.eq(p.mem_addr), resp_row_base.eq(p.mem_addr),
                 resp_word.eq(0), resp_row.eq(0), capture_left.eq(Mux(p.store, p.rows, 0)),
+                capture_some.eq(p.store & (p.rows != 0)),
                 srow_valid.eq(0), burst.eq(0), burst_full.eq(0),
             ]
         with m.If(finished):

@@ -4,6 +4,8 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from .pipeline import register
+
 __all__ = ["ProcessingElement", "dual_int8_dsp", "sb_mac16_pair", "registered_dsp", "mult18x18d_registered"]
 
 
@@ -41,6 +43,10 @@ class ProcessingElement(wiring.Component):
         With one bank and an external multiplier (pipeline 1, dense): the multiplier keeps
         the weight in its own operand register, loaded from ``mul_w`` while
         ``mul_w_load`` is high (an iCE40 SB_MAC16's B register): the cell has none.
+    separate_select : bool
+        The bank select's register is kept apart from every other cell's
+        (:func:`~npu.hdl.pipeline.register`): the cells on an anti-diagonal of the array
+        see the same select, and synthesis would otherwise drive them all from one register.
     external_stages : int
         With ``external_multiplier``: the registers the array's multiplier has from the
         operands to ``mul_p``. 1 (the product register), or ``pipeline``: the multiplier
@@ -60,12 +66,13 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, *, data_width, psum_width, group=1, external_multiplier=False, pipeline=1,
-                 external_stages=1, banks=2, weight_in_multiplier=False):
+                 external_stages=1, banks=2, weight_in_multiplier=False, separate_select=False):
         if banks not in (1, 2):
             raise ValueError(f"banks must be 1 or 2, not {banks}")
         if weight_in_multiplier and not (external_multiplier and banks == 1 and pipeline == 1 and group == 1):
             raise ValueError("weight_in_multiplier needs an external multiplier, one bank, pipeline 1, dense")
         self._banks = banks
+        self._separate_select = separate_select
         self._weight_in_multiplier = weight_in_multiplier
         if pipeline not in (1, 3, 5):
             raise ValueError(f"pipeline must be 1, 3 or 5, not {pipeline}")
@@ -155,7 +162,7 @@ class ProcessingElement(wiring.Component):
             product_q = product_qn
         m.d.sync += [self.a_out.eq(self.a_in), self.psum_out.eq(self.psum_in + product_q)]
         if two:
-            m.d.sync += self.sel_out.eq(self.sel_in)
+            m.d.comb += self.sel_out.eq(register(m, self.sel_in, name="sel_q", separate=self._separate_select))
         return m
 
 

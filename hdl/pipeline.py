@@ -1,19 +1,53 @@
 """Small pipeline helpers shared by the datapath blocks."""
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import ClockSignal, Instance, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["delay", "step_count", "StreamSlice"]
+__all__ = ["delay", "fanout", "register", "step_count", "StreamSlice"]
 
 
-def delay(m, value, cycles, *, name, domain="sync"):
-    """Return ``value`` delayed by ``cycles`` registers in ``domain`` (``value`` for 0)."""
+def register(m, value, *, name, separate=False, domain="sync"):
+    """Return a register that holds ``value`` of the cycle before (reset to ``value``'s
+    init when it is a signal; 0 with ``separate``).
+
+    Yosys merges registers with the same input into one, which then drives every user of
+    each: with ``separate`` each bit is an ECP5 ``TRELLIS_FF`` instance, which synthesis
+    keeps as it is (pass :func:`~npu.hdl.pe.registered_dsp` of the platform;
+    ``sim/TRELLIS_FF.v`` models it), so copies meant for users far apart stay copies.
+    """
+    reg = Signal.like(value, name=name)
+    if not separate:
+        m.d[domain] += reg.eq(value)
+        return reg
+    if Value.cast(reg).init:
+        raise ValueError(f"{name}: a separate register resets to 0, not {Value.cast(reg).init}")
+    for b in range(len(Value.cast(reg))):
+        m.submodules[f"{name}_ff{b}"] = Instance(
+            "TRELLIS_FF", p_GSR="DISABLED", p_CEMUX="1", p_CLKMUX="CLK", p_LSRMUX="LSR",
+            p_REGSET="RESET", p_SRMODE="LSR_OVER_CE",
+            i_CLK=ClockSignal(domain), i_LSR=ResetSignal(domain), i_DI=Value.cast(value)[b],
+            o_Q=Value.cast(reg)[b])
+    return reg
+
+
+def delay(m, value, cycles, *, name, separate=False, domain="sync"):
+    """Return ``value`` delayed by ``cycles`` registers in ``domain`` (``value`` for 0);
+    ``separate``: see :func:`register`."""
     for i in range(cycles):
-        stage = Signal.like(value, name=f"{name}_d{i + 1}")
-        m.d[domain] += stage.eq(value)
-        value = stage
+        value = register(m, value, name=f"{name}_d{i + 1}", separate=separate, domain=domain)
     return value
+
+
+def fanout(m, value, copies, *, name, separate=False, domain="sync"):
+    """Return ``copies`` registers that each hold ``value`` of the cycle before (reset to 0).
+
+    For a signal that drives logic spread over a large device (the columns of a wide
+    array): each copy can be placed beside its own users, and the long route from
+    ``value`` ends in a register. With ``separate`` (see :func:`register`) synthesis keeps
+    the copies apart.
+    """
+    return [register(m, value, name=f"{name}_copy{c}", separate=separate, domain=domain) for c in range(copies)]
 
 
 def step_count(count, up, down):

@@ -281,7 +281,9 @@ class PostProcessor(wiring.Component):
 
     An OUTPUT command names ``count`` accumulator rows starting at ``acc_addr`` and a
     parameter entry ``param_addr`` (per-column bias, multiplier, shift); the unit reads
-    the rows through ``acc_rd_*`` (one-cycle read latency), requantises every lane, and
+    the rows through ``acc_rd_*`` (``acc_read_latency`` cycles from a read enable to its
+    data on ``acc_rd_data``: 1, or more for a datapath that registers the read on the way
+    to and from its memories), requantises every lane, and
     delivers rows on ``out``. ``out`` may be back-pressured at any time: rows are only
     read from the accumulator when the output FIFO has room for them, so nothing is
     dropped and the unit never stalls mid-pipeline.
@@ -298,11 +300,21 @@ class PostProcessor(wiring.Component):
     register, and a command is not accepted in a cycle in which ``param_wr`` writes.
     """
 
-    def __init__(self, config, *, fifo_depth=12):
+    def __init__(self, config, *, fifo_depth=None, acc_read_latency=1):
+        if acc_read_latency < 1 or (acc_read_latency > 1 and config.requantiser == "serial"):
+            raise ValueError(f"acc_read_latency must be 1, or more with the pipelined requantiser, "
+                             f"not {acc_read_latency}")
+        # Rows between a read and the FIFO; the FIFO must hold them all, and one more row
+        # (the room check is registered), for a row per cycle.
+        stages = PIPELINE_STAGES + acc_read_latency - 1
+        if fifo_depth is None:
+            fifo_depth = stages + 3
+        if fifo_depth <= stages + 2:
+            raise ValueError(f"fifo_depth must exceed {stages + 2} for one row per cycle")
         self._config = config
         self._fifo_depth = fifo_depth
-        if fifo_depth <= PIPELINE_STAGES + 2:
-            raise ValueError(f"fifo_depth must exceed {PIPELINE_STAGES + 2} for one row per cycle")
+        self._read_latency = acc_read_latency
+        self._stages = stages
         cols = config.cols
         super().__init__({
             "cmd":         In(stream.Signature(ppu_command_layout(config))),
@@ -346,7 +358,7 @@ class PostProcessor(wiring.Component):
         addr = Signal.like(cmd.acc_addr)
         passes = cfg.requant_passes
         # Rows read from the accumulator but not yet in the FIFO.
-        in_flight = Signal(range(PIPELINE_STAGES + passes + 3))
+        in_flight = Signal(range(self._stages + passes + 3))
         # Cycles until the next row may be read: a row occupies the lanes for ``passes`` cycles.
         gap = Signal(range(passes)) if passes > 1 else Const(0, 1)
 
@@ -371,15 +383,28 @@ class PostProcessor(wiring.Component):
         else:
             m.d.comb += may_start.eq(pipeline_empty)
         with m.FSM() as fsm:
+            # With register slices the parameter entry is read from the command register and
+            # registered before the lanes take it (its block RAMs spread over a large device;
+            # two cycles more per command).
+            slices = cfg.register_slices
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(may_start)
-                m.d.comb += [param_r.addr.eq(self.cmd.payload.param_addr), param_r.en.eq(1)]
+                if not slices:
+                    m.d.comb += [param_r.addr.eq(self.cmd.payload.param_addr), param_r.en.eq(1)]
                 with m.If(self.cmd.valid & may_start):
                     m.d.sync += [cmd.eq(self.cmd.payload), remaining.eq(self.cmd.payload.count),
                                  addr.eq(self.cmd.payload.acc_addr)]
+                    m.next = "READ" if slices else "PARAMS"
+            param_q = Signal.like(param_r.data) if slices else param_r.data
+            if slices:
+                with m.State("READ"):
+                    m.d.comb += [param_r.addr.eq(cmd.param_addr), param_r.en.eq(1)]
+                    m.next = "FETCH"
+                with m.State("FETCH"):
+                    m.d.sync += param_q.eq(param_r.data)
                     m.next = "PARAMS"
             with m.State("PARAMS"):
-                m.d.sync += lane.eq(param_r.data)
+                m.d.sync += lane.eq(param_q)
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += issue.eq((remaining != 0) & has_room & (gap == 0))
@@ -401,7 +426,7 @@ class PostProcessor(wiring.Component):
         row = Signal(output_layout(cfg))
         if passes == 1:
             # One lane per column: a row per cycle through one pipeline.
-            valid = Signal(PIPELINE_STAGES)  # valid[i]: stage i+1 holds a row
+            valid = Signal(self._stages)     # valid[i]: stage i+1 holds a row
             m.d.sync += valid.eq((valid << 1) | issue)
             m.d.comb += [fifo_write.eq(valid[-1]), pipeline_empty.eq(~valid.any())]
             for n in range(cfg.cols):
@@ -419,15 +444,16 @@ class PostProcessor(wiring.Component):
         """Fewer lanes than columns: each row is captured, then requantised ``L`` columns
         per cycle in ``cols / L`` passes, and assembled before it enters the FIFO.
 
-        Cycle t reads the row; t+1 captures it; passes p = 0..P-1 enter the lanes at
-        t+2+p and leave them LANE_STAGES cycles later, into ``assembled`` (the last pass goes
+        Cycle t reads the row; t+D captures it (D: ``acc_read_latency``); passes p = 0..P-1
+        enter the lanes at t+D+1+p and leave them LANE_STAGES cycles later, into ``assembled`` (the last pass goes
         straight to the FIFO with it). The next row is read at t+P, so the lanes are busy
         every cycle of a long command.
         """
         L, P = cfg.requant_lanes, cfg.requant_passes
-        captured = Signal()
+        reads = Signal(self._read_latency)      # reads[i]: a read i+1 cycles old
+        m.d.sync += reads.eq((reads << 1) | issue)
+        captured = reads[-1]
         row_buf = Signal(data.ArrayLayout(signed(cfg.acc_width), cfg.cols))
-        m.d.sync += captured.eq(issue)
         # The pass sequencer: which pass of the captured row enters the lanes this cycle.
         active = Signal()
         index = Signal(range(P))
@@ -469,7 +495,7 @@ class PostProcessor(wiring.Component):
             m.d.comb += row[n].eq(results[i] if p == P - 1 else assembled[n])
         m.d.comb += [
             fifo_write.eq(out_valid & (out_index == P - 1)),
-            pipeline_empty.eq(~(captured | active | tag_valid.any())),
+            pipeline_empty.eq(~(reads.any() | active | tag_valid.any())),
         ]
 
     def _streamed_params(self, m, cfg, group_bits):

@@ -82,7 +82,9 @@ class WishboneRAM(wiring.Component):
         dividing ``size``) whose read data is registered beside each bank and again after
         the bank is picked, and each bank's request registered beside it: a large RAM's
         block RAMs lie all over the device. Requests are then answered four cycles after
-        they are made instead of one.
+        they are made instead of one. More than four banks are grouped by four: a request
+        is registered beside its group before its bank, and the word picked in the group is
+        registered before the group is picked (answers in six cycles).
 
     Members
     -------
@@ -110,10 +112,18 @@ class WishboneRAM(wiring.Component):
         self.banks = size // bank_bytes if bank_bytes else 1
         super().__init__({"bus": In(signature)})
 
+    #: Banks in a group (more banks than this are grouped).
+    GROUP_BANKS = 4
+
+    @property
+    def groups(self):
+        """Groups of banks: each takes a request in a register of its own before its banks."""
+        return self.banks // self.GROUP_BANKS if self.banks > self.GROUP_BANKS else 1
+
     @property
     def latency(self):
         """Cycles from a request to its answer."""
-        return 1 if self.banks == 1 else 4
+        return 1 if self.banks == 1 else 4 if self.groups == 1 else 6
 
     def elaborate(self, platform):
         m = Module()
@@ -134,9 +144,28 @@ class WishboneRAM(wiring.Component):
 
         bank_words = self.depth // self.banks
         bits = exact_log2(bank_words)
-        bank = bus.adr[bits:]
+        groups = self.groups
+        per_group = self.banks // groups
+        group_bits = exact_log2(per_group)
+        # With groups, the request is first registered beside its group of banks (loaded
+        # only by the group's requests), then beside its bank.
+        near = []                   # (valid, adr, dat_w, sel, we) of the request per group
+        for g in range(groups):
+            if groups == 1:
+                near.append((request, bus.adr, bus.dat_w, bus.sel, bus.we))
+                continue
+            valid = Signal(name=f"group{g}_valid")
+            adr = Signal(bits + group_bits, name=f"group{g}_adr")
+            dat_w, sel, we = Signal.like(bus.dat_w, name=f"group{g}_dat_w"), Signal.like(bus.sel, name=f"group{g}_sel"), \
+                Signal(name=f"group{g}_we")
+            mine = request & (bus.adr[bits + group_bits:] == g)
+            m.d.sync += valid.eq(mine)
+            with m.If(mine):
+                m.d.sync += [adr.eq(bus.adr), dat_w.eq(bus.dat_w), sel.eq(bus.sel), we.eq(bus.we)]
+            near.append((valid, adr, dat_w, sel, we))
         held = []       # each bank's read data, registered beside the bank
         for b in range(self.banks):
+            g_valid, g_adr, g_dat_w, g_sel, g_we = near[b // per_group]
             memory = Memory(shape=self.data_width, depth=bank_words,
                             init=self.init[b * bank_words:(b + 1) * bank_words])
             m.submodules[f"bank{b}"] = memory
@@ -148,24 +177,35 @@ class WishboneRAM(wiring.Component):
             addr = Signal(bits, name=f"bank{b}_addr")
             data_w = Signal(self.data_width, name=f"bank{b}_dat_w")
             we = Signal(len(bus.sel), name=f"bank{b}_we")
-            mine = request & (bank == b)
+            local = b % per_group
+            mine = g_valid & (g_adr[bits:bits + group_bits] == local) if groups > 1 else \
+                g_valid & (g_adr[bits:] == b)
             with m.If(mine):
-                m.d.sync += [addr.eq(bus.adr[:bits]), data_w.eq(bus.dat_w)]
-            m.d.sync += we.eq(bus.sel & (mine & bus.we).replicate(len(bus.sel)))
+                m.d.sync += [addr.eq(g_adr[:bits]), data_w.eq(g_dat_w)]
+            m.d.sync += we.eq(g_sel & (mine & g_we).replicate(len(bus.sel)))
             m.d.comb += [rd.addr.eq(addr), wr.addr.eq(addr), wr.data.eq(data_w), wr.en.eq(we)]
             q = Signal(self.data_width, name=f"bank{b}_q")
             m.d.sync += q.eq(rd.data)
             held.append(q)
-        # The bank number and the answer travel beside the read: the bank's request
-        # register (cycle 1), the block RAM's output (cycle 2), the bank's read register
-        # (cycle 3), the picked word's register (cycle 4). A fallen ``cyc`` drops the
-        # answers on their way.
+        # The bank number and the answer travel beside the read: [the group's request
+        # register,] the bank's request register, the block RAM's output, the bank's read
+        # register, [the word picked in the group,] the picked word's register. A fallen
+        # ``cyc`` drops the answers on their way.
         answer = request
         for stage in range(self.latency):
             registered = Signal(name=f"answer_{stage + 1}")
             m.d.sync += registered.eq(answer & bus.cyc)
             answer = registered
+        # (The word is picked from the banks' read registers: with groups a cycle earlier.)
+        bank = delay(m, bus.adr[bits:], self.latency - (2 if groups > 1 else 1), name="bank")
+        if groups > 1:
+            picked = []
+            for g in range(groups):
+                word = Signal(self.data_width, name=f"group{g}_q")
+                m.d.sync += word.eq(Array(held[g * per_group:(g + 1) * per_group])[bank[:group_bits]])
+                picked.append(word)
+            held, bank = picked, delay(m, bank[group_bits:], 1, name="group")
         data = Signal(self.data_width)
-        m.d.sync += data.eq(Array(held)[delay(m, bank, self.latency - 1, name="bank")])
+        m.d.sync += data.eq(Array(held)[bank])
         m.d.comb += [bus.dat_r.eq(data), bus.ack.eq(answer), bus.stall.eq(0)]
         return m

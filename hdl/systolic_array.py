@@ -115,9 +115,15 @@ class SystolicArray(wiring.Component):
         # With one weight bank, a block's B register holds its two cells' weights (a pair in
         # one array row, so loaded together: every pair is when the row has an even length).
         held = paired and self.banks == 1 and self.pe_pipeline == 1 and self.group == 1 and C % 2 == 0
+        # The bank select of every row travels with its activations, delayed by the row's
+        # skew and a register per cell: rows' selects of the same age are the same signal,
+        # which synthesis would make one register for cells across the device. On the ECP5
+        # each select register is kept apart (``separate``).
+        separate = registered_dsp(platform) and self.banks == 2
         pes = [[ProcessingElement(data_width=self.data_width, psum_width=self.psum_width, group=self.group,
                                   external_multiplier=paired or in_dsp, pipeline=self.pe_pipeline,
-                                  external_stages=3 if in_dsp else 1, banks=self.banks, weight_in_multiplier=held)
+                                  external_stages=3 if in_dsp else 1, banks=self.banks, weight_in_multiplier=held,
+                                  separate_select=separate and not self.broadcast)
                 for _ in range(C)] for _ in range(R)]
         for k in range(R):
             for n in range(C):
@@ -144,12 +150,12 @@ class SystolicArray(wiring.Component):
             # Zero the operand of empty slots so idle cells compute 0 (deterministic, low power).
             # The input register: a timing cut between the activation buffer and the array.
             a = Signal(self._act_shape, name=f"a_row{k}")
-            sel = Signal(name=f"sel_row{k}")
-            m.d.sync += [a.eq(Mux(self.valid, self.a_in[k], 0)), sel.eq(self.sel)]
+            m.d.sync += a.eq(Mux(self.valid, self.a_in[k], 0))
             a_skewed = delay(m, a, k, name=f"skew_a{k}")
             m.d.comb += pes[k][0].a_in.eq(a_skewed)
             if self.banks == 2:         # (one bank: no select travels)
-                m.d.comb += pes[k][0].sel_in.eq(delay(m, sel, k, name=f"skew_sel{k}"))
+                sel = delay(m, self.sel, k + 1, name=f"sel_row{k}", separate=separate)
+                m.d.comb += pes[k][0].sel_in.eq(sel)
             for n in range(1, C):
                 m.d.comb += pes[k][n].a_in.eq(pes[k][0].a_in if self.broadcast else pes[k][n - 1].a_out)
                 if self.banks == 2:

@@ -137,6 +137,46 @@ def test_place_and_route_past_its_time_limit_is_stopped_with_a_report(tmp_path, 
     assert any("routing: 2276 overused wires" in line for line in lines)
 
 
+DCC_UNROUTABLE_LOG = """\
+Info: Routing globals...
+ERROR: Failed to route arc 0.0 of net 'reset_sync_rst', from X67/Y2/Q4_SLICE to X0/Y0/G_CLKI_TDCC0.
+"""
+
+
+def test_place_and_route_tries_another_seed_when_a_global_buffer_is_unreachable(tmp_path, monkeypatch):
+    # Stand-in tools: nextpnr fails to route into a DCCA with seeds 1 and 2, routes with 3.
+    fake = tmp_path / "tools"
+    fake.mkdir()
+    (fake / "yosys").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "ecppack").write_text("#!/bin/sh\nwhile [ \"$1\" != --bit ]; do shift; done\ntouch \"$2\"\n")
+    (fake / "nextpnr").write_text(
+        f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'nextpnr-args'}\n"
+        "case \"$*\" in *'--seed 3'*) good=1;; *) good=0;; esac\n"
+        "while [ \"$1\" != --log ]; do shift; done\n"
+        f"if [ $good = 1 ]; then cat > \"$2\" <<'EOF'\n{NEXTPNR_LOG}EOF\nexit 0; fi\n"
+        f"cat > \"$2\" <<'EOF'\n{DCC_UNROUTABLE_LOG}EOF\nexit 1\n")
+    for tool in ("yosys", "ecppack", "nextpnr"):
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv("YOSYS", str(fake / "yosys"))
+    monkeypatch.setenv("NEXTPNR_ECP5", str(fake / "nextpnr"))
+    monkeypatch.setenv("ECPPACK", str(fake / "ecppack"))
+    config = NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4)
+    lines = []
+    report = board_build.build_board("ulx3s-25f", config, tmp_path / "out", echo=lines.append)
+    seeds = [line.split("--seed ")[1].split()[0] for line in (tmp_path / "nextpnr-args").read_text().splitlines()]
+    assert seeds == ["1", "2", "3"]
+    assert report["nextpnr"]["seed"] == 3 and report["bitstream"] is not None
+    assert sum("could not reach a global buffer" in line for line in lines) == 2
+    # Other place-and-route failures are not retried.
+    (tmp_path / "nextpnr-args").unlink()
+    (fake / "nextpnr").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'nextpnr-args'}\n"
+                                  "while [ \"$1\" != --log ]; do shift; done\n"
+                                  "echo 'ERROR: Unable to place cell' > \"$2\"; exit 1\n")
+    with pytest.raises(board_build.BuildError, match="place-and-route failed"):
+        board_build.build_board("ulx3s-25f", config, tmp_path / "out2", echo=None)
+    assert len((tmp_path / "nextpnr-args").read_text().splitlines()) == 1
+
+
 def test_unknown_placer_or_router_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="placer = 'sa' is invalid: must be one of heap, static"):
         board_build.build_board("icebreaker", None, tmp_path, echo=None, placer="sa")

@@ -96,8 +96,9 @@ class _ECP5DSP:
 @pytest.mark.parametrize("name", ["3x5", "2x3-int6-acc16"])
 @pytest.mark.parametrize("test, seed", [("random_gemms", 1), ("back_to_back_tiles", 1), ("random_programs", 2)])
 def test_datapath_rtl_on_registered_mult18x18d(name, test, seed):
-    """The array with a registered ECP5 MULT18X18D per cell (our behavioural model under
-    Icarus: Yosys has none): the same results and schedule as the cells' own registers."""
+    """The array with a registered ECP5 MULT18X18D per cell and the accumulators' control
+    copies as TRELLIS_FF instances (our behavioural models under Icarus): the same results
+    and schedule as with the cells' own registers."""
     from pathlib import Path
 
     import npu.sim
@@ -106,7 +107,9 @@ def test_datapath_rtl_on_registered_mult18x18d(name, test, seed):
     build = build_dir_for(config, f"mult18-{test}-{seed}")
     run_cocotb(config, "npu.sim.tb_datapath", top="datapath", testcase=test, build_dir=build,
                extra_env={"NPU_SEED": str(seed)}, platform=_ECP5DSP(),
-               extra_sources=[Path(npu.sim.__file__).parent / "MULT18X18D.v"])
+               extra_sources=[Path(npu.sim.__file__).parent / name for name in ("MULT18X18D.v", "TRELLIS_FF.v")])
     verilog = (build / "npu.v").read_text()
     assert verilog.count("MULT18X18D ") == config.rows * config.cols
+    # The accumulator columns' copies of the row control are flip-flop instances (kept apart).
+    assert verilog.count("TRELLIS_FF ") > 0
     assert "a_q0" not in verilog        # no operand register left in the cells
