@@ -524,6 +524,25 @@ class _Core(Elaboratable):
         blocked_room = Signal()
         push_cq, push_dq = Signal(), Signal()
         new_cq, new_dq = Signal(cq_layout), Signal(dq_layout)
+
+        def entry_fields(op, cq_entry, dq_entry):
+            """The queue entries' fields of an instruction with opcode ``op``."""
+            if op == Opcode.LOAD:
+                return [dq_entry.cmd.store.eq(0), dq_entry.cmd.buffer.eq(ld_buf), dq_entry.cmd.rows.eq(ld_rows),
+                        dq_entry.cmd.buf_addr.eq(ld_addr), dq_entry.buf_hi.eq(ld_hi)]
+            if op == Opcode.COMPUTE:
+                return [cq_entry.cmd.op.eq(TileOp.COMPUTE), cq_entry.cmd.accumulate.eq(insn[4]),
+                        cq_entry.cmd.count.eq(cp_count), cq_entry.cmd.act_addr.eq(cp_act),
+                        cq_entry.cmd.wgt_addr.eq(cp_wgt), cq_entry.cmd.acc_addr.eq(cp_acc),
+                        cq_entry.act_hi.eq(cp_act_hi), cq_entry.wgt_hi.eq(cp_wgt_hi),
+                        *([cq_entry.cmd.sparse.eq(cp_sparse), cq_entry.cmd.part.eq(cp_part),
+                           cq_entry.cmd.idx_addr.eq(cp_idx)] if cfg.sparse else [])]
+            return [cq_entry.cmd.op.eq(TileOp.OUTPUT), cq_entry.cmd.count.eq(st_count),
+                    cq_entry.cmd.acc_addr.eq(st_acc), cq_entry.cmd.param_addr.eq(st_param),
+                    cq_entry.cmd.zero_point.eq(side_r_data.zero_point),
+                    cq_entry.cmd.clamp_lo.eq(side_r_data.clamp_lo),
+                    cq_entry.cmd.clamp_hi.eq(side_r_data.clamp_hi),
+                    dq_entry.cmd.store.eq(1), dq_entry.cmd.rows.eq(st_count)]
         side_r_data = side_r.data
         m.d.comb += side_r.addr.eq(st_param)
 
@@ -536,35 +555,27 @@ class _Core(Elaboratable):
             with m.If(d_is_op[Opcode.LOAD]):
                 m.d.comb += [blocked_dep.eq(hz_fresh & wait_load), blocked_room.eq(~dq_room),
                              dispatch.eq(hz_fresh & ~wait_load & dq_room), push_dq.eq(1)]
-                m.d.comb += [new_dq.cmd.store.eq(0), new_dq.cmd.buffer.eq(ld_buf), new_dq.cmd.rows.eq(ld_rows),
-                             new_dq.cmd.buf_addr.eq(ld_addr), new_dq.buf_hi.eq(ld_hi)]
+                m.d.comb += entry_fields(Opcode.LOAD, new_cq, new_dq)
             with m.Elif(d_is_op[Opcode.COMPUTE]):
                 m.d.comb += [blocked_dep.eq(hz_fresh & wait_compute), blocked_room.eq(~cq_room),
                              dispatch.eq(hz_fresh & ~wait_compute & cq_room), push_cq.eq(1)]
-                m.d.comb += [new_cq.cmd.op.eq(TileOp.COMPUTE), new_cq.cmd.accumulate.eq(insn[4]),
-                             new_cq.cmd.count.eq(cp_count), new_cq.cmd.act_addr.eq(cp_act),
-                             new_cq.cmd.wgt_addr.eq(cp_wgt), new_cq.cmd.acc_addr.eq(cp_acc),
-                             new_cq.act_hi.eq(cp_act_hi), new_cq.wgt_hi.eq(cp_wgt_hi)]
-                if cfg.sparse:
-                    m.d.comb += [new_cq.cmd.sparse.eq(cp_sparse), new_cq.cmd.part.eq(cp_part),
-                                 new_cq.cmd.idx_addr.eq(cp_idx)]
+                m.d.comb += entry_fields(Opcode.COMPUTE, new_cq, new_dq)
             with m.Elif(d_is_op[Opcode.STORE]):
                 m.d.comb += [blocked_dep.eq(hz_fresh & wait_store), blocked_room.eq(~(cq_room & dq_room)),
                              dispatch.eq(hz_fresh & ~wait_store & cq_room & dq_room), push_cq.eq(1),
                              push_dq.eq(1)]
-                m.d.comb += [new_cq.cmd.op.eq(TileOp.OUTPUT), new_cq.cmd.count.eq(st_count),
-                             new_cq.cmd.acc_addr.eq(st_acc), new_cq.cmd.param_addr.eq(st_param),
-                             new_cq.cmd.zero_point.eq(side_r_data.zero_point),
-                             new_cq.cmd.clamp_lo.eq(side_r_data.clamp_lo),
-                             new_cq.cmd.clamp_hi.eq(side_r_data.clamp_hi)]
-                m.d.comb += [new_dq.cmd.store.eq(1), new_dq.cmd.rows.eq(st_count)]
+                m.d.comb += entry_fields(Opcode.STORE, new_cq, new_dq)
             with m.Elif(d_is_op[Opcode.FENCE]):
                 m.d.comb += [blocked_room.eq(~all_idle), dispatch.eq(hz_fresh & all_idle)]
             with m.Elif(d_is_op[Opcode.END]):
                 m.d.comb += dispatch.eq(hz_fresh)
                 with m.If(hz_fresh):
                     m.d.sync += [stopping.eq(1), stop_end.eq(1)]
-        m.d.comb += [new_dq.cmd.mem_addr.eq(mem_addr), new_dq.cmd.stride.eq(stride), new_dq.slot.eq(slot)]
+        def dq_common(dq_entry):
+            """The DMA queue entry's fields every instruction gives (a LOAD's or a STORE's)."""
+            return [dq_entry.cmd.mem_addr.eq(mem_addr), dq_entry.cmd.stride.eq(stride), dq_entry.slot.eq(slot)]
+
+        m.d.comb += dq_common(new_dq)
         last_slot = Signal(cfg.ring_bits)   # the ring's last slot, registered (an equality below)
         m.d.sync += last_slot.eq(ring_size - 1)
         if sequential:
@@ -599,8 +610,15 @@ class _Core(Elaboratable):
                 # start two cycles after a dispatch: they see the entries.
                 cq_push, dq_push = Signal(name="cq_push"), Signal(name="dq_push")
                 staged_cq, staged_dq = Signal(cq_layout), Signal(dq_layout)
+                # The staged fields are picked by the opcode alone (they matter only when
+                # pushed): no dispatch condition reaches the staging registers.
+                raw_cq, raw_dq = Signal(cq_layout), Signal(dq_layout)
+                m.d.comb += dq_common(raw_dq)
+                for op in (Opcode.LOAD, Opcode.COMPUTE, Opcode.STORE):
+                    with m.If(d_is_op[op]):
+                        m.d.comb += entry_fields(op, raw_cq, raw_dq)
                 m.d.sync += [cq_push.eq(dispatch & push_cq), dq_push.eq(dispatch & push_dq),
-                             staged_cq.eq(new_cq), staged_dq.eq(new_dq)]
+                             staged_cq.eq(raw_cq), staged_dq.eq(raw_dq)]
                 new_cq, new_dq = staged_cq, staged_dq
             m.d.comb += staging.eq(cq_push | dq_push if two_stage else 0)
             bookkeeping(cq, cq_wr, cq_send, cq_ret, cq_live, cq_sent_bits, cq_push, new_cq, cq_sent, cq_retire)

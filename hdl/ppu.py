@@ -382,6 +382,11 @@ class PostProcessor(wiring.Component):
             m.d.sync += may_start.eq(pipeline_empty & ~issue)
         else:
             m.d.comb += may_start.eq(pipeline_empty)
+        if cfg.register_slices:
+            # (Loaded every cycle: the read port holds the entry until the next read, and an
+            # enable from the state machine would be a route to every one of its registers.)
+            param_q = Signal.like(param_r.data)
+            m.d.sync += param_q.eq(param_r.data)
         with m.FSM() as fsm:
             # With register slices the parameter entry is read from the command register and
             # registered before the lanes take it (its block RAMs spread over a large device;
@@ -395,13 +400,13 @@ class PostProcessor(wiring.Component):
                     m.d.sync += [cmd.eq(self.cmd.payload), remaining.eq(self.cmd.payload.count),
                                  addr.eq(self.cmd.payload.acc_addr)]
                     m.next = "READ" if slices else "PARAMS"
-            param_q = Signal.like(param_r.data) if slices else param_r.data
+            if not slices:
+                param_q = param_r.data
             if slices:
                 with m.State("READ"):
                     m.d.comb += [param_r.addr.eq(cmd.param_addr), param_r.en.eq(1)]
                     m.next = "FETCH"
                 with m.State("FETCH"):
-                    m.d.sync += param_q.eq(param_r.data)
                     m.next = "PARAMS"
             with m.State("PARAMS"):
                 m.d.sync += lane.eq(param_q)

@@ -120,14 +120,24 @@ class RequestSlice(wiring.Component):
                 m.d.sync += out_valid.eq(0)
             return m
         accepted = up.cyc & up.stb & ~skid_valid
+        held = out_valid & ~taken       # the slave stalls the presented request
         with m.If(~up.cyc):
             m.d.sync += [out_valid.eq(0), skid_valid.eq(0)]
-        with m.Elif(out_valid & ~taken):
-            # The slave stalls the presented request: a new one waits in the skid entry.
+        with m.Elif(held):
+            # A new request waits in the skid entry.
             with m.If(accepted):
-                m.d.sync += [skid_valid.eq(1), *(skid[n].eq(getattr(up, n)) for n in fields)]
+                m.d.sync += skid_valid.eq(1)
         with m.Elif(skid_valid):
-            m.d.sync += [out_valid.eq(1), skid_valid.eq(0), *(out[n].eq(skid[n]) for n in fields)]
+            m.d.sync += [out_valid.eq(1), skid_valid.eq(0)]
         with m.Else():
-            m.d.sync += [out_valid.eq(accepted), *(out[n].eq(getattr(up, n)) for n in fields)]
+            m.d.sync += out_valid.eq(accepted)
+        # The fields are loaded as if every request were valid (only the valid bits say
+        # which are): the master's cyc and stb stay off the fields' enables.
+        with m.If(held):
+            with m.If(~skid_valid):
+                m.d.sync += [skid[n].eq(getattr(up, n)) for n in fields]
+        with m.Elif(skid_valid):
+            m.d.sync += [out[n].eq(skid[n]) for n in fields]
+        with m.Else():
+            m.d.sync += [out[n].eq(getattr(up, n)) for n in fields]
         return m
