@@ -106,20 +106,25 @@ def test_report_of_an_unrouted_design_has_no_fmax_and_says_where_routing_stood(t
                                     "       1.76     264.13|") == "16616 arcs left to route (router1, 104000 iterations)"
 
 
+def _stand_in_tools(tmp_path, monkeypatch, scripts):
+    """Shell scripts standing in for the toolchain: {environment variable: script body}."""
+    fake = tmp_path / "tools"
+    fake.mkdir()
+    for var, body in scripts.items():
+        (fake / var).write_text("#!/bin/sh\n" + body)
+        (fake / var).chmod(0o755)
+        monkeypatch.setenv(var, str(fake / var))
+    return fake
+
+
 def test_place_and_route_past_its_time_limit_is_stopped_with_a_report(tmp_path, monkeypatch):
     # Stand-in tools: Yosys does nothing; nextpnr logs a placement and router2 iterations, then
     # would route for a minute (as nextpnr does, without end, on a congested design).
-    fake = tmp_path / "tools"
-    fake.mkdir()
-    (fake / "yosys").write_text("#!/bin/sh\nexit 0\n")
-    (fake / "nextpnr").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'nextpnr-args'}\n"
-                                  "while [ \"$1\" != --log ]; do shift; done\n"
-                                  f"cat > \"$2\" <<'EOF'\n{UNROUTED_LOG}EOF\nsleep 60\n")
-    for tool in ("yosys", "nextpnr"):
-        (fake / tool).chmod(0o755)
-    monkeypatch.setenv("YOSYS", str(fake / "yosys"))
-    monkeypatch.setenv("NEXTPNR_ICE40", str(fake / "nextpnr"))
-    monkeypatch.setenv("ICEPACK", str(fake / "yosys"))
+    _stand_in_tools(tmp_path, monkeypatch, {
+        "YOSYS": "exit 0\n", "ICEPACK": "exit 0\n",
+        "NEXTPNR_ICE40": f"echo \"$@\" > {tmp_path / 'nextpnr-args'}\n"
+                         "while [ \"$1\" != --log ]; do shift; done\n"
+                         f"cat > \"$2\" <<'EOF'\n{UNROUTED_LOG}EOF\nsleep 60\n"})
     config = NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4)
     lines = []
     with pytest.raises(board_build.BuildError,
@@ -145,21 +150,14 @@ ERROR: Failed to route arc 0.0 of net 'reset_sync_rst', from X67/Y2/Q4_SLICE to 
 
 def test_place_and_route_tries_another_seed_when_a_global_buffer_is_unreachable(tmp_path, monkeypatch):
     # Stand-in tools: nextpnr fails to route into a DCCA with seeds 1 and 2, routes with 3.
-    fake = tmp_path / "tools"
-    fake.mkdir()
-    (fake / "yosys").write_text("#!/bin/sh\nexit 0\n")
-    (fake / "ecppack").write_text("#!/bin/sh\nwhile [ \"$1\" != --bit ]; do shift; done\ntouch \"$2\"\n")
-    (fake / "nextpnr").write_text(
-        f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'nextpnr-args'}\n"
-        "case \"$*\" in *'--seed 3'*) good=1;; *) good=0;; esac\n"
-        "while [ \"$1\" != --log ]; do shift; done\n"
-        f"if [ $good = 1 ]; then cat > \"$2\" <<'EOF'\n{NEXTPNR_LOG}EOF\nexit 0; fi\n"
-        f"cat > \"$2\" <<'EOF'\n{DCC_UNROUTABLE_LOG}EOF\nexit 1\n")
-    for tool in ("yosys", "ecppack", "nextpnr"):
-        (fake / tool).chmod(0o755)
-    monkeypatch.setenv("YOSYS", str(fake / "yosys"))
-    monkeypatch.setenv("NEXTPNR_ECP5", str(fake / "nextpnr"))
-    monkeypatch.setenv("ECPPACK", str(fake / "ecppack"))
+    fake = _stand_in_tools(tmp_path, monkeypatch, {
+        "YOSYS": "exit 0\n",
+        "ECPPACK": "while [ \"$1\" != --bit ]; do shift; done\ntouch \"$2\"\n",
+        "NEXTPNR_ECP5": f"echo \"$@\" >> {tmp_path / 'nextpnr-args'}\n"
+                        "case \"$*\" in *'--seed 3'*) good=1;; *) good=0;; esac\n"
+                        "while [ \"$1\" != --log ]; do shift; done\n"
+                        f"if [ $good = 1 ]; then cat > \"$2\" <<'EOF'\n{NEXTPNR_LOG}EOF\nexit 0; fi\n"
+                        f"cat > \"$2\" <<'EOF'\n{DCC_UNROUTABLE_LOG}EOF\nexit 1\n"})
     config = NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4)
     lines = []
     report = board_build.build_board("ulx3s-25f", config, tmp_path / "out", echo=lines.append)
@@ -169,7 +167,7 @@ def test_place_and_route_tries_another_seed_when_a_global_buffer_is_unreachable(
     assert sum("could not reach a global buffer" in line for line in lines) == 2
     # Other place-and-route failures are not retried.
     (tmp_path / "nextpnr-args").unlink()
-    (fake / "nextpnr").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'nextpnr-args'}\n"
+    (fake / "NEXTPNR_ECP5").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'nextpnr-args'}\n"
                                   "while [ \"$1\" != --log ]; do shift; done\n"
                                   "echo 'ERROR: Unable to place cell' > \"$2\"; exit 1\n")
     with pytest.raises(board_build.BuildError, match="place-and-route failed"):
