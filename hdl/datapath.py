@@ -180,7 +180,11 @@ class Datapath(wiring.Component):
         q_cmd = Signal(cmd_layout)
         q_bank = Signal()
         q_pop = Signal()
-        push_ok = ~q_valid | q_pop
+        # With register slices the loader pushes only into an empty slot, not into one
+        # emptying this cycle: the slot's enable then comes from registers, not from the
+        # streamer's and the post-processor's state (a pushed command waits for the tile
+        # streaming anyway, so this costs at most a cycle per tile).
+        push_ok = ~q_valid if cfg.register_slices else ~q_valid | q_pop
 
         next_bank = Signal()
         banks = cfg.weight_banks

@@ -297,25 +297,30 @@ class DMAUnit(wiring.Component):
         eb = c.element_bytes
         out_bytes = Cat(*(_sign_extend(self.rows_in.payload[n], 8 * eb) for n in range(c.cols)))
         if c.register_slices:
-            # A second row register behind it: a row is taken whenever one of the two is
-            # free (registered), not when the bus accepts the row's last word.
-            srow_next = Signal.like(srow)
-            next_valid = Signal()
-            take_row = can_take & ~next_valid
+            # Two row registers, written in turn and read in turn: a row is taken whenever
+            # one is free (registered). The bus's accept moves only the read slot and the
+            # count of rows held, never a row register's enable (a slot is written while it
+            # is free, whether or not a row comes: only ``taken`` counts it).
+            slots = [Signal.like(srow, name=f"srow_slot{i}") for i in range(2)]
+            wr_slot, rd_slot = Signal(), Signal()
+            full = Signal()             # both slots hold a row (srow_valid: at least one)
+            take_row = can_take & ~full
             taken = take_row & self.rows_in.valid
-            m.d.comb += self.rows_in.ready.eq(take_row)
+            m.d.comb += [self.rows_in.ready.eq(take_row), srow.eq(Mux(rd_slot, slots[1], slots[0]))]
+            for i, slot in enumerate(slots):
+                with m.If(~full & (wr_slot == i)):
+                    m.d.sync += slot.eq(out_bytes)
             with m.If(taken):
-                m.d.sync += [capture_left.eq(capture_left - 1), capture_some.eq(capture_left != 1)]
-            with m.If(~srow_valid | last_accept):
-                # The head register is free (or frees now): fill it from behind, else the new row.
-                with m.If(next_valid):      # (no row is taken while it is full)
-                    m.d.sync += [srow.eq(srow_next), srow_valid.eq(1), next_valid.eq(0)]
-                with m.Else():
-                    m.d.sync += [srow.eq(out_bytes), srow_valid.eq(taken)]
-            with m.Elif(taken):
-                m.d.sync += [srow_next.eq(out_bytes), next_valid.eq(1)]
-            with m.If(take_cmd):
-                m.d.sync += next_valid.eq(0)
+                m.d.sync += [capture_left.eq(capture_left - 1), capture_some.eq(capture_left != 1),
+                             wr_slot.eq(~wr_slot)]
+            with m.If(last_accept):
+                m.d.sync += rd_slot.eq(~rd_slot)
+            with m.If(taken & ~last_accept):
+                m.d.sync += [srow_valid.eq(1), full.eq(srow_valid)]
+            with m.Elif(last_accept & ~taken):
+                m.d.sync += [srow_valid.eq(full), full.eq(0)]
+            with m.If(idle):
+                m.d.sync += [full.eq(0), wr_slot.eq(0), rd_slot.eq(0)]
         else:
             # One row register: a row is taken when it is free or its last word is being
             # accepted. After a serial requantiser (a row in 17 cycles or more) only when it

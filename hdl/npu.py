@@ -27,7 +27,7 @@ from . import wishbone
 from .datapath import Datapath
 from .dma import DMAUnit, bus_signature, dma_command_layout, side_param_layout
 from .fetch import Fetcher
-from .pipeline import StreamSlice
+from .pipeline import StreamSlice, fanout, step_count
 from .ram import CollisionFreeReadPort
 from .isa import FIELDS, INSTRUCTION_BYTES, Buffer, ErrorCode, Opcode, reserved_mask
 from .layouts import TileOp, command_layout
@@ -176,8 +176,10 @@ class _Core(Elaboratable):
 
         # --- Bus arbiter: instruction fetch and DMA share the master --------------------
         # The master leaves through a register slice: no combinational path from the
-        # units' address logic into the interconnect, or from its stall back.
-        m.submodules.bus_slice = bus_slice = wishbone.RequestSlice(bus_signature(cfg), registered=cfg.register_slices)
+        # units' address logic into the interconnect, or from its stall back, or from the
+        # interconnect's answers into the units' response logic (answers a cycle later).
+        m.submodules.bus_slice = bus_slice = wishbone.RequestSlice(bus_signature(cfg), registered=cfg.register_slices,
+                                                                   registered_answers=True)
         wiring.connect(m, bus_slice.down, wiring.flipped(npu.bus))
         bus = bus_slice.up
         if sequential:
@@ -281,7 +283,7 @@ class _Core(Elaboratable):
             # COMPUTE in the scoreboard a cycle longer.
             compute_retire = Signal()
             m.d.sync += compute_retire.eq(dp.compute_retire)
-            m.d.sync += retire_credits.eq(retire_credits + compute_retire - (cq_retire & oldest_is_compute))
+            m.d.sync += retire_credits.eq(step_count(retire_credits, compute_retire, cq_retire & oldest_is_compute))
             dq_retire = dma.done
 
         # --- Decode -------------------------------------------------------------------
@@ -750,6 +752,13 @@ class _Core(Elaboratable):
         }
         assert list(events) == list(PERF_COUNTERS)
         counters = {}
+        built = [name for name in events if cfg.builds_counter(name)]
+        if cfg.register_slices:
+            # PERF_CLEAR takes effect a cycle after its write, from a register per counter
+            # (not the write's decode driving the resets of 720 flip-flops).
+            clears = dict(zip(built, fanout(m, perf_clear, len(built), name="perf_clear")))
+        else:
+            clears = dict.fromkeys(built, perf_clear)
         for name, event in events.items():
             if not cfg.builds_counter(name):
                 continue        # its registers read 0
@@ -758,7 +767,7 @@ class _Core(Elaboratable):
             seen = Signal(event.shape(), name=f"event_{name}")
             m.d.sync += seen.eq(event)
             counter = counters[name] = Signal(cfg.perf_counter_bits, name=f"perf_{name}")
-            with m.If(perf_clear):
+            with m.If(clears[name]):
                 m.d.sync += counter.eq(0)
             with m.Else():
                 m.d.sync += counter.eq(counter + seen)
@@ -786,12 +795,29 @@ class _Core(Elaboratable):
         for name, counter in counters.items():
             words[_word(f"PERF_{name.upper()}_LO")] = counter[:32]
             words[_word(f"PERF_{name.upper()}_HI")] = hi_latch
-        with m.If(self.csr_accept & ~csr.we):
-            # Reading a counter's low word latches its high word (one case per counter).
-            with m.Switch(csr.adr):
-                for name, counter in counters.items():
-                    with m.Case(_word(f"PERF_{name.upper()}_LO")):
-                        m.d.sync += hi_latch.eq(counter[32:])
+        # Reading a counter's low word latches its high word as it was in that cycle, in two
+        # stages (the latch is read by a later access): the addressed counter's high word
+        # of each group of eight counters, registered, then the group's.
+        hi_groups = {}
+        for name, counter in counters.items():
+            word = _word(f"PERF_{name.upper()}_LO")
+            hi_groups.setdefault(word >> 3, {})[word & 7] = counter[32:]
+        latch, latch_group = Signal(), Signal(len(csr.adr) - 3)
+        lo_read = self.csr_accept & ~csr.we & Cat(*(csr.adr == _word(f"PERF_{name.upper()}_LO")
+                                                     for name in counters)).any()
+        m.d.sync += [latch.eq(lo_read), latch_group.eq(csr.adr[3:])]
+        hi_parts = {}
+        for group, entries in hi_groups.items():
+            part = hi_parts[group] = Signal(32, name=f"hi_group{group}")
+            with m.Switch(csr.adr[:3]):
+                for low, value in entries.items():
+                    with m.Case(low):
+                        m.d.sync += part.eq(value)
+        with m.If(latch):
+            with m.Switch(latch_group):
+                for group, part in hi_parts.items():
+                    with m.Case(group):
+                        m.d.sync += hi_latch.eq(part)
         dat_r = Signal(32)
         if not cfg.register_slices:
             with m.Switch(csr.adr):

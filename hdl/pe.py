@@ -178,9 +178,10 @@ def registered_dsp(platform):
     return str(getattr(platform, "device", "")).startswith(("LFE5U", "LFE5UM"))
 
 
-def mult18x18d_registered(a, w, p):
+def mult18x18d_registered(a, w, p, *, pipeline=True):
     """An ECP5 MULT18X18D with its input, pipeline and output registers on: ``p`` is
-    ``a * w`` (signed) of three cycles before, and no logic-cell register sits between the
+    ``a * w`` (signed) of three cycles before (two with ``pipeline=False``: input and output
+    registers only), and no logic-cell register sits between the
     operands' registers and the block or between the block and the adder. (As Yosys maps a
     ``*`` the block is combinational, and the fabric registers around it may be placed far
     from it: the routes to and from the block each took 4 ns on a full ULX3S-25F.)
@@ -198,7 +199,8 @@ def mult18x18d_registered(a, w, p):
     product = Signal(36)
     instance = Instance(
         "MULT18X18D",
-        p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_PIPELINE_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+        p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_PIPELINE_CLK="CLK0" if pipeline else "NONE",
+        p_REG_OUTPUT_CLK="CLK0",
         p_GSR="DISABLED", p_RESETMODE="SYNC",
         **top_aligned(a, "A"), **top_aligned(w, "B"), **{f"i_C{i}": 0 for i in range(18)},
         i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,

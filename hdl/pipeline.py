@@ -79,10 +79,14 @@ class StreamSlice(wiring.Component):
         m.d.comb += self.i.ready.eq(~skid_valid)
         taken = self.o.valid & self.o.ready
         accepted = self.i.valid & ~skid_valid
+        # The skid entry follows the input whenever it is empty (its enable is a register,
+        # not the consumer's ready); it keeps what it has from the cycle it becomes valid.
+        with m.If(~skid_valid):
+            m.d.sync += skid.eq(self.i.payload)
         with m.If(self.o.valid & ~taken):
             # The consumer holds back the presented entry: a new one waits in the skid entry.
             with m.If(accepted):
-                m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
+                m.d.sync += skid_valid.eq(1)
         with m.Elif(skid_valid):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
         with m.Else():

@@ -6,7 +6,7 @@ and every accepted request is answered, in order, by exactly one cycle of ``ack`
 ``err``. A master may drop ``cyc`` to abandon the requests it is waiting for.
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -71,6 +71,10 @@ class RequestSlice(wiring.Component):
         False for a slave that never stalls (``stall`` tied low, as the board RAMs): one
         request register, no skid entry, and the master is never stalled, at full
         throughput. A cut from master to slave only (nothing comes back but answers).
+    registered_answers : bool
+        The answers (``ack``, ``err``, ``dat_r``) registered as well: a cut from slave to
+        master too, at a cycle more per answer (the master must keep ``cyc`` until its
+        answers are in, as ours do).
 
     Members
     -------
@@ -80,9 +84,10 @@ class RequestSlice(wiring.Component):
         Towards the slave.
     """
 
-    def __init__(self, signature, *, registered=True, skid=True, slave_stalls=True):
+    def __init__(self, signature, *, registered=True, skid=True, slave_stalls=True, registered_answers=False):
         self._sig = signature
         self._registered = registered
+        self._registered_answers = registered and registered_answers
         self._skid = skid
         self._slave_stalls = slave_stalls
         super().__init__({"up": In(signature), "down": Out(signature)})
@@ -99,10 +104,11 @@ class RequestSlice(wiring.Component):
         out = {name: Signal.like(getattr(up, name), name=f"out_{name}") for name in fields}
         cyc = Signal()
         m.d.sync += cyc.eq(up.cyc)
-        m.d.comb += [down.cyc.eq(cyc), down.stb.eq(out_valid), up.stall.eq(skid_valid),
-                     up.dat_r.eq(down.dat_r), up.ack.eq(down.ack)]
+        m.d.comb += [down.cyc.eq(cyc), down.stb.eq(out_valid), up.stall.eq(skid_valid)]
+        answers = m.d.sync if self._registered_answers else m.d.comb
+        answers += [up.dat_r.eq(down.dat_r), up.ack.eq(down.ack)]
         if "err" in self._sig.members:
-            m.d.comb += up.err.eq(down.err)
+            answers += up.err.eq(down.err)
         m.d.comb += [getattr(down, name).eq(out[name]) for name in fields]
         taken = out_valid & ~down.stall
         if not self._slave_stalls:
@@ -132,12 +138,11 @@ class RequestSlice(wiring.Component):
         with m.Else():
             m.d.sync += out_valid.eq(accepted)
         # The fields are loaded as if every request were valid (only the valid bits say
-        # which are): the master's cyc and stb stay off the fields' enables.
-        with m.If(held):
-            with m.If(~skid_valid):
-                m.d.sync += [skid[n].eq(getattr(up, n)) for n in fields]
-        with m.Elif(skid_valid):
-            m.d.sync += [out[n].eq(skid[n]) for n in fields]
-        with m.Else():
-            m.d.sync += [out[n].eq(getattr(up, n)) for n in fields]
+        # which are): the master's cyc and stb stay off the fields' enables. The skid entry
+        # follows the master whenever it is empty (its enable is a register, not the
+        # slave's stall); it keeps what it has from the cycle it becomes valid.
+        with m.If(~skid_valid):
+            m.d.sync += [skid[n].eq(getattr(up, n)) for n in fields]
+        with m.If(~held):
+            m.d.sync += [out[n].eq(Mux(skid_valid, skid[n], getattr(up, n))) for n in fields]
         return m

@@ -1,8 +1,9 @@
 // Behavioural model of the ECP5 MULT18X18D, for simulation only (Yosys ships no model of
-// it), in the one configuration the NPU instantiates (npu.hdl.pe.mult18x18d_registered):
-// A and B signed, the input, pipeline and output registers all on CLK0 with CE0, RST0 tied
-// low. P is the 36-bit signed product, three clock edges after its operands. Any other
-// configuration stops elaboration rather than simulate something the model does not do.
+// it), in the configurations the NPU instantiates (npu.hdl.pe.mult18x18d_registered):
+// A and B signed, the input and output registers on CLK0 with CE0, the pipeline register
+// on CLK0 or left out ("NONE"), RST0 tied low. P is the 36-bit signed product, three clock
+// edges after its operands (two without the pipeline register). Any other configuration
+// stops elaboration rather than simulate something the model does not do.
 module MULT18X18D(
     input A0, A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12, A13, A14, A15, A16, A17,
     input B0, B1, B2, B3, B4, B5, B6, B7, B8, B9, B10, B11, B12, B13, B14, B15, B16, B17,
@@ -17,8 +18,8 @@ module MULT18X18D(
     parameter RESETMODE = "SYNC";
     parameter SOURCEB_MODE = "B_SHIFT";
     generate
-        if (REG_INPUTA_CLK != "CLK0" || REG_INPUTB_CLK != "CLK0" || REG_PIPELINE_CLK != "CLK0"
-                || REG_OUTPUT_CLK != "CLK0")
+        if (REG_INPUTA_CLK != "CLK0" || REG_INPUTB_CLK != "CLK0"
+                || (REG_PIPELINE_CLK != "CLK0" && REG_PIPELINE_CLK != "NONE") || REG_OUTPUT_CLK != "CLK0")
             ERROR_MULT18X18D_MODE_NOT_MODELLED error();
     endgenerate
     reg signed [17:0] a_q, b_q;
@@ -28,7 +29,7 @@ module MULT18X18D(
             a_q <= {A17, A16, A15, A14, A13, A12, A11, A10, A9, A8, A7, A6, A5, A4, A3, A2, A1, A0};
             b_q <= {B17, B16, B15, B14, B13, B12, B11, B10, B9, B8, B7, B6, B5, B4, B3, B2, B1, B0};
             product_q <= a_q * b_q;
-            p_q <= product_q;
+            p_q <= (REG_PIPELINE_CLK == "NONE") ? a_q * b_q : product_q;
         end
     end
     // SIGNEDA, SIGNEDB must be 1 and SOURCEA, SOURCEB, RST0 0: checked when they change.

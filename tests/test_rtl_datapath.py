@@ -96,7 +96,8 @@ class _ECP5DSP:
 @pytest.mark.parametrize("name", ["3x5", "2x3-int6-acc16"])
 @pytest.mark.parametrize("test, seed", [("random_gemms", 1), ("back_to_back_tiles", 1), ("random_programs", 2)])
 def test_datapath_rtl_on_registered_mult18x18d(name, test, seed):
-    """The array with a registered ECP5 MULT18X18D per cell and the accumulators' control
+    """The array with a registered ECP5 MULT18X18D per cell, the requantiser's limb products
+    in MULT18X18Ds (input and output registers), and the accumulators' control
     copies as TRELLIS_FF instances (our behavioural models under Icarus): the same results
     and schedule as with the cells' own registers."""
     from pathlib import Path
@@ -109,7 +110,11 @@ def test_datapath_rtl_on_registered_mult18x18d(name, test, seed):
                extra_env={"NPU_SEED": str(seed)}, platform=_ECP5DSP(),
                extra_sources=[Path(npu.sim.__file__).parent / name for name in ("MULT18X18D.v", "TRELLIS_FF.v")])
     verilog = (build / "npu.v").read_text()
-    assert verilog.count("MULT18X18D ") == config.rows * config.cols
+    # One block per cell, and one per 16-bit limb product in each requantiser lane.
+    from npu.generators.config import REQUANT_MULT_WIDTH
+    assert config.requantiser == "pipelined"
+    lane_blocks = -(-config.acc_width // 16) * -(-REQUANT_MULT_WIDTH // 16)
+    assert verilog.count("MULT18X18D ") == config.rows * config.cols + config.requant_lanes * lane_blocks
     # The accumulator columns' copies of the row control are flip-flop instances (kept apart).
     assert verilog.count("TRELLIS_FF ") > 0
     assert "a_q0" not in verilog        # no operand register left in the cells
