@@ -168,31 +168,39 @@ class BoardSoC(wiring.Component):
         # stalls, so one register at full throughput): its blocks sit at the device's corners.
         slices = {}
         for name in ("ram", "npu", "bridge"):
-            sig = wishbone.Signature(addr_width=ram_aw, data_width=cfg.bus_width, with_err=False)
+            # (The NPU's slice takes its whole address, decoded behind the slice.)
+            sig = npu.bus.signature if name == "npu" else \
+                wishbone.Signature(addr_width=ram_aw, data_width=cfg.bus_width, with_err=False)
             cut = cfg.register_slices or name == "ram"
+            # The NPU's requests are decoded (RAM or not) before its slice.
+            decode = (lambda adr: _in_range(adr, MEMORY_BASE // bb, self.ram_bytes // bb)) if name == "npu" else None
             slices[name] = m.submodules[f"{name}_slice"] = wishbone.RequestSlice(
-                sig, registered=cut, slave_stalls=cfg.register_slices)
+                sig, registered=cut, slave_stalls=cfg.register_slices, decode=decode)
         wiring.connect(m, arbiter.slave, slices["ram"].up)
         wiring.connect(m, slices["ram"].down, ram.bus)
-        wiring.connect(m, slices["npu"].down, arbiter.masters[0])
         wiring.connect(m, slices["bridge"].down, arbiter.masters[1])
-        from_npu, from_bridge = slices["npu"].up, slices["bridge"].up
+        from_bridge = slices["bridge"].up
 
         # --- The NPU's DMA master: RAM, or err ---------------------------------------------
-        n = npu.bus
-        in_ram = _in_range(n.adr, MEMORY_BASE // bb, self.ram_bytes // bb)
-        ram_out = Signal(range(8))      # requests to the RAM not yet answered
+        # Its requests are registered before they go on, their address decoded on the way in:
+        # the stall the NPU sees is the slice's, and the one the slice sees picks by a
+        # registered verdict.
+        wiring.connect(m, npu.bus, slices["npu"].up)
+        n, to_ram = slices["npu"].down, arbiter.masters[0]
+        in_ram = slices["npu"].hit
+        # Requests to the RAM not yet answered: at most the arbiter's limit.
+        ram_out = Signal(range(outstanding + 1))
         err_pending = Signal()          # an out-of-range request, answered err in this cycle
-        m.d.comb += [from_npu.cyc.eq(n.cyc), from_npu.stb.eq(n.stb & in_ram & ~err_pending),
-                     from_npu.we.eq(n.we), from_npu.adr.eq(n.adr[:ram_aw]), from_npu.dat_w.eq(n.dat_w),
-                     from_npu.sel.eq(n.sel), n.dat_r.eq(from_npu.dat_r), n.ack.eq(from_npu.ack),
+        m.d.comb += [to_ram.cyc.eq(n.cyc), to_ram.stb.eq(n.stb & in_ram & ~err_pending),
+                     to_ram.we.eq(n.we), to_ram.adr.eq(n.adr[:ram_aw]), to_ram.dat_w.eq(n.dat_w),
+                     to_ram.sel.eq(n.sel), n.dat_r.eq(to_ram.dat_r), n.ack.eq(to_ram.ack),
                      n.err.eq(err_pending),
                      # An err must not overtake the RAM's answers: wait until they are in.
-                     n.stall.eq(err_pending | Mux(in_ram, from_npu.stall, ram_out != 0))]
+                     n.stall.eq(err_pending | Mux(in_ram, to_ram.stall, ram_out != 0))]
         with m.If(~n.cyc):
             m.d.sync += [ram_out.eq(0), err_pending.eq(0)]
         with m.Else():
-            m.d.sync += [ram_out.eq(step_count(ram_out, from_npu.stb & ~from_npu.stall, from_npu.ack)),
+            m.d.sync += [ram_out.eq(step_count(ram_out, to_ram.stb & ~to_ram.stall, to_ram.ack)),
                          err_pending.eq(n.stb & ~n.stall & ~in_ram)]
 
         # --- The bridge's master: registers, info block, RAM, or err ---------------------

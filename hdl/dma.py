@@ -352,12 +352,33 @@ class DMAUnit(wiring.Component):
         param_word = Const(0, 1)
         if streamed:
             param_word = (cmd.buffer == Buffer.PARAM) & ~cmd.fetch
-        with m.If(ack & ~cmd.store):
-            with m.If(~param_word):
-                m.d.sync += row_reg.word_select(resp_word[:max(1, (row_reg_words - 1).bit_length())], bw).eq(
-                    self.bus.dat_r)
-            with m.If((resp_word == last_word_index) & ~stopping & ~err):
-                m.d.sync += [row_write.eq(1), row_write_addr.eq(cmd.buf_addr + resp_row)]
+        # With register slices an answer's word goes into the row register a cycle later,
+        # from registers: the word, and one enable register per word of the row (not the
+        # bus's ack decoded into the enables of hundreds of flip-flops spread over the
+        # device, beside the buffers they feed).
+        staged = c.register_slices and not held and not streamed
+        row_staged = Const(0, 1)        # a row's last word is on its way into the row register
+        if staged:
+            word_data = Signal(bw)
+            word_en = Signal(row_reg_words)
+            row_staged = Signal()
+            staged_addr = Signal.like(row_write_addr)
+            m.d.sync += [word_data.eq(self.bus.dat_r),
+                         word_en.eq(Cat(*(ack & ~cmd.store & (resp_word == k) for k in range(row_reg_words)))),
+                         row_staged.eq(ack & ~cmd.store & (resp_word == last_word_index) & ~stopping & ~err),
+                         staged_addr.eq(cmd.buf_addr + resp_row)]
+            for k in range(row_reg_words):
+                with m.If(word_en[k]):
+                    m.d.sync += row_reg.word_select(k, bw).eq(word_data)
+            with m.If(row_staged):
+                m.d.sync += [row_write.eq(1), row_write_addr.eq(staged_addr)]
+        else:
+            with m.If(ack & ~cmd.store):
+                with m.If(~param_word):
+                    m.d.sync += row_reg.word_select(resp_word[:max(1, (row_reg_words - 1).bit_length())], bw).eq(
+                        self.bus.dat_r)
+                with m.If((resp_word == last_word_index) & ~stopping & ~err):
+                    m.d.sync += [row_write.eq(1), row_write_addr.eq(cmd.buf_addr + resp_row)]
 
         # Buffer writes of complete rows, fields cut out of the row per the row format.
         def field_value(f):
@@ -420,7 +441,7 @@ class DMAUnit(wiring.Component):
                 m.d.comb += getattr(self.side_wr.payload.data, f.name).eq(field_value(f))
 
         # --- Command sequencing -----------------------------------------------------
-        finished = running & req_done & ~pending & ~row_write & ~stopping
+        finished = running & req_done & ~pending & ~row_staged & ~row_write & ~stopping
         m.d.comb += self.cmd.ready.eq(~running & ~stopping)
         with m.If(take_cmd):
             m.d.sync += running.eq(1)

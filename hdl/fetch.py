@@ -92,6 +92,7 @@ class Fetcher(wiring.Component):
 
         fetch_slot = Signal(S)
         at_last = Signal()          # fetch_slot is the ring's last slot
+        resp_at_last = Signal()     # resp_slot is the ring's last slot
         req_word = Signal(range(max(words, 2)))
         resp_slot = Signal(S)
         resp_word = Signal(range(max(words, 2)))
@@ -224,7 +225,9 @@ class Fetcher(wiring.Component):
                          fault_addr.eq(resp_addr), fault_slot.eq(resp_slot)]
 
         with m.If(ack | err):
-            advance(resp_word, resp_slot, resp_addr)
+            advance(resp_word, resp_slot, resp_addr, wrap=resp_at_last)
+            with m.If(resp_word == words - 1):
+                m.d.sync += resp_at_last.eq(Mux(resp_at_last, last_slot == 0, resp_slot == last_but_one))
         # Every word answered goes in. After an ERR nothing more does: the words of the
         # instruction it cut short stay in the FIFO, never a whole instruction, so never
         # dispatched (a restart empties the FIFO).
@@ -249,7 +252,7 @@ class Fetcher(wiring.Component):
             m.d.comb += req_addr_next.eq(head_addr)
             m.d.sync += resp_addr.eq(head_addr)
             m.d.sync += [fetch_slot.eq(self.head), resp_slot.eq(self.head), out_slot.eq(self.head),
-                         at_last.eq(self.head == last_slot),
+                         at_last.eq(self.head == last_slot), resp_at_last.eq(self.head == last_slot),
                          req_word.eq(0), resp_word.eq(0),
                          reserved.eq(0), full.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0), asking.eq(0),
                          slots_left.eq(0)]

@@ -580,9 +580,11 @@ class _Core(Elaboratable):
         m.d.comb += dq_common(new_dq)
         last_slot = Signal(cfg.ring_bits)   # the ring's last slot, registered (an equality below)
         m.d.sync += last_slot.eq(ring_size - 1)
-        if sequential:
+        if sequential or cfg.register_slices:
             # The slot after ``head``, registered: ``head`` changes only on a dispatch, a
             # register write or an error, and the next dispatch is many cycles later (a fetch).
+            # (Overlapped: from the decode register's slot, which has been there for two
+            # cycles at least when the instruction dispatches.)
             next_slot = Signal(cfg.ring_bits)
             m.d.sync += next_slot.eq(Mux(slot == last_slot, 0, slot + 1))
         else:

@@ -9,8 +9,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
-from .pe import mult18x18d_registered, registered_dsp
 from .layouts import addr_width, output_layout, param_lane_layout, param_write_layout, ppu_command_layout
+from .pe import mult18x18d_registered, registered_dsp
+from .pipeline import fanout
 from .ram import CollisionFreeReadPort
 
 __all__ = ["PostProcessor", "requantize_lane", "SerialLane"]
@@ -309,8 +310,10 @@ class PostProcessor(wiring.Component):
     read from the accumulator when the output FIFO has room for them, so nothing is
     dropped and the unit never stalls mid-pipeline.
 
-    ``reading`` is high from the command's acceptance until its last accumulator read
-    (the datapath holds COMPUTE commands back meanwhile); ``idle`` is high when no
+    ``reading`` is high from the cycle after a command's acceptance until its last
+    accumulator read, from registers (the datapath holds COMPUTE commands back meanwhile;
+    its one command slot never offers a COMPUTE and a command for this unit at once);
+    ``idle`` is high when no
     command is in progress and every result has left through ``out``.
 
     With ``config.requantiser == "serial"`` the lanes are ``SerialLane`` components. Each
@@ -359,10 +362,13 @@ class PostProcessor(wiring.Component):
             self._serial(m, cfg)
             return m
         dsp = registered_dsp(platform)
+        # Reads never meet writes of their entry where it matters: a command's entry is read
+        # after the LOADs to it have finished (the scoreboard holds its STORE back).
         m.submodules.params = params = Memory(
-            shape=data.ArrayLayout(lane_layout, cfg.cols), depth=cfg.param_depth, init=[])
+            shape=data.ArrayLayout(lane_layout, cfg.cols), depth=cfg.param_depth, init=[],
+            attrs=CollisionFreeReadPort.ATTRS)
         param_w = params.write_port(granularity=1)
-        param_r = params.read_port()
+        param_r = CollisionFreeReadPort(m, params, name="param_r")
         m.d.comb += [param_w.addr.eq(self.param_wr.payload.addr), param_w.data.eq(self.param_wr.payload.data),
                      param_w.en.eq(Mux(self.param_wr.valid, self.param_wr.payload.mask, 0))]
 
@@ -431,7 +437,8 @@ class PostProcessor(wiring.Component):
                 with m.State("FETCH"):
                     m.next = "PARAMS"
             with m.State("PARAMS"):
-                m.d.sync += lane.eq(param_q)
+                if not slices:
+                    m.d.sync += lane.eq(param_q)
                 m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += issue.eq((remaining != 0) & has_room & (gap == 0))
@@ -439,13 +446,21 @@ class PostProcessor(wiring.Component):
                     m.d.sync += [remaining.eq(remaining - 1), addr.eq(addr + 1)]
                 with m.If((remaining == 0) | (issue & (remaining == 1))):
                     m.next = "IDLE"
+        if cfg.register_slices:
+            # Each column's parameter registers load under an enable register of their own
+            # ("in PARAMS" is "in FETCH a cycle before"): not one state bit routed to the
+            # enables of the lanes' 800 registers.
+            lane_load = fanout(m, fsm.ongoing("FETCH"), cfg.cols, name="lane_load")
+            for n in range(cfg.cols):
+                with m.If(lane_load[n]):
+                    m.d.sync += lane[n].eq(param_q[n])
         if passes > 1:
             with m.If(issue):
                 m.d.sync += gap.eq(passes - 1)
             with m.Elif(gap != 0):
                 m.d.sync += gap.eq(gap - 1)
 
-        m.d.comb += self.reading.eq(~fsm.ongoing("IDLE") | (self.cmd.valid & self.cmd.ready))
+        m.d.comb += self.reading.eq(~fsm.ongoing("IDLE"))
 
         m.d.comb += [self.acc_rd_addr.eq(addr), self.acc_rd_en.eq(issue)]
         m.d.sync += in_flight.eq(in_flight + issue - fifo_write)
@@ -498,8 +513,14 @@ class PostProcessor(wiring.Component):
             m.d.sync += [row_buf[n].eq(self.acc_rd_data[n]) for n in range(cfg.cols)]
         with m.Elif(active):
             m.d.sync += [row_buf[n].eq(row_buf[n + L]) for n in range(cfg.cols - L)]
-        with m.If(active):
-            m.d.sync += [lane[n].eq(lane[(n + L) % cfg.cols]) for n in range(cfg.cols)]
+        if cfg.register_slices:
+            # The rotation's enable as a register per column too (``active``'s next value).
+            rotate = fanout(m, Mux(captured, 1, active & (index != P - 1)), cfg.cols, name="lane_rotate")
+        else:
+            rotate = [active] * cfg.cols
+        for n in range(cfg.cols):
+            with m.If(rotate[n]):
+                m.d.sync += lane[n].eq(lane[(n + L) % cfg.cols])
         results = []
         for lane_no in range(L):
             results.append(requantize_lane(
@@ -696,6 +717,6 @@ class PostProcessor(wiring.Component):
                     with m.Else():
                         m.next = "IDLE"
 
-        m.d.comb += [self.reading.eq((self.cmd.valid & self.cmd.ready) | (~fsm.ongoing("IDLE") & (remaining != 0))),
+        m.d.comb += [self.reading.eq(~fsm.ongoing("IDLE") & (remaining != 0)),
                      self.idle.eq(fsm.ongoing("IDLE") & ~full)]
 

@@ -75,6 +75,11 @@ class RequestSlice(wiring.Component):
         The answers (``ack``, ``err``, ``dat_r``) registered as well: a cut from slave to
         master too, at a cycle more per answer (the master must keep ``cyc`` until its
         answers are in, as ours do).
+    decode : function, optional
+        A one-bit function of a request's ``adr`` (an address decode), worked out before
+        the request is registered and registered with it: :attr:`hit` is its value for the
+        request on ``down``, from a register (no decode between the slice and the logic
+        that uses it, such as the stall it makes).
 
     Members
     -------
@@ -84,8 +89,11 @@ class RequestSlice(wiring.Component):
         Towards the slave.
     """
 
-    def __init__(self, signature, *, registered=True, skid=True, slave_stalls=True, registered_answers=False):
+    def __init__(self, signature, *, registered=True, skid=True, slave_stalls=True, registered_answers=False,
+                 decode=None):
         self._sig = signature
+        self._decode = decode
+        self.hit = Signal()
         self._registered = registered
         self._registered_answers = registered and registered_answers
         self._skid = skid
@@ -95,13 +103,21 @@ class RequestSlice(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         up, down = self.up, self.down
+        # The request's fields, and the decode's verdict registered beside them.
+        source = {name: getattr(up, name) for name in ("we", "adr", "dat_w", "sel")}
+        if self._decode is not None:
+            source["hit"] = self._decode(up.adr)
         if not self._registered:
             wiring.connect(m, wiring.flipped(up), wiring.flipped(down))
+            if "hit" in source:
+                m.d.comb += self.hit.eq(source["hit"])
             return m
-        fields = ("we", "adr", "dat_w", "sel")
+        fields = tuple(source)
         out_valid, skid_valid = Signal(), Signal()
-        skid = {name: Signal.like(getattr(up, name), name=f"skid_{name}") for name in fields}
-        out = {name: Signal.like(getattr(up, name), name=f"out_{name}") for name in fields}
+        skid = {name: Signal.like(value, name=f"skid_{name}") for name, value in source.items()}
+        out = {name: Signal.like(value, name=f"out_{name}") for name, value in source.items()}
+        if "hit" in source:
+            out["hit"] = self.hit
         cyc = Signal()
         m.d.sync += cyc.eq(up.cyc)
         m.d.comb += [down.cyc.eq(cyc), down.stb.eq(out_valid), up.stall.eq(skid_valid)]
@@ -109,19 +125,19 @@ class RequestSlice(wiring.Component):
         answers += [up.dat_r.eq(down.dat_r), up.ack.eq(down.ack)]
         if "err" in self._sig.members:
             answers += up.err.eq(down.err)
-        m.d.comb += [getattr(down, name).eq(out[name]) for name in fields]
+        m.d.comb += [getattr(down, name).eq(out[name]) for name in fields if name != "hit"]
         taken = out_valid & ~down.stall
         if not self._slave_stalls:
             # Every request is taken as it comes and presented in the next cycle.
             m.d.comb += up.stall.eq(0)
-            m.d.sync += [out_valid.eq(up.cyc & up.stb), *(out[n].eq(getattr(up, n)) for n in fields)]
+            m.d.sync += [out_valid.eq(up.cyc & up.stb), *(out[n].eq(source[n]) for n in fields)]
             return m
         if not self._skid:
             m.d.comb += up.stall.eq(out_valid)
             with m.If(~up.cyc):
                 m.d.sync += out_valid.eq(0)
             with m.Elif(~out_valid):
-                m.d.sync += [out_valid.eq(up.stb), *(out[n].eq(getattr(up, n)) for n in fields)]
+                m.d.sync += [out_valid.eq(up.stb), *(out[n].eq(source[n]) for n in fields)]
             with m.Elif(taken):
                 m.d.sync += out_valid.eq(0)
             return m
@@ -142,7 +158,7 @@ class RequestSlice(wiring.Component):
         # follows the master whenever it is empty (its enable is a register, not the
         # slave's stall); it keeps what it has from the cycle it becomes valid.
         with m.If(~skid_valid):
-            m.d.sync += [skid[n].eq(getattr(up, n)) for n in fields]
+            m.d.sync += [skid[n].eq(source[n]) for n in fields]
         with m.If(~held):
-            m.d.sync += [out[n].eq(Mux(skid_valid, skid[n], getattr(up, n))) for n in fields]
+            m.d.sync += [out[n].eq(Mux(skid_valid, skid[n], source[n])) for n in fields]
         return m
