@@ -314,7 +314,16 @@ class _Core(Elaboratable):
         else:
             insn = fetcher.insn.payload.insn
             slot = fetcher.insn.payload.slot
-            m.d.comb += fetcher.restart.eq(fetch_restart)
+            if cfg.register_slices:
+                # The fetcher restarts a cycle after START or END, from a register (a restart
+                # resets most of its registers, all over the fetcher). Its old state is not
+                # used meanwhile: an instruction taken from it then is dropped (below), its
+                # fault is not looked at, and it is not enabled yet.
+                fetcher_restart = Signal()
+                m.d.sync += fetcher_restart.eq(fetch_restart)
+            else:
+                fetcher_restart = fetch_restart
+            m.d.comb += fetcher.restart.eq(fetcher_restart)
             fetch_idle, caught_up = fetcher.idle, fetcher.caught_up
         (opcode, ld_buf, ld_rows, ld_addr, cp_count, cp_act, cp_wgt, cp_acc, cp_sparse, cp_part, cp_idx,
          st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
@@ -368,7 +377,7 @@ class _Core(Elaboratable):
                              d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]
             with m.Elif(dispatch):
                 m.d.sync += d_valid.eq(0)
-            with m.If(fetch_restart):
+            with m.If(fetch_restart | fetcher_restart):
                 m.d.sync += d_valid.eq(0)
             # From here on the instruction is the decode register's. It is checked there, and
             # the check's verdict is registered beside the scoreboard's (below).
@@ -481,7 +490,9 @@ class _Core(Elaboratable):
         # The instruction check's verdict (``d_error``) is registered the same way.
         hz_load, hz_compute, hz_store, hz_fresh = Signal(), Signal(), Signal(), Signal()
         d_error = Signal(8)
-        fresh = ~loaded & ~dispatch & ~fetch_restart
+        # (With two stages a dispatch needs no term here: the decode register is empty in
+        # the next cycle, and the next instruction's loading clears ``fresh``.)
+        fresh = ~loaded & (1 if two_stage else ~dispatch) & ~fetch_restart
         if two_stage:
             fresh_1 = Signal()      # the first stage's verdicts are of this instruction
             m.d.sync += fresh_1.eq(fresh)
@@ -589,8 +600,17 @@ class _Core(Elaboratable):
             m.d.sync += next_slot.eq(Mux(slot == last_slot, 0, slot + 1))
         else:
             next_slot = Mux(slot == last_slot, 0, slot + 1)
-        with m.If(dispatch):
-            m.d.sync += head.eq(next_slot)
+        if cfg.register_slices and not sequential:
+            # A cycle after the dispatch, from a register (``next_slot`` is still the
+            # dispatched instruction's then): ``head`` is read only by the fetcher's restart
+            # and by register reads.
+            dispatched = Signal()
+            m.d.sync += dispatched.eq(dispatch)
+            with m.If(dispatched):
+                m.d.sync += head.eq(next_slot)
+        else:
+            with m.If(dispatch):
+                m.d.sync += head.eq(next_slot)
 
         # Queue bookkeeping: write at wr, send to the unit at send, retire at ret.
         def bookkeeping(entries, wr, send, ret, live_bits, sent_bits, push, new, sent, retire):
@@ -666,7 +686,7 @@ class _Core(Elaboratable):
             m.d.comb += [fetcher.head.eq(head), fetcher.tail.eq(tail), fetcher.ring_base.eq(ring_base),
                          fetcher.ring_size.eq(ring_size)]
             # A fetch fault surfaces once everything fetched before it has been dispatched.
-            with m.If(busy & ~stopping & ~d_valid & ~fetcher.insn.valid & fetcher.fault):
+            with m.If(busy & ~stopping & ~d_valid & ~fetcher.insn.valid & fetcher.fault & ~fetcher_restart):
                 m.d.sync += [stopping.eq(1), pend_code.eq(fetcher.fault_code), pend_addr.eq(fetcher.fault_addr),
                              pend_cmd.eq(fetcher.fault_slot), pend_drain.eq(1)]
         else:
