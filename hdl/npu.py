@@ -817,29 +817,36 @@ class _Core(Elaboratable):
         for name, counter in counters.items():
             words[_word(f"PERF_{name.upper()}_LO")] = counter[:32]
             words[_word(f"PERF_{name.upper()}_HI")] = hi_latch
-        # Reading a counter's low word latches its high word as it was in that cycle, in two
-        # stages (the latch is read by a later access): the addressed counter's high word
-        # of each group of eight counters, registered, then the group's.
-        hi_groups = {}
-        for name, counter in counters.items():
-            word = _word(f"PERF_{name.upper()}_LO")
-            hi_groups.setdefault(word >> 3, {})[word & 7] = counter[32:]
-        latch, latch_group = Signal(), Signal(len(csr.adr) - 3)
-        lo_read = self.csr_accept & ~csr.we & Cat(*(csr.adr == _word(f"PERF_{name.upper()}_LO")
-                                                     for name in counters)).any()
-        m.d.sync += [latch.eq(lo_read), latch_group.eq(csr.adr[3:])]
-        hi_parts = {}
-        for group, entries in hi_groups.items():
-            part = hi_parts[group] = Signal(32, name=f"hi_group{group}")
-            with m.Switch(csr.adr[:3]):
-                for low, value in entries.items():
-                    with m.Case(low):
-                        m.d.sync += part.eq(value)
-        with m.If(latch):
-            with m.Switch(latch_group):
-                for group, part in hi_parts.items():
-                    with m.Case(group):
-                        m.d.sync += hi_latch.eq(part)
+        # Reading a counter's low word latches its high word as it was in that cycle; with
+        # register slices in two stages (the latch is read by a later access): the addressed
+        # counter's high word of each group of eight counters, registered, then the group's.
+        if not cfg.register_slices:
+            with m.If(self.csr_accept & ~csr.we):
+                with m.Switch(csr.adr):
+                    for name, counter in counters.items():
+                        with m.Case(_word(f"PERF_{name.upper()}_LO")):
+                            m.d.sync += hi_latch.eq(counter[32:])
+        else:
+            hi_groups = {}
+            for name, counter in counters.items():
+                word = _word(f"PERF_{name.upper()}_LO")
+                hi_groups.setdefault(word >> 3, {})[word & 7] = counter[32:]
+            latch, latch_group = Signal(), Signal(len(csr.adr) - 3)
+            lo_read = self.csr_accept & ~csr.we & Cat(*(csr.adr == _word(f"PERF_{name.upper()}_LO")
+                                                         for name in counters)).any()
+            m.d.sync += [latch.eq(lo_read), latch_group.eq(csr.adr[3:])]
+            hi_parts = {}
+            for group, entries in hi_groups.items():
+                part = hi_parts[group] = Signal(32, name=f"hi_group{group}")
+                with m.Switch(csr.adr[:3]):
+                    for low, value in entries.items():
+                        with m.Case(low):
+                            m.d.sync += part.eq(value)
+            with m.If(latch):
+                with m.Switch(latch_group):
+                    for group, part in hi_parts.items():
+                        with m.Case(group):
+                            m.d.sync += hi_latch.eq(part)
         dat_r = Signal(32)
         if not cfg.register_slices:
             with m.Switch(csr.adr):

@@ -310,10 +310,10 @@ class PostProcessor(wiring.Component):
     read from the accumulator when the output FIFO has room for them, so nothing is
     dropped and the unit never stalls mid-pipeline.
 
-    ``reading`` is high from the cycle after a command's acceptance until its last
-    accumulator read, from registers (the datapath holds COMPUTE commands back meanwhile;
-    its one command slot never offers a COMPUTE and a command for this unit at once);
-    ``idle`` is high when no
+    ``reading`` is high until a command's last accumulator read, from the cycle after its
+    acceptance and from registers (the datapath holds COMPUTE commands back meanwhile; its
+    one command slot never offers a COMPUTE and a command for this unit at once; the
+    serial lanes' ``reading`` includes the cycle of the acceptance); ``idle`` is high when no
     command is in progress and every result has left through ``out``.
 
     With ``config.requantiser == "serial"`` the lanes are ``SerialLane`` components. Each
@@ -717,6 +717,6 @@ class PostProcessor(wiring.Component):
                     with m.Else():
                         m.next = "IDLE"
 
-        m.d.comb += [self.reading.eq(~fsm.ongoing("IDLE") & (remaining != 0)),
+        m.d.comb += [self.reading.eq((self.cmd.valid & self.cmd.ready) | (~fsm.ongoing("IDLE") & (remaining != 0))),
                      self.idle.eq(fsm.ongoing("IDLE") & ~full)]
 
