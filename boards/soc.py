@@ -168,26 +168,33 @@ class BoardSoC(wiring.Component):
         # stalls, so one register at full throughput): its blocks sit at the device's corners.
         slices = {}
         for name in ("ram", "npu", "bridge"):
-            # (The NPU's slice takes its whole address, decoded behind the slice.)
-            sig = npu.bus.signature if name == "npu" else \
+            # With register slices the NPU's slice takes its whole address, and its decode
+            # (RAM or not) is registered beside each request; without, the decode is in front.
+            npu_first = name == "npu" and cfg.register_slices
+            sig = npu.bus.signature if npu_first else \
                 wishbone.Signature(addr_width=ram_aw, data_width=cfg.bus_width, with_err=False)
             cut = cfg.register_slices or name == "ram"
-            # The NPU's requests are decoded (RAM or not) before its slice.
-            decode = (lambda adr: _in_range(adr, MEMORY_BASE // bb, self.ram_bytes // bb)) if name == "npu" else None
+            decode = (lambda adr: _in_range(adr, MEMORY_BASE // bb, self.ram_bytes // bb)) if npu_first else None
             slices[name] = m.submodules[f"{name}_slice"] = wishbone.RequestSlice(
                 sig, registered=cut, slave_stalls=cfg.register_slices, decode=decode)
         wiring.connect(m, arbiter.slave, slices["ram"].up)
         wiring.connect(m, slices["ram"].down, ram.bus)
+        if not cfg.register_slices:
+            wiring.connect(m, slices["npu"].down, arbiter.masters[0])
         wiring.connect(m, slices["bridge"].down, arbiter.masters[1])
         from_bridge = slices["bridge"].up
 
         # --- The NPU's DMA master: RAM, or err ---------------------------------------------
-        # Its requests are registered before they go on, their address decoded on the way in:
-        # the stall the NPU sees is the slice's, and the one the slice sees picks by a
-        # registered verdict.
-        wiring.connect(m, npu.bus, slices["npu"].up)
-        n, to_ram = slices["npu"].down, arbiter.masters[0]
-        in_ram = slices["npu"].hit
+        # With register slices its requests are registered before they go on, their address
+        # decoded on the way in: the stall the NPU sees is the slice's, and the one the slice
+        # sees picks by a registered verdict.
+        if cfg.register_slices:
+            wiring.connect(m, npu.bus, slices["npu"].up)
+            n, to_ram = slices["npu"].down, arbiter.masters[0]
+            in_ram = slices["npu"].hit
+        else:
+            n, to_ram = npu.bus, slices["npu"].up
+            in_ram = _in_range(n.adr, MEMORY_BASE // bb, self.ram_bytes // bb)
         # Requests to the RAM not yet answered: at most the arbiter's limit.
         ram_out = Signal(range(outstanding + 1))
         err_pending = Signal()          # an out-of-range request, answered err in this cycle

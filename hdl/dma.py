@@ -357,11 +357,10 @@ class DMAUnit(wiring.Component):
         # bus's ack decoded into the enables of hundreds of flip-flops spread over the
         # device, beside the buffers they feed).
         staged = c.register_slices and not held and not streamed
-        row_staged = Const(0, 1)        # a row's last word is on its way into the row register
         if staged:
             word_data = Signal(bw)
             word_en = Signal(row_reg_words)
-            row_staged = Signal()
+            row_staged = Signal()       # a row's last word is on its way into the row register
             staged_addr = Signal.like(row_write_addr)
             m.d.sync += [word_data.eq(self.bus.dat_r),
                          word_en.eq(Cat(*(ack & ~cmd.store & (resp_word == k) for k in range(row_reg_words)))),
@@ -441,7 +440,9 @@ class DMAUnit(wiring.Component):
                 m.d.comb += getattr(self.side_wr.payload.data, f.name).eq(field_value(f))
 
         # --- Command sequencing -----------------------------------------------------
-        finished = running & req_done & ~pending & ~row_staged & ~row_write & ~stopping
+        finished = running & req_done & ~pending & ~row_write & ~stopping
+        if staged:
+            finished = finished & ~row_staged
         m.d.comb += self.cmd.ready.eq(~running & ~stopping)
         with m.If(take_cmd):
             m.d.sync += running.eq(1)
