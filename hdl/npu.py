@@ -114,6 +114,26 @@ def _field(insn, opcode, name):
     raise KeyError(name)
 
 
+def _group_registers(m, adr, words, name):
+    """A 32-bit register per group of eight words (word address >> 3) of ``words``
+    (address -> value), loaded each cycle with the value the low three bits of ``adr``
+    pick in that group (0 for an address without one); the first stage of a two-stage
+    read, whose second picks the group by the high bits a cycle later."""
+    groups = {}
+    for word, value in words.items():
+        groups.setdefault(word >> 3, {})[word & 7] = value
+    registers = {}
+    for group, entries in groups.items():
+        register = registers[group] = Signal(32, name=f"{name}{group}")
+        with m.Switch(adr[:3]):
+            for low, value in entries.items():
+                with m.Case(low):
+                    m.d.sync += register.eq(value)
+            with m.Default():
+                m.d.sync += register.eq(0)
+    return registers
+
+
 def _overlap(lo_a, hi_a, lo_b, hi_b):
     """Half-open ranges [lo_a, hi_a) and [lo_b, hi_b) intersect."""
     return (lo_a < hi_b) & (lo_b < hi_a)
@@ -827,21 +847,12 @@ class _Core(Elaboratable):
                         with m.Case(_word(f"PERF_{name.upper()}_LO")):
                             m.d.sync += hi_latch.eq(counter[32:])
         else:
-            hi_groups = {}
-            for name, counter in counters.items():
-                word = _word(f"PERF_{name.upper()}_LO")
-                hi_groups.setdefault(word >> 3, {})[word & 7] = counter[32:]
+            hi_parts = _group_registers(m, csr.adr, {_word(f"PERF_{name.upper()}_LO"): counter[32:]
+                                                     for name, counter in counters.items()}, "hi_group")
             latch, latch_group = Signal(), Signal(len(csr.adr) - 3)
             lo_read = self.csr_accept & ~csr.we & Cat(*(csr.adr == _word(f"PERF_{name.upper()}_LO")
                                                          for name in counters)).any()
             m.d.sync += [latch.eq(lo_read), latch_group.eq(csr.adr[3:])]
-            hi_parts = {}
-            for group, entries in hi_groups.items():
-                part = hi_parts[group] = Signal(32, name=f"hi_group{group}")
-                with m.Switch(csr.adr[:3]):
-                    for low, value in entries.items():
-                        with m.Case(low):
-                            m.d.sync += part.eq(value)
             with m.If(latch):
                 with m.Switch(latch_group):
                     for group, part in hi_parts.items():
@@ -859,20 +870,9 @@ class _Core(Elaboratable):
             # Two stages (the answer comes two cycles after the request): each group of
             # eight words is read into a register by the address's low bits, then the group
             # is picked by the high bits.
-            groups = {}
-            for word, value in words.items():
-                groups.setdefault(word >> 3, {})[word & 7] = value
+            parts = _group_registers(m, csr.adr, words, "read_group")
             high, we, taken = Signal(len(csr.adr) - 3), Signal(), Signal()
             m.d.sync += [high.eq(csr.adr[3:]), we.eq(csr.we), taken.eq(self.csr_accept)]
-            parts = {}
-            for group, entries in groups.items():
-                part = parts[group] = Signal(32, name=f"read_group{group}")
-                with m.Switch(csr.adr[:3]):
-                    for low, value in entries.items():
-                        with m.Case(low):
-                            m.d.sync += part.eq(value)
-                    with m.Default():
-                        m.d.sync += part.eq(0)
             with m.Switch(high):
                 for group, part in parts.items():
                     with m.Case(group):
