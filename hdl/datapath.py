@@ -255,8 +255,15 @@ class Datapath(wiring.Component):
         last_issue = s_active & s_last
         q_is_compute = q_cmd.op == TileOp.COMPUTE
         take_compute = q_valid & q_is_compute & (~s_active | last_issue) & ~ppu.reading
+        # "No row in the array" (in_flight == 0); with register slices a register of its own,
+        # from the count's next value (the streamer and the post-processor sit far apart).
+        if cfg.register_slices:
+            drained = Signal(init=1)
+            m.d.sync += drained.eq(~issue & ((in_flight == 0) | ((in_flight == 1) & acc_write)))
+        else:
+            drained = in_flight == 0
         m.d.comb += [
-            ppu.cmd.valid.eq(q_valid & ~q_is_compute & ~s_active & (in_flight == 0)),
+            ppu.cmd.valid.eq(q_valid & ~q_is_compute & ~s_active & drained),
             *(getattr(ppu.cmd.payload, name).eq(getattr(q_cmd, name)) for name in PPU_COMMAND_FIELDS),
             q_pop.eq(take_compute | (ppu.cmd.valid & ppu.cmd.ready)),
         ]
@@ -385,7 +392,7 @@ class Datapath(wiring.Component):
         m.d.sync += in_flight.eq(in_flight + issue - acc_write)
 
         # --- Status and performance counters ------------------------------------------
-        idle = loader.ongoing("WAIT") & ~q_valid & ~s_active & (in_flight == 0) & ppu.idle
+        idle = loader.ongoing("WAIT") & ~q_valid & ~s_active & drained & ppu.idle
         m.d.comb += self.idle.eq(idle)
         events = {
             "active_cycles": ~idle,

@@ -224,8 +224,11 @@ class DMAUnit(wiring.Component):
             self.bus.stb.eq(self.gnt & want_issue & word_ok),
             self.bus.we.eq(cmd.store),
             self.bus.adr.eq(req_addr[addr_shift:]),
-            self.bus.dat_w.eq(Mux(cmd.store, srow.word_select(req_word, bw) if words["out"] > 1 else srow, 0)),
         ]
+        # The STORE row's word (with register slices also in a LOAD's requests, where the
+        # bus ignores it: no command decode in front of the bus's data register).
+        store_word = srow.word_select(req_word, bw) if words["out"] > 1 else srow
+        m.d.comb += self.bus.dat_w.eq(store_word if c.register_slices else Mux(cmd.store, store_word, 0))
         take_cmd = self.cmd.valid & self.cmd.ready
         # While the unit waits for a command, its registers follow the command presented (none
         # of them is used meanwhile); taking it only sets ``running``. So ``valid``, the end

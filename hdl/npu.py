@@ -170,14 +170,20 @@ class _Core(Elaboratable):
         error_code, error_addr, error_cmd = Signal(8), Signal(32), Signal(32)
         IRQ_DONE, IRQ_ERROR = _bit("IRQ_PENDING", "DONE"), _bit("IRQ_PENDING", "ERROR")
 
-        write = self.csr_accept & csr.we
-        wdata = csr.dat_w
+        if cfg.register_slices:
+            # A register write takes effect a cycle after it is taken, from registers (no
+            # address decode between the register slave's request and the registers it
+            # writes; the answer comes a cycle later still, so the next access sees it).
+            write, wadr, wdata = Signal(), Signal.like(csr.adr), Signal.like(csr.dat_w)
+            m.d.sync += [write.eq(self.csr_accept & csr.we), wadr.eq(csr.adr), wdata.eq(csr.dat_w)]
+        else:
+            write, wadr, wdata = self.csr_accept & csr.we, csr.adr, csr.dat_w
         start = Signal()
         perf_clear = Signal()
         ring_written = Signal()     # RING_HEAD or RING_TAIL is written in this cycle
-        m.d.comb += ring_written.eq(write & ((csr.adr == _word("RING_HEAD")) | (csr.adr == _word("RING_TAIL"))))
+        m.d.comb += ring_written.eq(write & ((wadr == _word("RING_HEAD")) | (wadr == _word("RING_TAIL"))))
         with m.If(write):
-            with m.Switch(csr.adr):
+            with m.Switch(wadr):
                 with m.Case(_word("CTRL")):
                     m.d.comb += [start.eq(wdata[_bit("CTRL", "START")]),
                                  perf_clear.eq(wdata[_bit("CTRL", "PERF_CLEAR")])]
@@ -221,6 +227,10 @@ class _Core(Elaboratable):
                 m.d.comb += [port.dat_r.eq(bus.dat_r), port.ack.eq(mine & bus.ack),
                              port.err.eq(mine & bus.err), port.stall.eq(~mine | bus.stall)]
             for name in ("cyc", "stb", "we", "adr", "dat_w", "sel"):
+                if name == "dat_w" and cfg.register_slices:
+                    # Only the DMA unit writes: its data, whoever has the bus.
+                    m.d.comb += bus.dat_w.eq(dma.bus.dat_w)
+                    continue
                 m.d.comb += getattr(bus, name).eq(Mux(owner_dma, getattr(dma.bus, name),
                                                           getattr(fetcher.bus, name)))
         for unit in ((dma,) if sequential else (fetcher, dma)):
@@ -761,16 +771,37 @@ class _Core(Elaboratable):
                 m.d.sync += [busy.eq(1), stopping.eq(0), stop_end.eq(0), pend_drain.eq(0)]
                 m.d.comb += fetch_restart.eq(1)
 
-        with m.If(busy & dma.fault):
-            # The DMA unit's fault comes from the oldest unfinished LOAD/STORE: it wins.
-            m.d.sync += stopping.eq(1)
-            with m.If(fetch_idle):
+        # The end of a run: on the DMA unit's fault (it comes from the oldest unfinished
+        # LOAD/STORE: it wins), on a pending fault once everything before it has drained,
+        # or at END once all is idle.
+        end_pend = busy & stopping & ~stop_end & pend_drain & all_idle & fetch_idle
+        end_done = busy & stopping & stop_end & all_idle & fetch_idle
+        if cfg.register_slices:
+            # Each verdict registered and acted on a cycle later (not the units' idle flags
+            # driving the 100-odd registers an end writes); a verdict taken is not taken
+            # again in the cycle it is acted on.
+            verdicts = Signal(3)
+            m.d.sync += verdicts.eq(Mux(verdicts.any(), 0, Cat(busy & dma.fault & fetch_idle,
+                                                                  ~dma.fault & end_pend, ~dma.fault & end_done)))
+            with m.If(busy & dma.fault):
+                m.d.sync += stopping.eq(1)
+            with m.If(verdicts[0]):
                 finish_error(dma.fault_code, dma.fault_addr, dma_slot)
-        with m.Elif(busy & stopping & ~stop_end & pend_drain & all_idle & fetch_idle):
-            finish_error(pend_code, pend_addr, pend_cmd)
-        with m.Elif(busy & stopping & stop_end & all_idle & fetch_idle):
-            m.d.sync += [busy.eq(0), stopping.eq(0), irq_pending[IRQ_DONE].eq(1)]
-            m.d.comb += fetch_restart.eq(1)
+            with m.Elif(verdicts[1]):
+                finish_error(pend_code, pend_addr, pend_cmd)
+            with m.Elif(verdicts[2]):
+                m.d.sync += [busy.eq(0), stopping.eq(0), irq_pending[IRQ_DONE].eq(1)]
+                m.d.comb += fetch_restart.eq(1)
+        else:
+            with m.If(busy & dma.fault):
+                m.d.sync += stopping.eq(1)
+                with m.If(fetch_idle):
+                    finish_error(dma.fault_code, dma.fault_addr, dma_slot)
+            with m.Elif(end_pend):
+                finish_error(pend_code, pend_addr, pend_cmd)
+            with m.Elif(end_done):
+                m.d.sync += [busy.eq(0), stopping.eq(0), irq_pending[IRQ_DONE].eq(1)]
+                m.d.comb += fetch_restart.eq(1)
 
         # --- Performance counters -----------------------------------------------------
         dp_rows = dp.event_row_issued

@@ -424,9 +424,17 @@ class PostProcessor(wiring.Component):
                 m.d.comb += self.cmd.ready.eq(may_start)
                 if not slices:
                     m.d.comb += [param_r.addr.eq(self.cmd.payload.param_addr), param_r.en.eq(1)]
+                # With register slices the command registers follow the command presented
+                # while a command may start (no row uses them then), and taking one only
+                # moves the state: the datapath's command logic enables no register here.
+                take = [cmd.eq(self.cmd.payload), remaining.eq(self.cmd.payload.count),
+                        addr.eq(self.cmd.payload.acc_addr)]
+                if slices:
+                    with m.If(may_start):
+                        m.d.sync += take
                 with m.If(self.cmd.valid & may_start):
-                    m.d.sync += [cmd.eq(self.cmd.payload), remaining.eq(self.cmd.payload.count),
-                                 addr.eq(self.cmd.payload.acc_addr)]
+                    if not slices:
+                        m.d.sync += take
                     m.next = "READ" if slices else "PARAMS"
             if not slices:
                 param_q = param_r.data
