@@ -340,10 +340,26 @@ class DMAUnit(wiring.Component):
                              capture_some.eq(capture_left != 1)]
 
         # Responses, in request order.
+        if c.register_slices:
+            # ``resp_word == last_word_index`` and the next row's address kept as registers
+            # of their own (as on the request side): the answer only picks among registers.
+            resp_end = Signal()
+            resp_row_next = Signal(32)
+            with m.If(idle):
+                m.d.sync += [resp_end.eq(presented_index == 0),
+                             resp_row_next.eq(self.cmd.payload.mem_addr + self.cmd.payload.stride)]
+            with m.Elif(ack | err):
+                m.d.sync += resp_end.eq(Mux(resp_end, last_word_index == 0, resp_word + 1 == last_word_index))
+                with m.If(resp_end):
+                    m.d.sync += resp_row_next.eq(resp_row_next + cmd.stride)
+            resp_row_start = resp_row_next
+        else:
+            resp_end = resp_word == last_word_index
+            resp_row_start = resp_row_base + cmd.stride
         with m.If(ack | err):
-            with m.If(resp_word == last_word_index):
-                m.d.sync += [resp_word.eq(0), resp_row_base.eq(resp_row_base + cmd.stride),
-                             resp_addr.eq(resp_row_base + cmd.stride), resp_row.eq(resp_row + 1)]
+            with m.If(resp_end):
+                m.d.sync += [resp_word.eq(0), resp_row_base.eq(resp_row_start),
+                             resp_addr.eq(resp_row_start), resp_row.eq(resp_row + 1)]
             with m.Else():
                 m.d.sync += [resp_word.eq(resp_word + 1), resp_addr.eq(resp_addr + bb)]
         # A row is written in the cycle after its last word, or (a parameter row into the
@@ -367,7 +383,7 @@ class DMAUnit(wiring.Component):
             staged_addr = Signal.like(row_write_addr)
             m.d.sync += [word_data.eq(self.bus.dat_r),
                          word_en.eq(Cat(*(ack & ~cmd.store & (resp_word == k) for k in range(row_reg_words)))),
-                         row_staged.eq(ack & ~cmd.store & (resp_word == last_word_index) & ~stopping & ~err),
+                         row_staged.eq(ack & ~cmd.store & resp_end & ~stopping & ~err),
                          staged_addr.eq(cmd.buf_addr + resp_row)]
             for k in range(row_reg_words):
                 with m.If(word_en[k]):

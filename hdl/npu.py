@@ -27,7 +27,8 @@ from . import wishbone
 from .datapath import Datapath
 from .dma import DMAUnit, bus_signature, dma_command_layout, side_param_layout
 from .fetch import Fetcher
-from .pipeline import StreamSlice, fanout, step_count
+from .pe import registered_dsp
+from .pipeline import StreamSlice, fanout, register, step_count
 from .ram import CollisionFreeReadPort
 from .isa import FIELDS, INSTRUCTION_BYTES, Buffer, ErrorCode, Opcode, reserved_mask
 from .layouts import TileOp, command_layout
@@ -69,14 +70,14 @@ class NPU(wiring.Component):
         m = Module()
         # Classic-compatible pipelined slave: a request is taken in a cycle with ack low,
         # answered in the next cycle, during which stall is high (so a classic master's
-        # still-asserted stb is not taken twice). With register slices the answer comes a
-        # cycle later (the read is two register stages), stall high until it has.
+        # still-asserted stb is not taken twice). With register slices the answer comes two
+        # cycles later (the read is three register stages), stall high until it has.
         ack = Signal()
         if self.config.register_slices:
-            answering = Signal()
-            accept = self.csr.cyc & self.csr.stb & ~answering & ~ack
-            m.d.sync += [answering.eq(accept), ack.eq(answering)]
-            m.d.comb += [self.csr.ack.eq(ack), self.csr.stall.eq(answering | ack)]
+            answering = Signal(2)
+            accept = self.csr.cyc & self.csr.stb & ~answering.any() & ~ack
+            m.d.sync += [answering.eq(Cat(accept, answering[0])), ack.eq(answering[1])]
+            m.d.comb += [self.csr.ack.eq(ack), self.csr.stall.eq(answering.any() | ack)]
         else:
             accept = self.csr.cyc & self.csr.stb & ~ack
             m.d.sync += ack.eq(accept)
@@ -114,23 +115,24 @@ def _field(insn, opcode, name):
     raise KeyError(name)
 
 
-def _group_registers(m, adr, words, name):
+def _group_registers(m, low, words, name):
     """A 32-bit register per group of eight words (word address >> 3) of ``words``
-    (address -> value), loaded each cycle with the value the low three bits of ``adr``
-    pick in that group (0 for an address without one); the first stage of a two-stage
-    read, whose second picks the group by the high bits a cycle later."""
+    (address -> value), loaded each cycle with the value that ``low(group)`` (the word
+    address's low three bits, as that group sees them) picks in the group (0 for an
+    address without one); a stage of a read whose next stage picks the group by the
+    address's high bits."""
     groups = {}
     for word, value in words.items():
         groups.setdefault(word >> 3, {})[word & 7] = value
     registers = {}
     for group, entries in groups.items():
-        register = registers[group] = Signal(32, name=f"{name}{group}")
-        with m.Switch(adr[:3]):
-            for low, value in entries.items():
-                with m.Case(low):
-                    m.d.sync += register.eq(value)
+        part = registers[group] = Signal(32, name=f"{name}{group}")
+        with m.Switch(low(group)):
+            for index, value in entries.items():
+                with m.Case(index):
+                    m.d.sync += part.eq(value)
             with m.Default():
-                m.d.sync += register.eq(0)
+                m.d.sync += part.eq(0)
     return registers
 
 
@@ -878,12 +880,24 @@ class _Core(Elaboratable):
                         with m.Case(_word(f"PERF_{name.upper()}_LO")):
                             m.d.sync += hi_latch.eq(counter[32:])
         else:
-            hi_parts = _group_registers(m, csr.adr, {_word(f"PERF_{name.upper()}_LO"): counter[32:]
-                                                     for name, counter in counters.items()}, "hi_group")
+            # The request registered first (``read_adr``, ``read_we``, ``read_taken``), with
+            # a copy of the address's low bits per group of eight words (each beside its
+            # group's registers; separate flip-flops on an ECP5).
+            read_adr, read_we, read_taken = Signal.like(csr.adr), Signal(), Signal()
+            m.d.sync += [read_adr.eq(csr.adr), read_we.eq(csr.we), read_taken.eq(self.csr_accept)]
+            low_copies = {}
+
+            def low(group):
+                if group not in low_copies:
+                    low_copies[group] = register(m, csr.adr[:3], name=f"read_low{group}",
+                                                 separate=registered_dsp(platform))
+                return low_copies[group]
+            hi_parts = _group_registers(m, low, {_word(f"PERF_{name.upper()}_LO"): counter[32:]
+                                                 for name, counter in counters.items()}, "hi_group")
             latch, latch_group = Signal(), Signal(len(csr.adr) - 3)
-            lo_read = self.csr_accept & ~csr.we & Cat(*(csr.adr == _word(f"PERF_{name.upper()}_LO")
-                                                         for name in counters)).any()
-            m.d.sync += [latch.eq(lo_read), latch_group.eq(csr.adr[3:])]
+            lo_read = read_taken & ~read_we & Cat(*(read_adr == _word(f"PERF_{name.upper()}_LO")
+                                                    for name in counters)).any()
+            m.d.sync += [latch.eq(lo_read), latch_group.eq(read_adr[3:])]
             with m.If(latch):
                 with m.Switch(latch_group):
                     for group, part in hi_parts.items():
@@ -898,12 +912,12 @@ class _Core(Elaboratable):
             with m.If(self.csr_accept):
                 m.d.sync += dat_r.eq(Mux(csr.we, 0, rdata))
         else:
-            # Two stages (the answer comes two cycles after the request): each group of
-            # eight words is read into a register by the address's low bits, then the group
-            # is picked by the high bits.
-            parts = _group_registers(m, csr.adr, words, "read_group")
+            # Three stages (the answer comes three cycles after the request): the request
+            # (above), each group of eight words read into a register by the address's low
+            # bits, then the group picked by the high bits.
+            parts = _group_registers(m, low, words, "read_group")
             high, we, taken = Signal(len(csr.adr) - 3), Signal(), Signal()
-            m.d.sync += [high.eq(csr.adr[3:]), we.eq(csr.we), taken.eq(self.csr_accept)]
+            m.d.sync += [high.eq(read_adr[3:]), we.eq(read_we), taken.eq(read_taken)]
             with m.Switch(high):
                 for group, part in parts.items():
                     with m.Case(group):

@@ -11,7 +11,7 @@ from amaranth.utils import ceil_log2
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
 from .layouts import addr_width, output_layout, param_lane_layout, param_write_layout, ppu_command_layout
 from .pe import mult18x18d_registered, registered_dsp
-from .pipeline import fanout
+from .pipeline import fanout, register
 from .ram import CollisionFreeReadPort
 
 __all__ = ["PostProcessor", "requantize_lane", "SerialLane"]
@@ -40,7 +40,7 @@ def _limbs(value, *, signed_top):
 
 
 def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, acc_width, data_width,
-                    param_per_row=False, dsp=False):
+                    param_per_row=False, dsp=False, name="lane"):
     """Build the ``LANE_STAGES``-register requantisation pipeline of one lane; return its result.
 
     Semantics (``docs/architecture.md``, "Requantisation"), all integer and exact:
@@ -60,7 +60,9 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     product's MULT18X18D input and output registers, ``x``'s limbs and ``mult``'s going into
     the blocks' input registers, the products coming from their output registers. (As Yosys
     maps a ``*`` the block is combinational between two fabric registers: 12 ns on the
-    ULX3S-85F.) Same stages, same results.
+    ULX3S-85F.) Same stages, same results. There, stage (5)'s shift amount is a register
+    per 16 bits of the result (``name`` names them): not one register routed to the
+    selects of the whole 64-bit shifter.
     """
     sync = m.d[domain]
     mult_width = param.mult.shape().width
@@ -111,8 +113,16 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     # (4) The product; every sum above wraps at pw bits, which p fits exactly.
     p = Signal(signed(pw))
     no_shift_4 = Signal()
-    amount = Signal.like(param.shift)           # shift - 1: to the rounding bit
-    sync += [p.eq(even + odd), no_shift_4.eq(shift[2] == 0), amount.eq(Mux(shift[2] == 0, 0, shift[2] - 1))]
+    sync += [p.eq(even + odd), no_shift_4.eq(shift[2] == 0)]
+    amount_next = Mux(shift[2] == 0, 0, shift[2] - 1)[:len(shift[2])]     # shift - 1: to the rounding bit
+    if dsp:
+        chunks = range(0, pw, 16)
+        amounts = [register(m, amount_next, name=f"{name}_amount{at}", separate=True) for at in chunks]
+        shifted = Cat(*((p >> amount)[at:at + 16] for at, amount in zip(chunks, amounts)))
+    else:
+        amount = Signal.like(param.shift)
+        sync += amount.eq(amount_next)
+        shifted = p >> amount
     # (5) Shift to the rounding bit; the sticky bit ORs the bits below it. The remainder
     # needs p's two's-complement bits up to bit 63: sign-extend, or a negative product
     # narrower than the shift would lose its upper ones.
@@ -121,7 +131,7 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     no_shift = Signal()
     q1 = Signal(signed(pw))
     sticky = Signal()
-    sync += [no_shift.eq(no_shift_4), q1.eq(p >> amount),
+    sync += [no_shift.eq(no_shift_4), q1.eq(shifted),
              sticky.eq((p_ext.as_unsigned() & below_4) != 0)]
     # (6) Round half to even (ONNX QuantizeLinear's rounding): up when the rounding bit is
     # set and either a lower bit is set or q is odd. q is saturated to W bits: any q
@@ -394,10 +404,11 @@ class PostProcessor(wiring.Component):
         fifo_write = Signal()
         pipeline_empty = Signal()
         if cfg.register_slices:
-            # Registered, from the previous cycle's count with its read added (reads out of
-            # the FIFO meanwhile only make it stricter): no adder in front of the read enable.
+            # Registered, from the previous cycle's count as if a row had been read then too
+            # (reads out of the FIFO meanwhile only make it stricter; it may hold back a read
+            # when one entry is left): neither an adder nor the read issue in front of it.
             has_room = Signal()
-            m.d.sync += has_room.eq((out_fifo.level + in_flight + issue) < self._fifo_depth)
+            m.d.sync += has_room.eq((out_fifo.level + in_flight) < self._fifo_depth - 1)
         else:
             has_room = (out_fifo.level + in_flight) < self._fifo_depth
 
@@ -482,7 +493,7 @@ class PostProcessor(wiring.Component):
             for n in range(cfg.cols):
                 result = requantize_lane(
                     m, "sync", self.acc_rd_data[n], lane[n], cmd.zero_point, cmd.clamp_lo, cmd.clamp_hi,
-                    acc_width=cfg.acc_width, data_width=cfg.data_width, dsp=dsp)
+                    acc_width=cfg.acc_width, data_width=cfg.data_width, dsp=dsp, name=f"lane{n}")
                 m.d.comb += row[n].eq(result)
         else:
             self._lane_passes(m, cfg, lane, cmd, issue, row, fifo_write, pipeline_empty, dsp)
@@ -533,7 +544,8 @@ class PostProcessor(wiring.Component):
         for lane_no in range(L):
             results.append(requantize_lane(
                 m, "sync", row_buf[lane_no], lane[lane_no], cmd.zero_point, cmd.clamp_lo, cmd.clamp_hi,
-                acc_width=cfg.acc_width, data_width=cfg.data_width, param_per_row=True, dsp=dsp))
+                acc_width=cfg.acc_width, data_width=cfg.data_width, param_per_row=True, dsp=dsp,
+                name=f"lane{lane_no}"))
         # Each pass's (valid, index) travels beside its results through the LANE_STAGES lane stages.
         tag_valid = Signal(LANE_STAGES)
         tag_index = [Signal(range(P), name=f"tag_index{i}") for i in range(LANE_STAGES)]
