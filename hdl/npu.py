@@ -84,8 +84,15 @@ class NPU(wiring.Component):
             m.d.comb += [self.csr.ack.eq(ack), self.csr.stall.eq(ack)]
         soft_reset = Signal()
         ctrl = field_of("CTRL", "SOFT_RESET")
-        m.d.sync += soft_reset.eq(accept & self.csr.we & (self.csr.adr == _word("CTRL"))
-                                  & self.csr.dat_w[ctrl.offset])
+        if self.config.register_slices:
+            # A cycle later, from the request's registered halves (before the answer still).
+            reset_write, reset_ctrl = Signal(), Signal()
+            m.d.sync += [reset_write.eq(accept & self.csr.we & self.csr.dat_w[ctrl.offset]),
+                         reset_ctrl.eq(self.csr.adr == _word("CTRL")),
+                         soft_reset.eq(reset_write & reset_ctrl)]
+        else:
+            m.d.sync += soft_reset.eq(accept & self.csr.we & (self.csr.adr == _word("CTRL"))
+                                      & self.csr.dat_w[ctrl.offset])
         # The core's own clock domain: the same clock, reset by the domain's reset or
         # CTRL.SOFT_RESET. That reset reaches most of the core's registers; a board can
         # put it on a global network (``reset_buffer(m, reset)`` returns the buffered net).
@@ -402,15 +409,33 @@ class _Core(Elaboratable):
             loaded = fetcher.insn.valid & fetcher.insn.ready
             # The opcode decoded as it is loaded (one flag per opcode: a short dispatch path).
             d_is_op = {op: Signal(name=f"d_is_{op.name.lower()}") for op in Opcode}
-            with m.If(loaded):
-                m.d.sync += [d_is_op[op].eq(fetched_opcode == op) for op in Opcode]
-                m.d.sync += [d_valid.eq(1), d_insn.eq(insn), d_slot.eq(slot), d_legal.eq(legal),
-                             d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows),
-                             d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]
-            with m.Elif(dispatch):
-                m.d.sync += d_valid.eq(0)
-            with m.If(fetch_restart | fetcher_restart):
-                m.d.sync += d_valid.eq(0)
+            loads = [[d_insn.eq(insn)],
+                     [d_slot.eq(slot), d_legal.eq(legal), *(d_is_op[op].eq(fetched_opcode == op) for op in Opcode)],
+                     [d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows)],
+                     [d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]]
+            if cfg.register_slices:
+                # While the register is empty its fields follow the instruction presented
+                # (nothing uses them then) and taking it only sets ``d_valid``: the fields'
+                # enables are copies of ``d_valid`` (registers, one per group of fields), not
+                # the fetcher's output logic routed to 300-odd flip-flops.
+                d_valid_next = Signal()
+                m.d.comb += d_valid_next.eq(Mux(fetch_restart | fetcher_restart, 0,
+                                                Mux(loaded, 1, Mux(dispatch, 0, d_valid))))
+                m.d.sync += d_valid.eq(d_valid_next)
+                holds = fanout(m, d_valid_next, len(loads), name="decode_held", separate=registered_dsp(platform))
+                for held, group in zip(holds, loads):
+                    with m.If(~held):
+                        m.d.sync += group
+            else:
+                with m.If(loaded):
+                    m.d.sync += [d_is_op[op].eq(fetched_opcode == op) for op in Opcode]
+                    m.d.sync += [d_valid.eq(1), d_insn.eq(insn), d_slot.eq(slot), d_legal.eq(legal),
+                                 d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows),
+                                 d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]
+                with m.Elif(dispatch):
+                    m.d.sync += d_valid.eq(0)
+                with m.If(fetch_restart | fetcher_restart):
+                    m.d.sync += d_valid.eq(0)
             # From here on the instruction is the decode register's. It is checked there, and
             # the check's verdict is registered beside the scoreboard's (below).
             insn, slot = d_insn, d_slot
