@@ -409,15 +409,15 @@ class _Core(Elaboratable):
             loaded = fetcher.insn.valid & fetcher.insn.ready
             # The opcode decoded as it is loaded (one flag per opcode: a short dispatch path).
             d_is_op = {op: Signal(name=f"d_is_{op.name.lower()}") for op in Opcode}
-            loads = [[d_insn.eq(insn)],
-                     [d_slot.eq(slot), d_legal.eq(legal), *(d_is_op[op].eq(fetched_opcode == op) for op in Opcode)],
-                     [d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows)],
-                     [d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]]
             if cfg.register_slices:
                 # While the register is empty its fields follow the instruction presented
                 # (nothing uses them then) and taking it only sets ``d_valid``: the fields'
                 # enables are copies of ``d_valid`` (registers, one per group of fields), not
                 # the fetcher's output logic routed to 300-odd flip-flops.
+                loads = [[d_insn.eq(insn)],
+                         [d_slot.eq(slot), d_legal.eq(legal), *(d_is_op[op].eq(fetched_opcode == op) for op in Opcode)],
+                         [d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows)],
+                         [d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]]
                 d_valid_next = Signal()
                 m.d.comb += d_valid_next.eq(Mux(fetch_restart | fetcher_restart, 0,
                                                 Mux(loaded, 1, Mux(dispatch, 0, d_valid))))
