@@ -226,13 +226,15 @@ PNR_MINUTES = 60
 
 
 def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo=print, program=False,
-                pnr_minutes=PNR_MINUTES, placer=None, router=None):
+                pnr_minutes=PNR_MINUTES, placer=None, router=None, seed=1):
     """Build board ``name`` with ``config`` (the board's default when None) into ``out_dir``.
 
     ``clk_hz`` is the NPU clock the PLL makes and nextpnr is constrained to (the board's
     target clock when None). ``pnr_minutes`` limits place-and-route (None or 0: no limit);
     a build stopped there gets its report (``"routed": false``) and a :class:`BuildError`.
-    ``placer`` and ``router`` choose nextpnr's (the board's defaults when None).
+    ``placer`` and ``router`` choose nextpnr's (the board's defaults when None), ``seed``
+    its placement seed (a positive integer; another seed places the design differently,
+    and Fmax moves with it).
 
     Returns the report (also written to ``out_dir/report.json``). Raises
     :class:`BuildError` when a tool fails; a design that does not fit the device still
@@ -246,6 +248,8 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     for option, value, allowed in (("placer", placer, PLACERS), ("router", router, ROUTERS)):
         if value not in allowed:
             raise ValueError(f"{option} = {value!r} is invalid: must be one of {', '.join(allowed)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
+        raise ValueError(f"seed = {seed!r} is invalid: must be a positive integer")
     config = config or board_config(name)
     out_dir = Path(out_dir or Path("build") / "boards" / name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +267,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     # re-encode a state machine whose register has one: drop it (the board design is held
     # in reset until its clock is up, and the reset state is the init value), so Yosys
     # extracts the state machines and encodes them one-hot (fewer logic levels).
-    overrides = {"nextpnr_opts": f"--timing-allow-fail --seed 1 --placer {placer} --router {router}",
+    overrides = {"nextpnr_opts": f"--timing-allow-fail --seed {seed} --placer {placer} --router {router}",
                  "synth_opts": "-run begin:check",
                  "script_after_read": "setattr -unset init w:fsm_state",
                  "script_after_synth": "hierarchy -check\nstat\ncheck -noinit\nblackbox =A:whitebox"}
@@ -284,7 +288,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
         "config": config.to_dict(), "baud": baud or DEFAULT_BAUD, "ram": {"kind": board.ram,
                                                                            "bytes": board.ram_bytes},
         "tools": {var: Path(cmd).name for var, cmd in tools.items()},
-        "nextpnr": {"placer": placer, "router": router, "seed": 1},
+        "nextpnr": {"placer": placer, "router": router, "seed": seed},
         "clock_hz": top.clk_hz,
     }
     labels = {"YOSYS": "synthesis", "NEXTPNR_ICE40": "place-and-route", "NEXTPNR_ECP5": "place-and-route",
@@ -307,9 +311,9 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
             report["abc9"] = False
             code, more = _run(cmd, out_dir, out_dir / logs["YOSYS"], echo, label, env)
             secs += more
-        seed = 1
-        while (code and label == "place-and-route" and board.family == "ecp5" and seed < PNR_SEEDS
-               and _global_buffer_unroutable(out_dir)):
+        first_seed = seed
+        while (code and label == "place-and-route" and board.family == "ecp5"
+               and seed < first_seed + PNR_SEEDS - 1 and _global_buffer_unroutable(out_dir)):
             # nextpnr placed a DCCA (a reset's global buffer) where the router cannot reach
             # its input: another seed places it elsewhere.
             seed += 1
@@ -365,7 +369,8 @@ def _toml(config):
     return "\n".join(lines) + "\n"
 
 
-#: nextpnr seeds a build tries when the router cannot reach a global buffer (see build_board).
+#: nextpnr seeds a build tries (its seed and the next ones) when the router cannot reach a
+#: global buffer (see build_board).
 PNR_SEEDS = 3
 
 

@@ -673,8 +673,10 @@ def boards():
               help="nextpnr's placer [default: the board's, see 'npu boards'].")
 @click.option("--router", type=_pnr_choices()[1], default=None,
               help="nextpnr's router [default: the board's].")
+@click.option("--seed", type=click.IntRange(min=1), default=1, show_default=True,
+              help="nextpnr's placement seed (Fmax moves from seed to seed).")
 @config_options
-def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, config_path, **overrides):
+def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, seed, config_path, **overrides):
     """Build a bitstream for a dev board (Yosys + nextpnr) and write report.json.
 
     Without --config the board's default NPU (sized to its device) is built.
@@ -687,7 +689,7 @@ def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, con
         report = build_board(board_name, config, out_dir, baud=baud, echo=lambda line: click.echo(line, err=True),
                              clk_hz=None if clock_mhz is None else round(clock_mhz * 1e6),
                              pnr_minutes=PNR_MINUTES if pnr_minutes is None else pnr_minutes,
-                             placer=placer, router=router)
+                             placer=placer, router=router, seed=seed)
     except (BuildError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"bitstream: {report['bitstream']}\nreport: {Path(out_dir) / 'report.json'}")

@@ -132,12 +132,12 @@ def test_place_and_route_past_its_time_limit_is_stopped_with_a_report(tmp_path, 
                              r"wires \(router2 iteration 2\); ICESTORM_LC 5125/5280 \(97%\)\); 'npu build "
                              r"--pnr-minutes N' allows longer"):
         board_build.build_board("icebreaker", config, tmp_path / "out", echo=lines.append, clk_hz=12_000_000,
-                                pnr_minutes=0.05, placer="static", router="router2")
+                                pnr_minutes=0.05, placer="static", router="router2", seed=5)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["routed"] is False and report["bitstream"] is None and report["clock"]["fmax_mhz"] is None
-    # The placer and router asked for reach nextpnr and the report.
-    assert "--placer static --router router2" in (tmp_path / "nextpnr-args").read_text()
-    assert report["nextpnr"] == {"placer": "static", "router": "router2", "seed": 1}
+    # The placer, router and seed asked for reach nextpnr and the report.
+    assert "--seed 5 --placer static --router router2" in (tmp_path / "nextpnr-args").read_text()
+    assert report["nextpnr"] == {"placer": "static", "router": "router2", "seed": 5}
     assert report["seconds"]["place-and-route"] < 30
     assert any("routing: 2276 overused wires" in line for line in lines)
 
@@ -180,6 +180,8 @@ def test_unknown_placer_or_router_is_one_line(tmp_path):
         board_build.build_board("icebreaker", None, tmp_path, echo=None, placer="sa")
     with pytest.raises(ValueError, match="router = 'router3' is invalid: must be one of router1, router2"):
         board_build.build_board("ulx3s-85f", None, tmp_path, echo=None, router="router3")
+    with pytest.raises(ValueError, match="seed = 0 is invalid: must be a positive integer"):
+        board_build.build_board("ulx3s-85f", None, tmp_path, echo=None, seed=0)
     assert not any(tmp_path.iterdir())      # refused before anything was built
 
 
