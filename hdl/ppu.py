@@ -11,7 +11,7 @@ from amaranth.utils import ceil_log2
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
 from .layouts import addr_width, output_layout, param_lane_layout, param_write_layout, ppu_command_layout
 from .pe import mult18x18d_registered, registered_dsp
-from .pipeline import fanout, register
+from .pipeline import fanout
 from .ram import CollisionFreeReadPort
 
 __all__ = ["PostProcessor", "requantize_lane", "SerialLane"]
@@ -117,7 +117,7 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     amount_next = Mux(shift[2] == 0, 0, shift[2] - 1)[:len(shift[2])]     # shift - 1: to the rounding bit
     if dsp:
         chunks = range(0, pw, 16)
-        amounts = [register(m, amount_next, name=f"{name}_amount{at}", separate=True) for at in chunks]
+        amounts = fanout(m, amount_next, len(chunks), name=f"{name}_amount", separate=True)
         shifted = Cat(*((p >> amount)[at:at + 16] for at, amount in zip(chunks, amounts)))
     else:
         amount = Signal.like(param.shift)
@@ -406,7 +406,7 @@ class PostProcessor(wiring.Component):
         if cfg.register_slices:
             # Registered, from the previous cycle's count as if a row had been read then too
             # (reads out of the FIFO meanwhile only make it stricter; it may hold back a read
-            # when one entry is left): neither an adder nor the read issue in front of it.
+            # when one entry is left): the read issue is not in front of it.
             has_room = Signal()
             m.d.sync += has_room.eq((out_fifo.level + in_flight) < self._fifo_depth - 1)
         else:
