@@ -226,7 +226,7 @@ PNR_MINUTES = 60
 
 
 def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo=print, program=False,
-                pnr_minutes=PNR_MINUTES, placer=None, router=None, seed=1):
+                pnr_minutes=PNR_MINUTES, placer=None, router=None, seed=1, seeds=1):
     """Build board ``name`` with ``config`` (the board's default when None) into ``out_dir``.
 
     ``clk_hz`` is the NPU clock the PLL makes and nextpnr is constrained to (the board's
@@ -234,7 +234,9 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     a build stopped there gets its report (``"routed": false``) and a :class:`BuildError`.
     ``placer`` and ``router`` choose nextpnr's (the board's defaults when None), ``seed``
     its placement seed (a positive integer; another seed places the design differently,
-    and Fmax moves with it).
+    and Fmax moves with it). ``seeds`` > 1 places and routes with ``seed`` and the next
+    ones, up to ``seeds`` of them, until one meets timing, and keeps the fastest routed
+    result (the report's ``nextpnr.tried`` lists each seed's Fmax).
 
     Returns the report (also written to ``out_dir/report.json``). Raises
     :class:`BuildError` when a tool fails; a design that does not fit the device still
@@ -250,6 +252,8 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
             raise ValueError(f"{option} = {value!r} is invalid: must be one of {', '.join(allowed)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
         raise ValueError(f"seed = {seed!r} is invalid: must be a positive integer")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds = {seeds!r} is invalid: must be a positive integer (how many seeds to try)")
     config = config or board_config(name)
     out_dir = Path(out_dir or Path("build") / "boards" / name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -323,6 +327,9 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
             code, more = _run(cmd, out_dir, out_dir / logs[var], echo, label, env, limit)
             secs += more
             report["nextpnr"]["seed"] = seed
+        if code == 0 and label == "place-and-route" and seeds > 1:
+            secs += _sweep_seeds(cmd, out_dir, seed, seeds, top.clk_hz / 1e6, echo,
+                                 lambda c: _run(c, out_dir, out_dir / logs[var], echo, label, env, limit), report)
         seconds[label] = round(secs, 1)
         if code != 0:
             failure = (label, code)
@@ -372,6 +379,52 @@ def _toml(config):
 #: nextpnr seeds a build tries (its seed and the next ones) when the router cannot reach a
 #: global buffer (see build_board).
 PNR_SEEDS = 3
+
+
+def _sweep_seeds(cmd, out_dir, seed, seeds, clock_mhz, echo, run, report):
+    """Place and route again with the seeds after ``seed`` (``seeds`` in all) until one
+    meets ``clock_mhz``; leave the fastest routed result in ``top.tim`` and ``top.config``.
+    Returns the seconds the runs after the first took; the seeds' Fmax (None: not routed)
+    go to ``report["nextpnr"]["tried"]``."""
+    out_dir = Path(out_dir)
+    results = out_dir / "top.tim", out_dir / "top.config"
+
+    def fmax():
+        text = results[0].read_text(errors="replace")
+        return _fmax(text)[0] if "Routing complete" in text or "Program finished normally" in text else None
+
+    def keep(n):
+        for path in results:
+            shutil.copyfile(path, path.with_suffix(f".seed{n}{path.suffix}"))
+
+    tried = {seed: fmax()}
+    keep(seed)
+    secs = 0.0
+    for n in range(seed + 1, seed + seeds):
+        best = max((f for f in tried.values() if f), default=None)
+        if best is not None and best >= clock_mhz:
+            break
+        if echo:
+            echo(f"  place-and-route: Fmax {best or 0:.1f} MHz < {clock_mhz:g} MHz; again with seed {n} "
+                 f"({n - seed + 1} of {seeds}) ...")
+        code, more = run([f"{n}" if prev == "--seed" else arg for prev, arg in zip(["", *cmd], cmd)])
+        secs += more
+        tried[n] = fmax() if code == 0 else None       # (a seed that fails is passed over)
+        if code == 0:
+            keep(n)
+    best_seed = max((n for n in tried if tried[n]), key=lambda n: tried[n], default=seed)
+    for path in results:
+        shutil.copyfile(path.with_suffix(f".seed{best_seed}{path.suffix}"), path)
+    for n in tried:
+        if n != best_seed:
+            path = results[1].with_suffix(f".seed{n}{results[1].suffix}")
+            path.unlink(missing_ok=True)        # (each seed's log stays)
+    report["nextpnr"]["seed"] = best_seed
+    report["nextpnr"]["tried"] = {str(n): f for n, f in tried.items()}
+    if echo and len(tried) > 1:
+        echo(f"  place-and-route: seed {best_seed} kept (" +
+             ", ".join(f"seed {n}: {f:.1f} MHz" if f else f"seed {n}: not routed" for n, f in tried.items()) + ")")
+    return secs
 
 
 def _global_buffer_unroutable(out_dir):

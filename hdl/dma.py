@@ -307,8 +307,13 @@ class DMAUnit(wiring.Component):
             slots = [Signal.like(srow, name=f"srow_slot{i}") for i in range(2)]
             wr_slot, rd_slot = Signal(), Signal()
             full = Signal()             # both slots hold a row (srow_valid: at least one)
-            take_row = can_take & ~full
+            # ``ready`` from three registers: ``can_take`` but ``stopping`` is registered, from
+            # this cycle's ``running`` and command and the next ``capture_some`` (``taken`` only
+            # picks it): late by one cycle only as a command starts (a cycle per STORE).
+            take_ok = Signal()
+            take_row = take_ok & ~stopping & ~full
             taken = take_row & self.rows_in.valid
+            m.d.sync += take_ok.eq(running & cmd.store & Mux(taken, capture_left != 1, capture_some))
             m.d.comb += [self.rows_in.ready.eq(take_row), srow.eq(Mux(rd_slot, slots[1], slots[0]))]
             for i, slot in enumerate(slots):
                 with m.If(~full & (wr_slot == i)):

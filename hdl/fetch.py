@@ -17,6 +17,7 @@ from amaranth.utils import exact_log2
 
 from .dma import bus_signature, next_window_check
 from .isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, ErrorCode
+from .pipeline import step_count
 
 __all__ = ["Fetcher", "fetched_layout", "FETCH_DEPTH"]
 
@@ -164,7 +165,11 @@ class Fetcher(wiring.Component):
         accept = self.bus.stb & ~self.bus.stall
         # Answers come only to requests outstanding (the register, not the combinational cyc).
         answer = pending & (self.bus.ack | self.bus.err)
-        m.d.sync += outstanding.eq(outstanding + accept - answer)
+        # With register slices the counts' next values only pick among sums of registers
+        # (``step_count``): the accept, the end of the longest request path, meets no adder.
+        count = step_count if c.register_slices else (lambda n, up, down: n + up - down)
+        outstanding_next = count(outstanding, accept, answer)
+        m.d.sync += outstanding.eq(outstanding_next)
         with m.If(accept):
             m.d.sync += pending.eq(1)
         with m.Elif(answer & (outstanding == 1)):
@@ -173,11 +178,21 @@ class Fetcher(wiring.Component):
         # the bus, so whoever restarts the fetcher may look at a registered ``idle``.
         stale = Signal.like(outstanding)
         with m.If(self.restart):
-            m.d.sync += stale.eq(outstanding + accept - answer)
+            m.d.sync += stale.eq(outstanding_next)
         with m.Elif(answer & (stale != 0)):
             m.d.sync += stale.eq(stale - 1)
-        ack = pending & self.bus.ack & (stale == 0)
-        err = pending & self.bus.err & (stale == 0)
+        if c.register_slices:
+            # ``stale == 0`` kept as a register of its own, its next value from compares of
+            # the counts alone (an answer means one is outstanding; after an accept one is).
+            fresh = Signal(init=1)
+            with m.If(self.restart):
+                m.d.sync += fresh.eq(~accept & Mux(answer, outstanding == 1, outstanding == 0))
+            with m.Elif(answer & ~fresh):
+                m.d.sync += fresh.eq(stale == 1)
+        else:
+            fresh = stale == 0
+        ack = pending & self.bus.ack & fresh
+        err = pending & self.bus.err & fresh
 
         # The ring's last slot, registered: a wrap is an equality, not an add and a compare.
         last_slot, last_but_one = Signal(S), Signal(S)
@@ -237,7 +252,7 @@ class Fetcher(wiring.Component):
 
         first_accept = accept & ~mid_slot
         popped = self.insn.valid & self.insn.ready
-        m.d.sync += reserved.eq(reserved + first_accept - popped)
+        m.d.sync += reserved.eq(count(reserved, first_accept, popped))
         with m.If(first_accept & ~popped & (reserved == FETCH_DEPTH - 1)):
             m.d.sync += full.eq(1)
         with m.Elif(popped & ~first_accept):

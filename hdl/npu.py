@@ -832,6 +832,17 @@ class _Core(Elaboratable):
 
         # --- Performance counters -----------------------------------------------------
         dp_rows = dp.event_row_issued
+        fetch_waiting = busy & ~stopping & ~d_valid
+        if sequential:
+            stall_fetch = fetch_waiting & ~caught_up
+        else:
+            fetch_more = ~(caught_up & fetch_idle & ~fetcher.insn.valid)     # more is coming
+            if cfg.register_slices:
+                # Its halves registered apart (``caught_up`` is a compare, ``insn.valid`` the
+                # fetcher's FIFO): counted a cycle after the other events, the same in total.
+                stall_fetch = register(m, fetch_waiting, name="fetch_waiting") & register(m, fetch_more, name="fetch_more")
+            else:
+                stall_fetch = fetch_waiting & fetch_more
         events = {
             "cycles":           busy,
             "dma_busy":         dma.busy,
@@ -846,8 +857,7 @@ class _Core(Elaboratable):
             "stall_output":     dp.event_output_stall,
             "stall_dependency": valid & blocked_dep,
             "stall_queue_full": valid & ~blocked_dep & blocked_room,
-            "stall_fetch":      busy & ~stopping & ~d_valid & (~caught_up if sequential else
-                                                       ~(caught_up & fetch_idle & ~fetcher.insn.valid)),
+            "stall_fetch":      stall_fetch,
             "stall_bus":        dma.event_bus_wait,
         }
         assert list(events) == list(PERF_COUNTERS)

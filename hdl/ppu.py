@@ -528,15 +528,21 @@ class PostProcessor(wiring.Component):
         # pass shifts the captured row down by L columns and rotates the column parameters
         # by L, so after the P passes of a row they are back in place for the next.
         # (A row is captured in the cycle of the previous row's last pass.)
-        with m.If(captured):
-            m.d.sync += [row_buf[n].eq(self.acc_rd_data[n]) for n in range(cfg.cols)]
-        with m.Elif(active):
-            m.d.sync += [row_buf[n].eq(row_buf[n + L]) for n in range(cfg.cols - L)]
         if cfg.register_slices:
-            # The rotation's enable as a register per column too (``active``'s next value).
+            # The rotation's enable as a register per column too (``active``'s next value), and
+            # so is "captured" for the row register (``reads``' next value): not two state
+            # registers routed to the enables of the whole row and parameter set.
             rotate = fanout(m, Mux(captured, 1, active & (index != P - 1)), cfg.cols, name="lane_rotate")
+            capture = fanout(m, reads[-2] if len(reads) > 1 else issue, cfg.cols, name="row_capture")
         else:
             rotate = [active] * cfg.cols
+            capture = [captured] * cfg.cols
+        for n in range(cfg.cols):
+            with m.If(capture[n]):
+                m.d.sync += row_buf[n].eq(self.acc_rd_data[n])
+            if n < cfg.cols - L:
+                with m.Elif(rotate[n]):
+                    m.d.sync += row_buf[n].eq(row_buf[n + L])
         for n in range(cfg.cols):
             with m.If(rotate[n]):
                 m.d.sync += lane[n].eq(lane[(n + L) % cfg.cols])

@@ -675,8 +675,10 @@ def boards():
               help="nextpnr's router [default: the board's].")
 @click.option("--seed", type=click.IntRange(min=1), default=1, show_default=True,
               help="nextpnr's placement seed (Fmax moves from seed to seed).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeds to try (--seed and the next ones) until one meets timing; the fastest is kept.")
 @config_options
-def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, seed, config_path, **overrides):
+def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, seed, seeds, config_path, **overrides):
     """Build a bitstream for a dev board (Yosys + nextpnr) and write report.json.
 
     Without --config the board's default NPU (sized to its device) is built.
@@ -689,7 +691,7 @@ def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, see
         report = build_board(board_name, config, out_dir, baud=baud, echo=lambda line: click.echo(line, err=True),
                              clk_hz=None if clock_mhz is None else round(clock_mhz * 1e6),
                              pnr_minutes=PNR_MINUTES if pnr_minutes is None else pnr_minutes,
-                             placer=placer, router=router, seed=seed)
+                             placer=placer, router=router, seed=seed, seeds=seeds)
     except (BuildError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"bitstream: {report['bitstream']}\nreport: {Path(out_dir) / 'report.json'}")
@@ -720,7 +722,9 @@ def flash(board_name, out_dir, force):
 @click.option("--no-build", is_flag=True, help="Only print the table of the existing reports.")
 @click.option("--pnr-minutes", type=click.IntRange(min=0), default=None,
               help="Stop each board's place-and-route after this many minutes (0: no limit) [default: 60].")
-def fpga_report(out_dir, board_names, no_build, pnr_minutes):
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="nextpnr seeds to try per board until one meets timing (see 'npu build --seeds').")
+def fpga_report(out_dir, board_names, no_build, pnr_minutes, seeds):
     """Build every supported board's default NPU and print one table of the reports."""
     from .boards.build import PNR_MINUTES, BuildError, build_board, read_report
     from .boards.platforms import board_names as all_boards
@@ -731,7 +735,7 @@ def fpga_report(out_dir, board_names, no_build, pnr_minutes):
             _step(f"{name}")
             try:
                 build_board(name, None, out_dir / name, echo=lambda line: click.echo(line, err=True),
-                            pnr_minutes=PNR_MINUTES if pnr_minutes is None else pnr_minutes)
+                            pnr_minutes=PNR_MINUTES if pnr_minutes is None else pnr_minutes, seeds=seeds)
             except BuildError as e:
                 click.echo(f"  {name}: {e}", err=True)
                 failed.append(name)

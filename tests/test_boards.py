@@ -175,6 +175,42 @@ def test_place_and_route_tries_another_seed_when_a_global_buffer_is_unreachable(
     assert len((tmp_path / "nextpnr-args").read_text().splitlines()) == 1
 
 
+def test_seed_sweep_keeps_the_fastest_routed_result_and_stops_once_timing_is_met(tmp_path, monkeypatch):
+    # Stand-in nextpnr: Fmax 80, 95, 90, 101, 99 MHz with seeds 1..5 (the ULX3S's 100 MHz
+    # clock); its textcfg says which seed placed it.
+    fmax = {1: 80, 2: 95, 3: 90, 4: 101, 5: 99}
+    cases = "".join(f"*'--seed {n} '*) f={f};; " for n, f in fmax.items())
+    _stand_in_tools(tmp_path, monkeypatch, {
+        "YOSYS": "exit 0\n",
+        "ECPPACK": "while [ \"$1\" != --bit ]; do shift; done\ntouch \"$2\"\n",
+        "NEXTPNR_ECP5": f"echo \"$@\" >> {tmp_path / 'nextpnr-args'}\n"
+                        f"case \"$* \" in {cases}esac\n"
+                        "seed=$(echo \"$*\" | sed 's/.*--seed \\([0-9]*\\).*/\\1/')\n"
+                        "while [ \"$1\" != --log ]; do shift; done\n"
+                        "echo \"Info: Routing complete.\" > \"$2\"\n"
+                        "echo \"Info: Max frequency for clock 'clk': $f.00 MHz (FAIL at 100.00 MHz)\" >> \"$2\"\n"
+                        "echo \"seed $seed\" > top.config\n"})
+    config = NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4)
+    lines = []
+    report = board_build.build_board("ulx3s-25f", config, tmp_path / "out", echo=lines.append, seeds=3)
+    out = tmp_path / "out"
+    assert report["nextpnr"]["tried"] == {"1": 80.0, "2": 95.0, "3": 90.0}
+    assert report["nextpnr"]["seed"] == 2 and report["clock"]["fmax_mhz"] == 95.0
+    assert (out / "top.config").read_text() == "seed 2\n"       # the bitstream is packed from seed 2's
+    assert "95.00 MHz" in (out / "top.tim").read_text()
+    assert sorted(p.name for p in out.glob("top.seed*")) == ["top.seed1.tim", "top.seed2.config",
+                                                              "top.seed2.tim", "top.seed3.tim"]
+    assert any("seed 2 kept (seed 1: 80.0 MHz, seed 2: 95.0 MHz, seed 3: 90.0 MHz)" in line for line in lines)
+    # Seeds 2..6: seed 4 meets 100 MHz, so 5 and 6 are not tried.
+    (tmp_path / "nextpnr-args").unlink()
+    report = board_build.build_board("ulx3s-25f", config, tmp_path / "out2", echo=None, seed=2, seeds=5)
+    assert report["nextpnr"]["tried"] == {"2": 95.0, "3": 90.0, "4": 101.0}
+    assert report["nextpnr"]["seed"] == 4 and report["clock"]["met"] is True
+    assert len((tmp_path / "nextpnr-args").read_text().splitlines()) == 3
+    with pytest.raises(ValueError, match="seeds = 0 is invalid: must be a positive integer"):
+        board_build.build_board("ulx3s-25f", config, tmp_path / "out3", echo=None, seeds=0)
+
+
 def test_unknown_placer_or_router_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="placer = 'sa' is invalid: must be one of heap, static"):
         board_build.build_board("icebreaker", None, tmp_path, echo=None, placer="sa")
