@@ -368,19 +368,23 @@ class _Core(Elaboratable):
          st_count, st_acc, st_param, mem_addr, stride) = operands(insn)
         # Whether the opcode exists and its reserved bits are zero: worked out from the
         # fetched instruction and loaded with it (the rest of the check follows from the
-        # decode register).
-        legal = Signal()
+        # decode register); with two decode stages, from the decode register.
+        def legal_check(insn, name):
+            legal = Signal(name=name)
+            with m.Switch(insn[:4]):
+                for op in Opcode:
+                    with m.Case(op):
+                        ok = (insn & reserved_mask(op)) == 0
+                        if op == Opcode.LOAD and not cfg.sparse:
+                            ok = ok & (_field(insn, op, "buffer") != Buffer.IDX)
+                        if op == Opcode.COMPUTE and not cfg.sparse:
+                            ok = ok & ~_field(insn, op, "sparse") & (_field(insn, op, "part") == 0) \
+                                & (_field(insn, op, "idx_addr") == 0)
+                        m.d.comb += legal.eq(ok)
+            return legal
+        two_stage = cfg.register_slices and not sequential
+        legal = legal_check(insn, "legal") if not two_stage else None
         fetched_opcode = insn[:4]
-        with m.Switch(fetched_opcode):
-            for op in Opcode:
-                with m.Case(op):
-                    ok = (insn & reserved_mask(op)) == 0
-                    if op == Opcode.LOAD and not cfg.sparse:
-                        ok = ok & (_field(insn, op, "buffer") != Buffer.IDX)
-                    if op == Opcode.COMPUTE and not cfg.sparse:
-                        ok = ok & ~_field(insn, op, "sparse") & (_field(insn, op, "part") == 0) \
-                            & (_field(insn, op, "idx_addr") == 0)
-                    m.d.comb += legal.eq(ok)
         dispatch = Signal()
         if sequential:
             # The DMA unit's row register is the decode register: the instruction waits there,
@@ -415,7 +419,7 @@ class _Core(Elaboratable):
                 # enables are copies of ``d_valid`` (registers, one per group of fields), not
                 # the fetcher's output logic routed to 300-odd flip-flops.
                 loads = [[d_insn.eq(insn)],
-                         [d_slot.eq(slot), d_legal.eq(legal), *(d_is_op[op].eq(fetched_opcode == op) for op in Opcode)],
+                         [d_slot.eq(slot), *(d_is_op[op].eq(fetched_opcode == op) for op in Opcode)],
                          [d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows)],
                          [d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]]
                 d_valid_next = Signal()
@@ -478,12 +482,13 @@ class _Core(Elaboratable):
                 m.d.comb += operands_ok.eq(1)
         bb_mask = cfg.bus_bytes - 1
         aligned = ~(is_op[Opcode.LOAD] | is_op[Opcode.STORE]) | (((mem_addr | stride) & bb_mask) == 0)
-        two_stage = cfg.register_slices and not sequential
         if two_stage:
             # The operand checks are registered before the error code is picked from them:
             # a first stage, like the scoreboard's below (and covered by the same ``fresh_1``).
+            # So is the opcode and reserved-bit check, of the decode register.
             operands_ok_1, aligned_1 = Signal(), Signal()
-            m.d.sync += [operands_ok_1.eq(operands_ok), aligned_1.eq(aligned)]
+            m.d.sync += [operands_ok_1.eq(operands_ok), aligned_1.eq(aligned),
+                         d_legal.eq(legal_check(insn, "d_insn_legal"))]
             operands_ok, aligned = operands_ok_1, aligned_1
 
         decode_error = Signal(8)
