@@ -226,7 +226,7 @@ PNR_MINUTES = 60
 
 
 def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo=print, program=False,
-                pnr_minutes=PNR_MINUTES, placer=None, router=None, seed=1, seeds=1):
+                pnr_minutes=PNR_MINUTES, placer=None, router=None, seed=1, seeds=None):
     """Build board ``name`` with ``config`` (the board's default when None) into ``out_dir``.
 
     ``clk_hz`` is the NPU clock the PLL makes and nextpnr is constrained to (the board's
@@ -236,7 +236,8 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     its placement seed (a positive integer; another seed places the design differently,
     and Fmax moves with it). ``seeds`` > 1 places and routes with ``seed`` and the next
     ones, up to ``seeds`` of them, until one meets timing, and keeps the fastest routed
-    result (the report's ``nextpnr.tried`` lists each seed's Fmax).
+    result (the report's ``nextpnr.tried`` lists each seed's Fmax); None: the board's
+    default (:attr:`Board.seeds`).
 
     Returns the report (also written to ``out_dir/report.json``). Raises
     :class:`BuildError` when a tool fails; a design that does not fit the device still
@@ -247,6 +248,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
 
     board = get_board(name)
     placer, router = placer or board.placer, router or board.router
+    seeds = board.seeds if seeds is None else seeds
     for option, value, allowed in (("placer", placer, PLACERS), ("router", router, ROUTERS)):
         if value not in allowed:
             raise ValueError(f"{option} = {value!r} is invalid: must be one of {', '.join(allowed)}")
@@ -292,7 +294,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
         "config": config.to_dict(), "baud": baud or DEFAULT_BAUD, "ram": {"kind": board.ram,
                                                                            "bytes": board.ram_bytes},
         "tools": {var: Path(cmd).name for var, cmd in tools.items()},
-        "nextpnr": {"placer": placer, "router": router, "seed": seed},
+        "nextpnr": {"placer": placer, "router": router, "seed": seed, "seeds": seeds},
         "clock_hz": top.clk_hz,
     }
     labels = {"YOSYS": "synthesis", "NEXTPNR_ICE40": "place-and-route", "NEXTPNR_ECP5": "place-and-route",

@@ -656,7 +656,8 @@ def boards():
     for b in BOARDS.values():
         c = board_config(b.name)
         click.echo(f"{b.name:12} {b.device:14} NPU {c.rows}x{c.cols} ({c.macs_per_cycle} MACs/cycle) at "
-                   f"{b.clk_hz / 1e6:g} MHz, {b.ram_bytes // 1024} KiB {b.ram}, nextpnr {b.placer}/{b.router}  "
+                   f"{b.clk_hz / 1e6:g} MHz, {b.ram_bytes // 1024} KiB {b.ram}, nextpnr {b.placer}/{b.router}"
+                   f"{f' (up to {b.seeds} seeds)' if b.seeds > 1 else ''}  "
                    f"{b.description}")
 
 
@@ -675,8 +676,9 @@ def boards():
               help="nextpnr's router [default: the board's].")
 @click.option("--seed", type=click.IntRange(min=1), default=1, show_default=True,
               help="nextpnr's placement seed (Fmax moves from seed to seed).")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Seeds to try (--seed and the next ones) until one meets timing; the fastest is kept.")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Seeds to try (--seed and the next ones) until one meets timing; the fastest is kept "
+                   "[default: the board's, see 'npu boards'].")
 @config_options
 def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, seed, seeds, config_path, **overrides):
     """Build a bitstream for a dev board (Yosys + nextpnr) and write report.json.
@@ -722,8 +724,8 @@ def flash(board_name, out_dir, force):
 @click.option("--no-build", is_flag=True, help="Only print the table of the existing reports.")
 @click.option("--pnr-minutes", type=click.IntRange(min=0), default=None,
               help="Stop each board's place-and-route after this many minutes (0: no limit) [default: 60].")
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
-              help="nextpnr seeds to try per board until one meets timing (see 'npu build --seeds').")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="nextpnr seeds to try per board until one meets timing [default: each board's].")
 def fpga_report(out_dir, board_names, no_build, pnr_minutes, seeds):
     """Build every supported board's default NPU and print one table of the reports."""
     from .boards.build import PNR_MINUTES, BuildError, build_board, read_report

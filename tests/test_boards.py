@@ -137,7 +137,7 @@ def test_place_and_route_past_its_time_limit_is_stopped_with_a_report(tmp_path, 
     assert report["routed"] is False and report["bitstream"] is None and report["clock"]["fmax_mhz"] is None
     # The placer, router and seed asked for reach nextpnr and the report.
     assert "--seed 5 --placer static --router router2" in (tmp_path / "nextpnr-args").read_text()
-    assert report["nextpnr"] == {"placer": "static", "router": "router2", "seed": 5}
+    assert report["nextpnr"] == {"placer": "static", "router": "router2", "seed": 5, "seeds": 1}
     assert report["seconds"]["place-and-route"] < 30
     assert any("routing: 2276 overused wires" in line for line in lines)
 
@@ -209,6 +209,11 @@ def test_seed_sweep_keeps_the_fastest_routed_result_and_stops_once_timing_is_met
     assert len((tmp_path / "nextpnr-args").read_text().splitlines()) == 3
     with pytest.raises(ValueError, match="seeds = 0 is invalid: must be a positive integer"):
         board_build.build_board("ulx3s-25f", config, tmp_path / "out3", echo=None, seeds=0)
+    # The large ECP5 boards try up to four seeds unless told otherwise (the small ones one).
+    report = board_build.build_board("ulx3s-45f", config, tmp_path / "out4", echo=None)
+    assert board("ulx3s-45f").seeds == 4 and board("ulx3s-25f").seeds == 1
+    assert report["nextpnr"]["seeds"] == 4 and report["nextpnr"]["seed"] == 4
+    assert list(report["nextpnr"]["tried"]) == ["1", "2", "3", "4"]
 
 
 def test_unknown_placer_or_router_is_one_line(tmp_path):
