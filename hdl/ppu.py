@@ -11,7 +11,7 @@ from amaranth.utils import ceil_log2
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
 from .layouts import addr_width, output_layout, param_lane_layout, param_write_layout, ppu_command_layout
 from .pe import mult18x18d_registered, registered_dsp
-from .pipeline import fanout
+from .pipeline import fanout, step_count
 from .ram import CollisionFreeReadPort
 
 __all__ = ["PostProcessor", "requantize_lane", "SerialLane"]
@@ -395,7 +395,7 @@ class PostProcessor(wiring.Component):
         remaining = Signal.like(cmd.count)
         addr = Signal.like(cmd.acc_addr)
         passes = cfg.requant_passes
-        # Rows read from the accumulator but not yet in the FIFO.
+        # Rows read from the accumulator but not yet in the FIFO (without register slices).
         in_flight = Signal(range(self._stages + passes + 3))
         # Cycles until the next row may be read: a row occupies the lanes for ``passes`` cycles.
         gap = Signal(range(passes)) if passes > 1 else Const(0, 1)
@@ -407,8 +407,12 @@ class PostProcessor(wiring.Component):
             # Registered, from the previous cycle's count as if a row had been read then too
             # (reads out of the FIFO meanwhile only make it stricter; it may hold back a read
             # when one entry is left): the read issue is not in front of it.
+            # The sum is a count of its own (rows read and not yet out of the FIFO: up on a
+            # read issue, down on a FIFO read, ``step_count``), so only a compare is in front.
             has_room = Signal()
-            m.d.sync += has_room.eq((out_fifo.level + in_flight) < self._fifo_depth - 1)
+            held = Signal(range(self._fifo_depth + self._stages + passes + 3))
+            m.d.sync += [held.eq(step_count(held, issue, out_fifo.r_en & out_fifo.r_rdy)),
+                         has_room.eq(held < self._fifo_depth - 1)]
         else:
             has_room = (out_fifo.level + in_flight) < self._fifo_depth
 
@@ -469,7 +473,7 @@ class PostProcessor(wiring.Component):
             # Each column's parameter registers load under an enable register of their own
             # ("in PARAMS" is "in FETCH a cycle before"): not one state bit routed to the
             # enables of the lanes' 800 registers.
-            lane_load = fanout(m, fsm.ongoing("FETCH"), cfg.cols, name="lane_load")
+            lane_load = fanout(m, fsm.ongoing("FETCH"), cfg.cols, name="lane_load", separate=dsp)
             for n in range(cfg.cols):
                 with m.If(lane_load[n]):
                     m.d.sync += lane[n].eq(param_q[n])
@@ -482,7 +486,8 @@ class PostProcessor(wiring.Component):
         m.d.comb += self.reading.eq(~fsm.ongoing("IDLE"))
 
         m.d.comb += [self.acc_rd_addr.eq(addr), self.acc_rd_en.eq(issue)]
-        m.d.sync += in_flight.eq(in_flight + issue - fifo_write)
+        if not cfg.register_slices:
+            m.d.sync += in_flight.eq(in_flight + issue - fifo_write)
 
         row = Signal(output_layout(cfg))
         if passes == 1:
@@ -531,9 +536,11 @@ class PostProcessor(wiring.Component):
         if cfg.register_slices:
             # The rotation's enable as a register per column too (``active``'s next value), and
             # so is "captured" for the row register (``reads``' next value): not two state
-            # registers routed to the enables of the whole row and parameter set.
-            rotate = fanout(m, Mux(captured, 1, active & (index != P - 1)), cfg.cols, name="lane_rotate")
-            capture = fanout(m, reads[-2] if len(reads) > 1 else issue, cfg.cols, name="row_capture")
+            # registers routed to the enables of the whole row and parameter set. (Separate
+            # flip-flops on an ECP5: Yosys would merge the copies, with ``reads`` too.)
+            rotate = fanout(m, Mux(captured, 1, active & (index != P - 1)), cfg.cols, name="lane_rotate",
+                            separate=dsp)
+            capture = fanout(m, reads[-2] if len(reads) > 1 else issue, cfg.cols, name="row_capture", separate=dsp)
         else:
             rotate = [active] * cfg.cols
             capture = [captured] * cfg.cols
