@@ -92,8 +92,14 @@ class _ECP5DSP:
     npu_registered_dsp = True
 
 
+#: With two requantiser lanes for four columns (two passes a row, as on the ULX3S-85F):
+#: the lanes' per-column enables are flip-flop instances too.
+ECP5_CONFIGS = {"3x5": CONFIGS["3x5"], "2x3-int6-acc16": CONFIGS["2x3-int6-acc16"],
+                "4x4-2lanes": NPUConfig(rows=4, cols=4, act_depth=64, wgt_depth=32, acc_depth=64, ppu_lanes=2)}
+
+
 @pytest.mark.rtl
-@pytest.mark.parametrize("name", ["3x5", "2x3-int6-acc16"])
+@pytest.mark.parametrize("name", ECP5_CONFIGS)
 @pytest.mark.parametrize("test, seed", [("random_gemms", 1), ("back_to_back_tiles", 1), ("random_programs", 2)])
 def test_datapath_rtl_on_registered_mult18x18d(name, test, seed):
     """The array with a registered ECP5 MULT18X18D per cell, the requantiser's limb products
@@ -103,7 +109,7 @@ def test_datapath_rtl_on_registered_mult18x18d(name, test, seed):
     from pathlib import Path
 
     import npu.sim
-    config = CONFIGS[name]
+    config = ECP5_CONFIGS[name]
     assert config.register_slices      # the cells' pipeline 3, which the block's registers hold
     build = build_dir_for(config, f"mult18-{test}-{seed}")
     run_cocotb(config, "npu.sim.tb_datapath", top="datapath", testcase=test, build_dir=build,
@@ -117,4 +123,7 @@ def test_datapath_rtl_on_registered_mult18x18d(name, test, seed):
     assert verilog.count("MULT18X18D ") == config.rows * config.cols + config.requant_lanes * lane_blocks
     # The accumulator columns' copies of the row control are flip-flop instances (kept apart).
     assert verilog.count("TRELLIS_FF ") > 0
+    if config.requant_passes > 1:       # each column's capture and rotate enables
+        assert sum(f"row_capture_copy{c}_ff0" in verilog for c in range(config.cols)) == config.cols
+        assert sum(f"lane_rotate_copy{c}_ff0" in verilog for c in range(config.cols)) == config.cols
     assert "a_q0" not in verilog        # no operand register left in the cells
