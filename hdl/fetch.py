@@ -221,8 +221,22 @@ class Fetcher(wiring.Component):
                            (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
         # ``at_last``: fetch_slot == last_slot, kept as a register of its own (worked out from
         # the slot's next value: the ring's first after the last, else the next one).
+        def after(last, slot, name):
+            """Whether the slot after ``slot`` is the ring's last (``last``: ``slot`` is). With
+            register slices and more than one bus word per instruction, a register worked
+            out a cycle ahead (so built outside any ``If``): a slot's last word comes at
+            least two cycles after the last slot change, and the ring registers do not
+            change while fetching."""
+            value = Mux(last, last_slot == 0, slot == last_but_one)
+            if not (c.register_slices and words > 1):
+                return value
+            ahead = Signal(name=name)
+            m.d.sync += ahead.eq(value)
+            return ahead
+        next_at_last = after(at_last, fetch_slot, "next_at_last")
+        next_resp_at_last = after(resp_at_last, resp_slot, "next_resp_at_last")
         with m.If(accept & slot_end):
-            m.d.sync += at_last.eq(Mux(at_last, last_slot == 0, fetch_slot == last_but_one))
+            m.d.sync += at_last.eq(next_at_last)
         # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
         m.d.sync += req_addr_inc.eq(Mux(self.restart, head_addr + bb,
                                         Mux(accept, Mux(slot_end & at_last, self.ring_base + bb, req_addr_inc + bb),
@@ -242,7 +256,7 @@ class Fetcher(wiring.Component):
         with m.If(ack | err):
             advance(resp_word, resp_slot, resp_addr, wrap=resp_at_last)
             with m.If(resp_word == words - 1):
-                m.d.sync += resp_at_last.eq(Mux(resp_at_last, last_slot == 0, resp_slot == last_but_one))
+                m.d.sync += resp_at_last.eq(next_resp_at_last)
         # Every word answered goes in. After an ERR nothing more does: the words of the
         # instruction it cut short stay in the FIFO, never a whole instruction, so never
         # dispatched (a restart empties the FIFO).
