@@ -393,7 +393,7 @@ def _sweep_seeds(cmd, out_dir, seed, seeds, clock_mhz, echo, run, report):
 
     def fmax():
         text = results[0].read_text(errors="replace")
-        return _fmax(text)[0] if "Routing complete" in text or "Program finished normally" in text else None
+        return _fmax(text)[0] if _routed(text) else None
 
     def keep(n):
         for path in results:
@@ -427,6 +427,11 @@ def _sweep_seeds(cmd, out_dir, seed, seeds, clock_mhz, echo, run, report):
         echo(f"  place-and-route: seed {best_seed} kept (" +
              ", ".join(f"seed {n}: {f:.1f} MHz" if f else f"seed {n}: not routed" for n, f in tried.items()) + ")")
     return secs
+
+
+def _routed(log_text):
+    """nextpnr's log says routing finished."""
+    return "Routing complete" in log_text or "Program finished normally" in log_text
 
 
 def _global_buffer_unroutable(out_dir):
@@ -470,7 +475,7 @@ def _fill_report(report, board, config, out_dir):
     report["resources"] = summary
     report["fits"] = bool(raw) and all(used <= available for used, available in raw.values())
     # Fmax counts only after routing; before, nextpnr's figure is the placer's estimate.
-    report["routed"] = "Routing complete" in text or "Program finished normally" in text
+    report["routed"] = _routed(text)
     states = [state for state in map(router_state, text.splitlines()) if state]
     report["routing"] = states[-1] if states and not report["routed"] else None
     fmax, constraint = _fmax(text)

@@ -395,8 +395,6 @@ class PostProcessor(wiring.Component):
         remaining = Signal.like(cmd.count)
         addr = Signal.like(cmd.acc_addr)
         passes = cfg.requant_passes
-        # Rows read from the accumulator but not yet in the FIFO (without register slices).
-        in_flight = Signal(range(self._stages + passes + 3))
         # Cycles until the next row may be read: a row occupies the lanes for ``passes`` cycles.
         gap = Signal(range(passes)) if passes > 1 else Const(0, 1)
 
@@ -414,6 +412,8 @@ class PostProcessor(wiring.Component):
             m.d.sync += [held.eq(step_count(held, issue, out_fifo.r_en & out_fifo.r_rdy)),
                          has_room.eq(held < self._fifo_depth - 1)]
         else:
+            in_flight = Signal(range(self._stages + passes + 3))   # rows read, not yet in the FIFO
+            m.d.sync += in_flight.eq(in_flight + issue - fifo_write)
             has_room = (out_fifo.level + in_flight) < self._fifo_depth
 
         # A new command waits for the previous one's rows to leave the pipeline, because
@@ -486,8 +486,6 @@ class PostProcessor(wiring.Component):
         m.d.comb += self.reading.eq(~fsm.ongoing("IDLE"))
 
         m.d.comb += [self.acc_rd_addr.eq(addr), self.acc_rd_en.eq(issue)]
-        if not cfg.register_slices:
-            m.d.sync += in_flight.eq(in_flight + issue - fifo_write)
 
         row = Signal(output_layout(cfg))
         if passes == 1:
