@@ -79,16 +79,17 @@ def next_window_check(m, config, word_ok, addr_next, candidates, nbytes, base, l
     ``addr_next`` takes (it keeps its value when none holds). With register slices each
     candidate is checked from registers on its own and the conditions only choose among
     the results, so the accept logic that picks the next address is not in front of the
-    compares; otherwise one check of ``addr_next`` (smaller).
+    compares; otherwise one check of ``addr_next`` (smaller). Returns the next value.
     """
     if not config.register_slices:
-        m.d.sync += word_ok.eq(in_window(m, addr_next, nbytes, base, limit))
-        return
-    oks = in_window(m, [address for _, address in candidates], nbytes, base, limit)
-    verdict = word_ok
-    for (condition, _), ok in reversed(list(zip(candidates, oks))):
-        verdict = Mux(condition, ok, verdict)
+        verdict = in_window(m, addr_next, nbytes, base, limit)
+    else:
+        oks = in_window(m, [address for _, address in candidates], nbytes, base, limit)
+        verdict = word_ok
+        for (condition, _), ok in reversed(list(zip(candidates, oks))):
+            verdict = Mux(condition, ok, verdict)
     m.d.sync += word_ok.eq(verdict)
+    return verdict
 
 
 class DMAUnit(wiring.Component):
@@ -217,17 +218,37 @@ class DMAUnit(wiring.Component):
             row_gate = (cmd.buffer == Buffer.PARAM) & ~cmd.store & (req_word == 0) & (pending | row_write)
         want_issue = running & ((~req_done & ~stopping & ~hold & have_data & ~row_gate) | was_stalled)
         release = hold & ~pending
-        m.d.comb += self.bus_req.eq((want_issue & word_ok) | pending)
+        # With register slices the request is a register of its own (``requesting``, worked
+        # out from the next values of ``want_issue``'s terms and ``word_ok``: see the end), so
+        # the bus's accept is the grant, that register and the stall, and the hundred-odd
+        # registers an accept steps have no request logic in front of them. (It sees the
+        # fetcher's wish for the bus, ``yield_bus``, a cycle later.)
+        registered_request = c.register_slices and not held
+        if registered_request:
+            requesting = Signal()
+        else:
+            requesting = want_issue & word_ok
+        m.d.comb += self.bus_req.eq(requesting | pending)
 
         m.d.comb += [
             self.bus.cyc.eq(self.gnt & self.bus_req),
-            self.bus.stb.eq(self.gnt & want_issue & word_ok),
+            self.bus.stb.eq(self.gnt & requesting),
             self.bus.we.eq(cmd.store),
             self.bus.adr.eq(req_addr[addr_shift:]),
         ]
         # The STORE row's word (with register slices also in a LOAD's requests, where the
         # bus ignores it: no command decode in front of the bus's data register).
-        store_word = srow.word_select(req_word, bw) if words["out"] > 1 else srow
+        # With register slices (and rows of more than one bus word) the read row register
+        # shifts down a word in the cycle after each word but a row's last is accepted
+        # (``shift``, a register): the word on the bus is its first or, in that cycle, its
+        # second, a small multiplexer of registers in place of a word select by ``req_word``.
+        shifting = c.register_slices and words["out"] > 1
+        shift = Signal()
+        store_word = Signal(bw)
+        if shifting:
+            m.d.comb += store_word.eq(Mux(shift, srow[bw:2 * bw], srow[:bw]))
+        else:
+            m.d.comb += store_word.eq(srow.word_select(req_word, bw) if words["out"] > 1 else srow)
         m.d.comb += self.bus.dat_w.eq(store_word if c.register_slices else Mux(cmd.store, store_word, 0))
         take_cmd = self.cmd.valid & self.cmd.ready
         # While the unit waits for a command, its registers follow the command presented (none
@@ -242,9 +263,9 @@ class DMAUnit(wiring.Component):
         with m.Elif(accept):
             m.d.sync += row_end.eq(Mux(row_end, last_word_index == 0, req_word + 1 == last_word_index))
         if c.register_slices:
-            next_window_check(m, c, word_ok, req_addr_next,
-                              [(idle, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
-                               (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
+            word_ok_next = next_window_check(m, c, word_ok, req_addr_next,
+                                             [(idle, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
+                                              (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
         else:
             # Two checks: a new command's address, and the address after an accept (the next
             # row's or the next word's, which registers pick); the accept only picks the
@@ -261,8 +282,8 @@ class DMAUnit(wiring.Component):
         else:
             m.d.comb += req_addr_inc.eq(req_addr + bb)      # (one adder, no register)
         # "No rows left to request", registered: from the rows left now, not the count's next value.
-        m.d.sync += req_done.eq(Mux(idle, self.cmd.payload.rows == 0,
-                                    Mux(accept & row_end, req_rows_left == 1, req_done)))
+        req_done_next = Mux(idle, self.cmd.payload.rows == 0, Mux(accept & row_end, req_rows_left == 1, req_done))
+        m.d.sync += req_done.eq(req_done_next)
         # Byte selects: a STORE's last word of a row carries only the row's data bytes.
         tail_bytes = row_bytes(c, "out") - (words["out"] - 1) * bb
         full_sel = (1 << bb) - 1
@@ -270,14 +291,19 @@ class DMAUnit(wiring.Component):
                                         (1 << tail_bytes) - 1, full_sel))
 
         # Window refusal: the request never reaches the bus.
-        with m.If(want_issue & ~word_ok):
-            m.d.sync += [stopping.eq(1), fault_code.eq(ErrorCode.WINDOW), fault_addr.eq(req_addr)]
+        refuse = want_issue & ~word_ok
+        stopping_next = stopping | refuse | err
+        m.d.sync += stopping.eq(stopping_next)
+        with m.If(refuse):
+            m.d.sync += [fault_code.eq(ErrorCode.WINDOW), fault_addr.eq(req_addr)]
         with m.If(err & ~stopping):
-            m.d.sync += [stopping.eq(1), fault_code.eq(ErrorCode.BUS_ERROR), fault_addr.eq(resp_addr)]
+            m.d.sync += [fault_code.eq(ErrorCode.BUS_ERROR), fault_addr.eq(resp_addr)]
+        burst_full_next = Mux(idle | release, 0, Mux(accept & ~burst_full, burst == MAX_BURST - 1, burst_full))
+        m.d.sync += burst_full.eq(burst_full_next)
         with m.If(release):
-            m.d.sync += [burst.eq(0), burst_full.eq(0)]
+            m.d.sync += burst.eq(0)
         with m.Elif(accept & ~burst_full):
-            m.d.sync += [burst.eq(burst + 1), burst_full.eq(burst == MAX_BURST - 1)]
+            m.d.sync += burst.eq(burst + 1)
 
         with m.If(accept):
             with m.If(row_end):
@@ -318,15 +344,24 @@ class DMAUnit(wiring.Component):
             for i, slot in enumerate(slots):
                 with m.If(~full & (wr_slot == i)):
                     m.d.sync += slot.eq(out_bytes)
+                if shifting:
+                    # The read slot holds a row (it is not free) while its words go out.
+                    with m.Elif(shift & (rd_slot == i)):
+                        m.d.sync += slot.eq(slot[bw:])
+            # After k words of a row accepted, the slot has shifted k - 1 times with a shift
+            # pending (word k is its second) or k times (its first).
+            m.d.sync += shift.eq(accept & ~row_end)
             with m.If(taken):
                 m.d.sync += [capture_left.eq(capture_left - 1), capture_some.eq(capture_left != 1),
                              wr_slot.eq(~wr_slot)]
             with m.If(last_accept):
                 m.d.sync += rd_slot.eq(~rd_slot)
+            srow_valid_next = Mux(idle, 0, Mux(taken & ~last_accept, 1, Mux(last_accept & ~taken, full, srow_valid)))
+            m.d.sync += srow_valid.eq(srow_valid_next)
             with m.If(taken & ~last_accept):
-                m.d.sync += [srow_valid.eq(1), full.eq(srow_valid)]
+                m.d.sync += full.eq(srow_valid)
             with m.Elif(last_accept & ~taken):
-                m.d.sync += [srow_valid.eq(full), full.eq(0)]
+                m.d.sync += full.eq(0)
             with m.If(idle):
                 m.d.sync += [full.eq(0), wr_slot.eq(0), rd_slot.eq(0)]
         else:
@@ -479,11 +514,20 @@ class DMAUnit(wiring.Component):
                 resp_addr.eq(p.mem_addr), resp_row_base.eq(p.mem_addr),
                 resp_word.eq(0), resp_row.eq(0), capture_left.eq(Mux(p.store, p.rows, 0)),
                 capture_some.eq(p.store & (p.rows != 0)),
-                srow_valid.eq(0), burst.eq(0), burst_full.eq(0),
+                srow_valid.eq(0), burst.eq(0),
             ]
         with m.If(finished):
             m.d.sync += running.eq(0)
         m.d.comb += self.done.eq(finished)
+        if registered_request:
+            # ``want_issue & word_ok`` of the next cycle, from the next values of its terms
+            # (the idle unit's from the command presented, which it loads when it takes it).
+            running_next = Mux(take_cmd, 1, running & ~finished)
+            stalled_next = self.bus.stb & self.bus.stall
+            hold_next = burst_full_next & self.yield_bus & ~stalled_next
+            have_data_next = Mux(idle, ~self.cmd.payload.store, ~cmd.store | srow_valid_next)
+            m.d.sync += requesting.eq(running_next & (stalled_next | (~req_done_next & ~stopping_next & ~hold_next
+                                                                      & have_data_next & word_ok_next)))
         m.d.comb += [
             self.fault.eq(stopping & ~pending & ~was_stalled),   # no request presented
             self.fault_code.eq(fault_code),

@@ -10,7 +10,7 @@ reports it once every instruction fetched before it has been dispatched, so erro
 surface in program order.
 """
 
-from amaranth.hdl import Cat, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -154,9 +154,18 @@ class Fetcher(wiring.Component):
         m.d.sync += asking.eq(want)
         pending = Signal()          # ``outstanding != 0``, kept as a register of its own
         m.d.comb += self.bus_req.eq(asking | was_stalled | pending)
+        # With register slices the request is a register of its own (``requesting``, worked
+        # out from the next values of its terms: see below), so the bus's accept is the grant,
+        # that register and the stall: no request logic in front of the registers an accept
+        # steps. (It sees ``enable`` a cycle later: the fetcher may ask for one more
+        # instruction after a stop, as it may anyway.)
+        if c.register_slices:
+            requesting = Signal()
+        else:
+            requesting = self.bus_req & (can_issue | was_stalled) & word_ok & go
         m.d.comb += [
             self.bus.cyc.eq(self.gnt & self.bus_req),
-            self.bus.stb.eq(self.bus.cyc & (can_issue | was_stalled) & word_ok & go),
+            self.bus.stb.eq(self.gnt & requesting),
             self.bus.we.eq(0),
             self.bus.adr.eq(req_addr[exact_log2(bb):]),
             self.bus.sel.eq((1 << bb) - 1),
@@ -216,9 +225,9 @@ class Fetcher(wiring.Component):
         with m.If(accept):
             advance(req_word, fetch_slot, req_addr, req_addr_next, domain="comb", wrap=at_last, addr_inc=req_addr_inc)
         slot_end = req_word == words - 1
-        next_window_check(m, c, word_ok, req_addr_next,
-                          [(self.restart, head_addr), (accept & slot_end & at_last, self.ring_base),
-                           (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
+        word_ok_next = next_window_check(m, c, word_ok, req_addr_next,
+                                         [(self.restart, head_addr), (accept & slot_end & at_last, self.ring_base),
+                                          (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
         # ``at_last``: fetch_slot == last_slot, kept as a register of its own (worked out from
         # the slot's next value: the ring's first after the last, else the next one).
         def after(last, slot, name):
@@ -285,6 +294,26 @@ class Fetcher(wiring.Component):
                          req_word.eq(0), resp_word.eq(0),
                          reserved.eq(0), full.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0), asking.eq(0),
                          slots_left.eq(0)]
+
+        if c.register_slices:
+            # The request of the next cycle, from the next values of its terms (as the
+            # assignments above make them; ``enable``'s is taken to be its present one).
+            restart = self.restart
+            mid_slot_next = ~restart & Mux(accept, ~slot_end, mid_slot) if words > 1 else Const(0, 1)
+            stopped_next = ~restart & (stopped | (~mid_slot & more & bad_ring) | (can_issue & ~word_ok)
+                                       | (err & ~discard))
+            bad_ring_next = ~restart & ((self.tail >= self.ring_size) | (fetch_slot >= self.ring_size)
+                                        | (self.ring_size > (1 << S)))
+            full_next = ~restart & Mux(first_accept & ~popped & (reserved == FETCH_DEPTH - 1), 1,
+                                       Mux(popped & ~first_accept, 0, full))
+            slots_left_next = ~restart & (fetch_slot != self.tail) & ~(accept & slot_end)
+            pending_next = Mux(accept, 1, Mux(answer & (outstanding == 1), 0, pending))
+            stalled_next = self.bus.stb & self.bus.stall
+            can_issue_next = mid_slot_next | (slots_left_next & self.enable & ~stopped_next & ~bad_ring_next
+                                              & ~full_next)
+            m.d.sync += requesting.eq((Mux(restart, 0, want) | stalled_next | pending_next)
+                                      & (can_issue_next | stalled_next) & word_ok_next
+                                      & (~stopped_next | stalled_next))
 
         m.d.comb += [
             self.idle.eq(idle),

@@ -275,7 +275,10 @@ class _Core(Elaboratable):
         # Commands go to the units through register slices (timing cuts between the queues'
         # head multiplexers and the units' command logic). A command in a slice counts as
         # sent; "all idle" below also waits for the slices to be empty.
-        m.submodules.cq_slice = cq_slice = StreamSlice(command_layout(cfg), registered=cfg.register_slices)
+        # With register slices and queues, the array's commands pass two slices: the queue's
+        # head multiplexer and the datapath's command logic are far apart on a large device.
+        m.submodules.cq_slice = cq_slice = StreamSlice(command_layout(cfg), registered=cfg.register_slices,
+                                                       stages=2 if not sequential else 1)
         m.submodules.dq_slice = dq_slice = StreamSlice(dma_command_layout(cfg), registered=cfg.register_slices)
         wiring.connect(m, cq_slice.o, dp.cmd)
         wiring.connect(m, dq_slice.o, dma.cmd)
@@ -573,7 +576,7 @@ class _Core(Elaboratable):
             cq_room, dq_room = Signal(), Signal()
             m.d.sync += [cq_room.eq(~cq_live.bit_select(cq_wr, 1)), dq_room.eq(~dq_live.bit_select(dq_wr, 1))]
             staging = Signal()      # a dispatched command on its way into its queue (two stages)
-            m.d.sync += all_idle.eq(~cq_live.any() & ~dq_live.any() & ~cq_slice.o.valid & ~dq_slice.o.valid
+            m.d.sync += all_idle.eq(~cq_live.any() & ~dq_live.any() & ~cq_slice.holding & ~dq_slice.o.valid
                                     & ~staging & dp.idle & ~dispatch)
             wait_load, wait_compute, wait_store = hz_load, hz_compute, hz_store
         else:
@@ -586,7 +589,7 @@ class _Core(Elaboratable):
             # there writes the register on its first answer, two cycles later at the earliest.)
             sending, cq_done, dq_done = Signal(), Signal(), Signal()
             cq_room, dq_room = cq_done, dq_done
-            m.d.sync += all_idle.eq(~cq_slice.o.valid & ~dq_slice.o.valid & dp.idle & ~dma.busy & ~dispatch
+            m.d.sync += all_idle.eq(~cq_slice.holding & ~dq_slice.o.valid & dp.idle & ~dma.busy & ~dispatch
                                     & ~sending)
             wait_load = wait_compute = wait_store = ~(all_idle | sending)
         stopping = Signal()        # no more dispatch; finishing an END or an error
@@ -678,10 +681,16 @@ class _Core(Elaboratable):
         def bookkeeping(entries, wr, send, ret, live_bits, sent_bits, push, new, sent, retire):
             # Pushed at wr (a free entry), sent at send, retired at ret (a live one): three
             # different entries whenever two of these happen in one cycle.
+            # A free entry follows the command being pushed (nothing reads a free entry), so
+            # the push only sets the entry's live bit: each entry's enable is its own live
+            # bit (a register), not the push logic routed to a hundred-odd flip-flops.
+            for i, entry in enumerate(entries):
+                with m.If(~live_bits[i]):
+                    m.d.sync += entry.eq(new)
             with m.If(push):
-                for i, entry in enumerate(entries):
+                for i in range(len(entries)):
                     with m.If(wr == i):
-                        m.d.sync += [entry.eq(new), live_bits[i].eq(1), sent_bits[i].eq(0)]
+                        m.d.sync += [live_bits[i].eq(1), sent_bits[i].eq(0)]
                 m.d.sync += wr.eq(wr + 1)
             with m.If(sent):
                 m.d.sync += [sent_bits.bit_select(send, 1).eq(1), send.eq(send + 1)]

@@ -1,6 +1,6 @@
 """Small pipeline helpers shared by the datapath blocks."""
 
-from amaranth.hdl import ClockSignal, Instance, Module, Mux, ResetSignal, Signal, Value
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,17 +63,34 @@ class StreamSlice(wiring.Component):
 
     Two entries (the presented one and a skid entry) let a transfer happen every cycle.
     ``registered=False`` makes it a plain connection (``register_slices = false``).
+    ``stages`` slices in a row: a cycle of latency each, and routes across a large device
+    split into shorter ones. ``holding`` is high while some stage holds an entry.
     """
 
-    def __init__(self, shape, *, registered=True):
+    def __init__(self, shape, *, registered=True, stages=1):
         self._registered = registered
+        self._shape = shape
+        self._stages = stages
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+        self.holding = Signal()
 
     def elaborate(self, platform):
         m = Module()
         if not self._registered:
             wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.o))
+            m.d.comb += self.holding.eq(self.o.valid)
             return m
+        if self._stages > 1:
+            chain = [StreamSlice(self._shape) for _ in range(self._stages)]
+            for n, stage in enumerate(chain):
+                m.submodules[f"stage{n}"] = stage
+            wiring.connect(m, wiring.flipped(self.i), chain[0].i)
+            for a, b in zip(chain, chain[1:]):
+                wiring.connect(m, a.o, b.i)
+            wiring.connect(m, chain[-1].o, wiring.flipped(self.o))
+            m.d.comb += self.holding.eq(Cat(*(stage.o.valid for stage in chain)).any())
+            return m
+        m.d.comb += self.holding.eq(self.o.valid)
         skid = Signal.like(self.i.payload)
         skid_valid = Signal()
         m.d.comb += self.i.ready.eq(~skid_valid)

@@ -17,7 +17,7 @@ from .ram import CollisionFreeReadPort
 __all__ = ["PostProcessor", "requantize_lane", "SerialLane"]
 
 #: Registers in one requantisation lane, from its inputs to its result.
-LANE_STAGES = 8
+LANE_STAGES = 9
 #: Pipeline stages from an accumulator read to the output FIFO write.
 PIPELINE_STAGES = 1 + LANE_STAGES
 #: The multiply is split into products of limbs this wide (an 18x18 DSP takes two).
@@ -49,9 +49,10 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
 
     The stages are short enough for 100 MHz on an ECP5: (1) bias add; (2) products of
     16-bit limbs (the DSP blocks, registered); (3) the products summed in two groups that
-    do not share a carry chain; (4) ``p``; (5) ``p >> (shift - 1)`` and the sticky bit of
-    the bits below; (6) rounding, and ``q`` saturated to ``data_width + 4`` bits (which
-    leaves every clamp result as it was); (7) zero point; (8) clamp.
+    do not share a carry chain; (4) ``p``; (5) ``p`` shifted by the multiple of 8 of
+    ``shift - 1`` and the sticky bit of the bits below ``shift - 1``; (6) by the rest (so
+    ``p >> (shift - 1)``); (7) rounding, and ``q`` saturated to ``data_width + 4`` bits
+    (which leaves every clamp result as it was); (8) zero point; (9) clamp.
 
     ``param`` is read in the cycle ``acc`` is, unless ``param_per_row`` is false: then it
     must hold still for the whole command (``mult`` is read again in the next stage).
@@ -60,8 +61,8 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     product's MULT18X18D input and output registers, ``x``'s limbs and ``mult``'s going into
     the blocks' input registers, the products coming from their output registers. (As Yosys
     maps a ``*`` the block is combinational between two fabric registers: 12 ns on the
-    ULX3S-85F.) Same stages, same results. There, stage (5)'s shift amount is a register
-    per 16 bits of the result (``name`` names them): not one register routed to the
+    ULX3S-85F.) Same stages, same results. There, the shift amounts of stages (5) and (6) are
+    registers per 16 bits of the result (``name`` names them): not one register routed to the
     selects of the whole 64-bit shifter.
     """
     sync = m.d[domain]
@@ -115,29 +116,37 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     no_shift_4 = Signal()
     sync += [p.eq(even + odd), no_shift_4.eq(shift[2] == 0)]
     amount_next = Mux(shift[2] == 0, 0, shift[2] - 1)[:len(shift[2])]     # shift - 1: to the rounding bit
+    # (5) and (6): the shift to the rounding bit in two steps, a multiple of 8 and the rest
+    # (two 8-way selects, not one 64-way). The sticky bit ORs the bits below the rounding
+    # bit; the remainder needs p's two's-complement bits up to bit 63: sign-extend, or a
+    # negative product narrower than the shift would lose its upper ones.
+    coarse_next = amount_next[3:]       # in eights
+    fine_4 = Signal(3)
+    sync += fine_4.eq(amount_next[:3])
     if dsp:
         chunks = range(0, pw, 16)
-        amounts = fanout(m, amount_next, len(chunks), name=f"{name}_amount", separate=True)
-        shifted = Cat(*((p >> amount)[at:at + 16] for at, amount in zip(chunks, amounts)))
+        coarse = fanout(m, coarse_next, len(chunks), name=f"{name}_coarse", separate=True)
+        fine = fanout(m, fine_4, len(chunks), name=f"{name}_fine", separate=True)
     else:
-        amount = Signal.like(param.shift)
-        sync += amount.eq(amount_next)
-        shifted = p >> amount
-    # (5) Shift to the rounding bit; the sticky bit ORs the bits below it. The remainder
-    # needs p's two's-complement bits up to bit 63: sign-extend, or a negative product
-    # narrower than the shift would lose its upper ones.
+        chunks = [0]
+        coarse, fine = [Signal.like(coarse_next, name=f"{name}_coarse")], [Signal(3, name=f"{name}_fine")]
+        sync += [coarse[0].eq(coarse_next), fine[0].eq(fine_4)]
+    width = 16 if dsp else pw
+    p_5 = Signal(signed(pw))
+    sync += p_5.eq(Cat(*((p >> Cat(Const(0, 3), amount))[at:at + width] for at, amount in zip(chunks, coarse))))
+    shifted = Cat(*((p_5 >> amount)[at:at + width] for at, amount in zip(chunks, fine)))
     p_ext = Signal(signed(ext))
     m.d.comb += p_ext.eq(p)
-    no_shift = Signal()
+    no_shift_5, no_shift = Signal(), Signal()
+    sticky_5, sticky = Signal(), Signal()
     q1 = Signal(signed(pw))
-    sticky = Signal()
-    sync += [no_shift.eq(no_shift_4), q1.eq(shifted),
-             sticky.eq((p_ext.as_unsigned() & below_4) != 0)]
-    # (6) Round half to even (ONNX QuantizeLinear's rounding): up when the rounding bit is
+    sync += [no_shift_5.eq(no_shift_4), sticky_5.eq((p_ext.as_unsigned() & below_4) != 0),
+             no_shift.eq(no_shift_5), sticky.eq(sticky_5), q1.eq(shifted)]
+    # (7) Round half to even (ONNX QuantizeLinear's rounding): up when the rounding bit is
     # set and either a lower bit is set or q is odd. q is saturated to W bits: any q
     # beyond them clamps to the same bound as the saturated value does.
     # Whether q fits W bits is registered beside q's low bits, and the saturated value is
-    # picked in (7): the wide all-equal test of q's upper bits is the whole of this stage.
+    # picked in (8): the wide all-equal test of q's upper bits is the whole of this stage.
     # The upper bits of q1 >> 1 are those of q1 from bit W: both tests share that part.
     q = Mux(no_shift, q1, q1 >> 1)
     W = data_width + 4
@@ -147,7 +156,7 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     round_up = Signal()
     sync += [q_low.eq(q[:W]), fits.eq(same & (~no_shift | (q1[W - 1] == q1[W]))), negative.eq(q1[-1]),
              round_up.eq(~no_shift & q1[0] & (sticky | q1[1]))]
-    # (7) Saturation (from registers: one select) and zero point; (8) clamp, the upper
+    # (8) Saturation (from registers: one select) and zero point; (9) clamp, the upper
     # bound winning if clamp_lo > clamp_hi.
     y = Signal(signed(W + 2))
     q_sat = Mux(fits, q_low, Mux(negative, -(1 << (W - 1)), (1 << (W - 1)) - 1))
