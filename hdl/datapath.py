@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 from .layouts import (PPU_COMMAND_FIELDS, TileOp, act_write_layout, command_layout, idx_entry_layout,
                       idx_write_layout, output_layout, param_write_layout, wgt_write_layout)
 from .pe import registered_dsp
-from .pipeline import delay, fanout
+from .pipeline import delay, fanout, register
 from .ram import CollisionFreeReadPort
 from .ppu import PIPELINE_STAGES as PPU_STAGES, PostProcessor
 from .systolic_array import SystolicArray
@@ -282,8 +282,16 @@ class Datapath(wiring.Component):
         for b in range(banks):
             timer = Signal(range(self.drain_cycles + 1), name=f"drain_timer{b}")
             release = (last_issue & (s_bank == b)) | (take_compute & (q_cmd.count == 0) & (q_bank == b))
+            load = self.drain_cycles
+            if cfg.register_slices:
+                # Registered, and the timer loaded a cycle later with one less: the bank is
+                # released in the same cycle (the timer is zero when a bank is released, as a
+                # bank is loaded only once free), and the command handshake does not reach
+                # the timer's set and reset inputs.
+                release = register(m, release, name=f"drain_release{b}")
+                load = self.drain_cycles - 1
             with m.If(release):
-                m.d.sync += timer.eq(self.drain_cycles)
+                m.d.sync += timer.eq(load)
             with m.Elif(timer != 0):
                 m.d.sync += timer.eq(timer - 1)
                 with m.If(timer == 1):

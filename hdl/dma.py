@@ -79,17 +79,16 @@ def next_window_check(m, config, word_ok, addr_next, candidates, nbytes, base, l
     ``addr_next`` takes (it keeps its value when none holds). With register slices each
     candidate is checked from registers on its own and the conditions only choose among
     the results, so the accept logic that picks the next address is not in front of the
-    compares; otherwise one check of ``addr_next`` (smaller). Returns the next value.
+    compares; otherwise one check of ``addr_next`` (smaller).
     """
     if not config.register_slices:
-        verdict = in_window(m, addr_next, nbytes, base, limit)
-    else:
-        oks = in_window(m, [address for _, address in candidates], nbytes, base, limit)
-        verdict = word_ok
-        for (condition, _), ok in reversed(list(zip(candidates, oks))):
-            verdict = Mux(condition, ok, verdict)
+        m.d.sync += word_ok.eq(in_window(m, addr_next, nbytes, base, limit))
+        return
+    oks = in_window(m, [address for _, address in candidates], nbytes, base, limit)
+    verdict = word_ok
+    for (condition, _), ok in reversed(list(zip(candidates, oks))):
+        verdict = Mux(condition, ok, verdict)
     m.d.sync += word_ok.eq(verdict)
-    return verdict
 
 
 class DMAUnit(wiring.Component):
@@ -218,14 +217,15 @@ class DMAUnit(wiring.Component):
             row_gate = (cmd.buffer == Buffer.PARAM) & ~cmd.store & (req_word == 0) & (pending | row_write)
         want_issue = running & ((~req_done & ~stopping & ~hold & have_data & ~row_gate) | was_stalled)
         release = hold & ~pending
-        # With register slices the request is a register of its own (``requesting``, worked
-        # out from the next values of ``want_issue``'s terms and ``word_ok``: see the end), so
-        # the bus's accept is the grant, that register and the stall, and the hundred-odd
-        # registers an accept steps have no request logic in front of them. (It sees the
-        # fetcher's wish for the bus, ``yield_bus``, a cycle later.)
+        # With register slices ``want_issue`` is a register of its own (``wanting``, worked
+        # out from the next values of its terms: see the end), so the bus's accept is the
+        # grant, that register, ``word_ok`` and the stall, and the hundred-odd registers an
+        # accept steps have no request logic in front of them. (It sees the fetcher's wish
+        # for the bus, ``yield_bus``, a cycle later.)
         registered_request = c.register_slices and not held
         if registered_request:
-            requesting = Signal()
+            wanting = Signal()
+            requesting = wanting & word_ok
         else:
             requesting = want_issue & word_ok
         m.d.comb += self.bus_req.eq(requesting | pending)
@@ -263,9 +263,9 @@ class DMAUnit(wiring.Component):
         with m.Elif(accept):
             m.d.sync += row_end.eq(Mux(row_end, last_word_index == 0, req_word + 1 == last_word_index))
         if c.register_slices:
-            word_ok_next = next_window_check(m, c, word_ok, req_addr_next,
-                                             [(idle, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
-                                              (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
+            next_window_check(m, c, word_ok, req_addr_next,
+                              [(idle, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
+                               (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
         else:
             # Two checks: a new command's address, and the address after an accept (the next
             # row's or the next word's, which registers pick); the accept only picks the
@@ -520,14 +520,14 @@ class DMAUnit(wiring.Component):
             m.d.sync += running.eq(0)
         m.d.comb += self.done.eq(finished)
         if registered_request:
-            # ``want_issue & word_ok`` of the next cycle, from the next values of its terms
-            # (the idle unit's from the command presented, which it loads when it takes it).
+            # ``want_issue`` of the next cycle, from the next values of its terms (the idle
+            # unit's from the command presented, which it loads when it takes it).
             running_next = Mux(take_cmd, 1, running & ~finished)
             stalled_next = self.bus.stb & self.bus.stall
             hold_next = burst_full_next & self.yield_bus & ~stalled_next
             have_data_next = Mux(idle, ~self.cmd.payload.store, ~cmd.store | srow_valid_next)
-            m.d.sync += requesting.eq(running_next & (stalled_next | (~req_done_next & ~stopping_next & ~hold_next
-                                                                      & have_data_next & word_ok_next)))
+            m.d.sync += wanting.eq(running_next & (stalled_next | (~req_done_next & ~stopping_next & ~hold_next
+                                                                   & have_data_next)))
         m.d.comb += [
             self.fault.eq(stopping & ~pending & ~was_stalled),   # no request presented
             self.fault_code.eq(fault_code),

@@ -154,15 +154,16 @@ class Fetcher(wiring.Component):
         m.d.sync += asking.eq(want)
         pending = Signal()          # ``outstanding != 0``, kept as a register of its own
         m.d.comb += self.bus_req.eq(asking | was_stalled | pending)
-        # With register slices the request is a register of its own (``requesting``, worked
-        # out from the next values of its terms: see below), so the bus's accept is the grant,
-        # that register and the stall: no request logic in front of the registers an accept
-        # steps. (It sees ``enable`` a cycle later: the fetcher may ask for one more
-        # instruction after a stop, as it may anyway.)
+        # With register slices the request but its window check is a register of its own
+        # (``wanting``, worked out from the next values of its terms: see below), so the
+        # bus's accept is the grant, that register, ``word_ok`` and the stall: no request
+        # logic in front of the registers an accept steps. (It sees ``enable`` a cycle later:
+        # the fetcher may ask for one more instruction after a stop, as it may anyway.)
         if c.register_slices:
-            requesting = Signal()
+            wanting = Signal()
         else:
-            requesting = self.bus_req & (can_issue | was_stalled) & word_ok & go
+            wanting = self.bus_req & (can_issue | was_stalled) & go
+        requesting = wanting & word_ok
         m.d.comb += [
             self.bus.cyc.eq(self.gnt & self.bus_req),
             self.bus.stb.eq(self.gnt & requesting),
@@ -225,9 +226,9 @@ class Fetcher(wiring.Component):
         with m.If(accept):
             advance(req_word, fetch_slot, req_addr, req_addr_next, domain="comb", wrap=at_last, addr_inc=req_addr_inc)
         slot_end = req_word == words - 1
-        word_ok_next = next_window_check(m, c, word_ok, req_addr_next,
-                                         [(self.restart, head_addr), (accept & slot_end & at_last, self.ring_base),
-                                          (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
+        next_window_check(m, c, word_ok, req_addr_next,
+                          [(self.restart, head_addr), (accept & slot_end & at_last, self.ring_base),
+                           (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
         # ``at_last``: fetch_slot == last_slot, kept as a register of its own (worked out from
         # the slot's next value: the ring's first after the last, else the next one).
         def after(last, slot, name):
@@ -311,9 +312,8 @@ class Fetcher(wiring.Component):
             stalled_next = self.bus.stb & self.bus.stall
             can_issue_next = mid_slot_next | (slots_left_next & self.enable & ~stopped_next & ~bad_ring_next
                                               & ~full_next)
-            m.d.sync += requesting.eq((Mux(restart, 0, want) | stalled_next | pending_next)
-                                      & (can_issue_next | stalled_next) & word_ok_next
-                                      & (~stopped_next | stalled_next))
+            m.d.sync += wanting.eq((Mux(restart, 0, want) | stalled_next | pending_next)
+                                   & (can_issue_next | stalled_next) & (~stopped_next | stalled_next))
 
         m.d.comb += [
             self.idle.eq(idle),
