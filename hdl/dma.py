@@ -244,11 +244,10 @@ class DMAUnit(wiring.Component):
         # second, a small multiplexer of registers in place of a word select by ``req_word``.
         shifting = c.register_slices and words["out"] > 1
         shift = Signal()
-        store_word = Signal(bw)
         if shifting:
-            m.d.comb += store_word.eq(Mux(shift, srow[bw:2 * bw], srow[:bw]))
+            store_word = Mux(shift, srow[bw:2 * bw], srow[:bw])
         else:
-            m.d.comb += store_word.eq(srow.word_select(req_word, bw) if words["out"] > 1 else srow)
+            store_word = srow.word_select(req_word, bw) if words["out"] > 1 else srow
         m.d.comb += self.bus.dat_w.eq(store_word if c.register_slices else Mux(cmd.store, store_word, 0))
         take_cmd = self.cmd.valid & self.cmd.ready
         # While the unit waits for a command, its registers follow the command presented (none
@@ -291,19 +290,14 @@ class DMAUnit(wiring.Component):
                                         (1 << tail_bytes) - 1, full_sel))
 
         # Window refusal: the request never reaches the bus.
-        refuse = want_issue & ~word_ok
-        stopping_next = stopping | refuse | err
-        m.d.sync += stopping.eq(stopping_next)
-        with m.If(refuse):
-            m.d.sync += [fault_code.eq(ErrorCode.WINDOW), fault_addr.eq(req_addr)]
+        with m.If(want_issue & ~word_ok):
+            m.d.sync += [stopping.eq(1), fault_code.eq(ErrorCode.WINDOW), fault_addr.eq(req_addr)]
         with m.If(err & ~stopping):
-            m.d.sync += [fault_code.eq(ErrorCode.BUS_ERROR), fault_addr.eq(resp_addr)]
-        burst_full_next = Mux(idle | release, 0, Mux(accept & ~burst_full, burst == MAX_BURST - 1, burst_full))
-        m.d.sync += burst_full.eq(burst_full_next)
+            m.d.sync += [stopping.eq(1), fault_code.eq(ErrorCode.BUS_ERROR), fault_addr.eq(resp_addr)]
         with m.If(release):
-            m.d.sync += burst.eq(0)
+            m.d.sync += [burst.eq(0), burst_full.eq(0)]
         with m.Elif(accept & ~burst_full):
-            m.d.sync += burst.eq(burst + 1)
+            m.d.sync += [burst.eq(burst + 1), burst_full.eq(burst == MAX_BURST - 1)]
 
         with m.If(accept):
             with m.If(row_end):
@@ -514,14 +508,17 @@ class DMAUnit(wiring.Component):
                 resp_addr.eq(p.mem_addr), resp_row_base.eq(p.mem_addr),
                 resp_word.eq(0), resp_row.eq(0), capture_left.eq(Mux(p.store, p.rows, 0)),
                 capture_some.eq(p.store & (p.rows != 0)),
-                srow_valid.eq(0), burst.eq(0),
+                srow_valid.eq(0), burst.eq(0), burst_full.eq(0),
             ]
         with m.If(finished):
             m.d.sync += running.eq(0)
         m.d.comb += self.done.eq(finished)
         if registered_request:
             # ``want_issue`` of the next cycle, from the next values of its terms (the idle
-            # unit's from the command presented, which it loads when it takes it).
+            # unit's from the command presented, which it loads when it takes it): these
+            # are the values the assignments above give the registers.
+            stopping_next = stopping | (want_issue & ~word_ok) | err
+            burst_full_next = Mux(idle | release, 0, Mux(accept & ~burst_full, burst == MAX_BURST - 1, burst_full))
             running_next = Mux(take_cmd, 1, running & ~finished)
             stalled_next = self.bus.stb & self.bus.stall
             hold_next = burst_full_next & self.yield_bus & ~stalled_next
