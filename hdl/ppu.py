@@ -11,7 +11,7 @@ from amaranth.utils import ceil_log2
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
 from .layouts import addr_width, output_layout, param_lane_layout, param_write_layout, ppu_command_layout
 from .pe import mult18x18d_registered, registered_dsp
-from .pipeline import fanout, step_count
+from .pipeline import delay, fanout, step_count
 from .ram import CollisionFreeReadPort
 
 __all__ = ["PostProcessor", "requantize_lane", "SerialLane"]
@@ -137,11 +137,11 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     shifted = Cat(*((p_5 >> amount)[at:at + width] for at, amount in zip(chunks, fine)))
     p_ext = Signal(signed(ext))
     m.d.comb += p_ext.eq(p)
-    no_shift_5, no_shift = Signal(), Signal()
-    sticky_5, sticky = Signal(), Signal()
+    sticky_5 = Signal()
     q1 = Signal(signed(pw))
-    sync += [no_shift_5.eq(no_shift_4), sticky_5.eq((p_ext.as_unsigned() & below_4) != 0),
-             no_shift.eq(no_shift_5), sticky.eq(sticky_5), q1.eq(shifted)]
+    sync += [sticky_5.eq((p_ext.as_unsigned() & below_4) != 0), q1.eq(shifted)]
+    no_shift = delay(m, no_shift_4, 2, name=f"{name}_no_shift", domain=domain)
+    sticky = delay(m, sticky_5, 1, name=f"{name}_sticky", domain=domain)
     # (7) Round half to even (ONNX QuantizeLinear's rounding): up when the rounding bit is
     # set and either a lower bit is set or q is odd. q is saturated to W bits: any q
     # beyond them clamps to the same bound as the saturated value does.
