@@ -11,13 +11,15 @@ from amaranth.utils import ceil_log2
 from ..generators.config import REQUANT_MULT_WIDTH, REQUANT_SHIFT_WIDTH
 from .layouts import addr_width, output_layout, param_lane_layout, param_write_layout, ppu_command_layout
 from .pe import mult18x18d_registered, registered_dsp
-from .pipeline import delay, fanout, step_count
+from .pipeline import delay, fanout, register, step_count
 from .ram import CollisionFreeReadPort
 
 __all__ = ["PostProcessor", "requantize_lane", "SerialLane"]
 
 #: Registers in one requantisation lane, from its inputs to its result.
 LANE_STAGES = 9
+#: Bits of a parameter memory bank with register slices (columns of ``param_lane_layout``).
+PARAM_BANK_BITS = 144
 #: Pipeline stages from an accumulator read to the output FIFO write.
 PIPELINE_STAGES = 1 + LANE_STAGES
 #: The multiply is split into products of limbs this wide (an 18x18 DSP takes two).
@@ -381,15 +383,21 @@ class PostProcessor(wiring.Component):
             self._serial(m, cfg)
             return m
         dsp = registered_dsp(platform)
+        cmd = Signal(ppu_command_layout(cfg))
         # Reads never meet writes of their entry where it matters: a command's entry is read
         # after the LOADs to it have finished (the scoreboard holds its STORE back).
-        m.submodules.params = params = Memory(
-            shape=data.ArrayLayout(lane_layout, cfg.cols), depth=cfg.param_depth, init=[],
-            attrs=CollisionFreeReadPort.ATTRS)
-        param_w = params.write_port(granularity=1)
-        param_r = CollisionFreeReadPort(m, params, name="param_r")
-        m.d.comb += [param_w.addr.eq(self.param_wr.payload.addr), param_w.data.eq(self.param_wr.payload.data),
-                     param_w.en.eq(Mux(self.param_wr.valid, self.param_wr.payload.mask, 0))]
+        if cfg.register_slices:
+            taking = Signal()           # a command is taken (in IDLE, below)
+            param_q = self._banked_params(
+                m, cfg, Mux(taking, self.cmd.payload.param_addr, cmd.param_addr), separate=dsp)
+        else:
+            m.submodules.params = params = Memory(
+                shape=data.ArrayLayout(lane_layout, cfg.cols), depth=cfg.param_depth, init=[],
+                attrs=CollisionFreeReadPort.ATTRS)
+            param_w = params.write_port(granularity=1)
+            param_r = CollisionFreeReadPort(m, params, name="param_r")
+            m.d.comb += [param_w.addr.eq(self.param_wr.payload.addr), param_w.data.eq(self.param_wr.payload.data),
+                         param_w.en.eq(Mux(self.param_wr.valid, self.param_wr.payload.mask, 0))]
 
         m.submodules.fifo = out_fifo = fifo.SyncFIFOBuffered(
             width=output_layout(cfg).size, depth=self._fifo_depth)
@@ -399,7 +407,6 @@ class PostProcessor(wiring.Component):
             out_fifo.r_en.eq(self.out.ready),
         ]
 
-        cmd = Signal(ppu_command_layout(cfg))
         lane = Signal(data.ArrayLayout(lane_layout, cfg.cols))
         remaining = Signal.like(cmd.count)
         addr = Signal.like(cmd.acc_addr)
@@ -434,19 +441,16 @@ class PostProcessor(wiring.Component):
             m.d.sync += may_start.eq(pipeline_empty & ~issue)
         else:
             m.d.comb += may_start.eq(pipeline_empty)
-        if cfg.register_slices:
-            # (Loaded every cycle: the read port holds the entry until the next read, and an
-            # enable from the state machine would be a route to every one of its registers.)
-            param_q = Signal.like(param_r.data)
-            m.d.sync += param_q.eq(param_r.data)
         with m.FSM() as fsm:
-            # With register slices the parameter entry is read from the command register and
-            # registered before the lanes take it (its block RAMs spread over a large device;
-            # two cycles more per command).
+            # With register slices the parameter entry is read with the command's address
+            # (banked copies of it, read every cycle) and registered before the lanes take it
+            # (its block RAMs spread over a large device; two cycles more per command).
             slices = cfg.register_slices
             with m.State("IDLE"):
                 m.d.comb += self.cmd.ready.eq(may_start)
-                if not slices:
+                if slices:
+                    m.d.comb += taking.eq(may_start)
+                else:
                     m.d.comb += [param_r.addr.eq(self.cmd.payload.param_addr), param_r.en.eq(1)]
                 # With register slices the command registers follow the command presented
                 # while a command may start (no row uses them then), and taking one only
@@ -463,8 +467,7 @@ class PostProcessor(wiring.Component):
             if not slices:
                 param_q = param_r.data
             if slices:
-                with m.State("READ"):
-                    m.d.comb += [param_r.addr.eq(cmd.param_addr), param_r.en.eq(1)]
+                with m.State("READ"):       # the banks read the entry
                     m.next = "FETCH"
                 with m.State("FETCH"):
                     m.next = "PARAMS"
@@ -585,6 +588,37 @@ class PostProcessor(wiring.Component):
             fifo_write.eq(out_valid & (out_index == P - 1)),
             pipeline_empty.eq(~(reads.any() | active | tag_valid.any())),
         ]
+
+    def _banked_params(self, m, cfg, read_addr, *, separate):
+        """The parameter memory with register slices: banks of ``PARAM_BANK_BITS`` bits of
+        columns (four 36-bit ECP5 block RAMs), each with registered copies of its write
+        (``param_wr`` lands a cycle late) and of ``read_addr``, the next value of the
+        command's entry, read every cycle. Returns the entry of ``read_addr`` two cycles
+        before, registered. Without the copies one address register drives the twenty-odd
+        block RAMs of a wide array across the device, and the DMA unit's row write address
+        both them and the buffers'. ``separate``: see :func:`~npu.hdl.pipeline.register`."""
+        lane_layout = param_lane_layout(cfg)
+        per_bank = max(1, PARAM_BANK_BITS // lane_layout.size)
+        wr = self.param_wr
+        read = Signal(data.ArrayLayout(lane_layout, cfg.cols), name="param_read")
+        for bank, first in enumerate(range(0, cfg.cols, per_bank)):
+            cols = range(first, min(first + per_bank, cfg.cols))
+            mem = Memory(shape=data.ArrayLayout(lane_layout, len(cols)), depth=cfg.param_depth, init=[],
+                         attrs=CollisionFreeReadPort.ATTRS)
+            m.submodules[f"params{bank}"] = mem
+            w = mem.write_port(granularity=1)
+            m.d.comb += [
+                w.addr.eq(register(m, wr.payload.addr, name=f"param_wr_addr{bank}", separate=separate)),
+                w.en.eq(register(m, Cat(wr.valid & wr.payload.mask[n] for n in cols),
+                                 name=f"param_wr_en{bank}", separate=separate)),
+                w.data.eq(register(m, Cat(wr.payload.data[n] for n in cols), name=f"param_wr_data{bank}")),
+            ]
+            r = mem.read_port(domain="comb")    # and a register: the block RAM's read port
+            m.d.comb += r.addr.eq(register(m, read_addr, name=f"param_rd_addr{bank}", separate=separate))
+            m.d.sync += [read[n].eq(r.data[i]) for i, n in enumerate(cols)]
+        param_q = Signal.like(read, name="param_q")
+        m.d.sync += param_q.eq(read)
+        return param_q
 
     def _streamed_params(self, m, cfg, group_bits):
         """Parameter memories written a bus word at a time (``config.streamed_params``; one
