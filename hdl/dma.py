@@ -330,10 +330,17 @@ class DMAUnit(wiring.Component):
             # ``ready`` from three registers: ``can_take`` but ``stopping`` is registered, from
             # this cycle's ``running`` and command and the next ``capture_some`` (``taken`` only
             # picks it): late by one cycle only as a command starts (a cycle per STORE).
+            # (``capture_left == 1`` is a register of its own too, ``capture_last``: not a
+            # 17-bit compare behind ``taken``.)
             take_ok = Signal()
+            capture_last = Signal()
             take_row = take_ok & ~stopping & ~full
             taken = take_row & self.rows_in.valid
-            m.d.sync += take_ok.eq(running & cmd.store & Mux(taken, capture_left != 1, capture_some))
+            m.d.sync += take_ok.eq(running & cmd.store & Mux(taken, ~capture_last, capture_some))
+            with m.If(idle):
+                m.d.sync += capture_last.eq(self.cmd.payload.store & (self.cmd.payload.rows == 1))
+            with m.Elif(taken):
+                m.d.sync += capture_last.eq(capture_left == 2)
             m.d.comb += [self.rows_in.ready.eq(take_row), srow.eq(Mux(rd_slot, slots[1], slots[0]))]
             for i, slot in enumerate(slots):
                 with m.If(~full & (wr_slot == i)):
@@ -346,7 +353,7 @@ class DMAUnit(wiring.Component):
             # pending (word k is its second) or k times (its first).
             m.d.sync += shift.eq(accept & ~row_end)
             with m.If(taken):
-                m.d.sync += [capture_left.eq(capture_left - 1), capture_some.eq(capture_left != 1),
+                m.d.sync += [capture_left.eq(capture_left - 1), capture_some.eq(~capture_last),
                              wr_slot.eq(~wr_slot)]
             with m.If(last_accept):
                 m.d.sync += rd_slot.eq(~rd_slot)
