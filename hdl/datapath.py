@@ -168,7 +168,7 @@ class Datapath(wiring.Component):
         m.submodules.array = array = SystolicArray(
             rows=R, cols=C, data_width=cfg.data_width, psum_width=cfg.psum_width, group=max(group, 1),
             pe_pipeline=self.pe_pipeline, banks=cfg.weight_banks, broadcast=cfg.activations == "broadcast",
-            weight_chain=cfg.register_slices)
+            weight_chain=cfg.register_slices, row_valid=cfg.register_slices)
         m.submodules.ppu = ppu = PostProcessor(cfg, acc_read_latency=self.ppu_read_latency)
         m.d.comb += [ppu.param_wr.valid.eq(self.param_wr.valid), ppu.param_wr.payload.eq(self.param_wr.payload),
                      self.param_wr.ready.eq(ppu.param_wr.ready)]
@@ -308,6 +308,11 @@ class Datapath(wiring.Component):
         m.d.sync += [row_valid.eq(issue), row_sel.eq(s_bank), row_addr.eq(s_acc_addr),
                      row_accumulate.eq(s_accumulate)]
         m.d.comb += [array.valid.eq(row_valid), array.sel.eq(row_sel)]
+        if cfg.register_slices:
+            # A copy of ``row_valid`` per array row for its input register's zeroing: not one
+            # register routed to the rows' resets across the device.
+            copies = fanout(m, issue, R, name="row_valid_row", separate=registered_dsp(platform))
+            m.d.comb += [array.valid_row[k].eq(copies[k]) for k in range(R)]
         if not cfg.sparse:
             m.d.comb += [array.a_in[k].eq(act_banks[k].data) for k in range(R)]
         else:

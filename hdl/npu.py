@@ -17,7 +17,7 @@ and stores of different tiles overlap.
 """
 
 from amaranth.hdl import (Cat, ClockDomain, ClockSignal, DomainRenamer, Elaboratable, Module, Mux,
-                          ResetSignal, Signal)
+                          ResetSignal, Signal, Value)
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -248,8 +248,10 @@ class _Core(Elaboratable):
         # --- Datapath and DMA data connections ------------------------------------------
         for name in ("act_wr", "wgt_wr", "param_wr", *(("idx_wr",) if cfg.sparse else ())):
             wiring.connect(m, getattr(dma, name), getattr(dp, name))
-        # Output rows reach the DMA unit through a register slice (a timing cut).
-        m.submodules.rows_slice = rows_slice = StreamSlice(dp.out.payload.shape(), registered=cfg.register_slices)
+        # Output rows reach the DMA unit through two register slices (timing cuts; the
+        # first beside the post-processor's FIFO, whose level the ``ready`` steps).
+        m.submodules.rows_slice = rows_slice = StreamSlice(dp.out.payload.shape(), registered=cfg.register_slices,
+                                                           stages=2)
         wiring.connect(m, dp.out, rows_slice.i)
         wiring.connect(m, rows_slice.o, dma.rows_in)
         m.submodules.side = side = Memory(shape=side_param_layout(cfg), depth=cfg.param_depth, init=[],
@@ -678,15 +680,26 @@ class _Core(Elaboratable):
                 m.d.sync += head.eq(next_slot)
 
         # Queue bookkeeping: write at wr, send to the unit at send, retire at ret.
-        def bookkeeping(entries, wr, send, ret, live_bits, sent_bits, push, new, sent, retire):
+        def bookkeeping(entries, wr, send, ret, live_bits, sent_bits, push, new, sent, retire, name):
             # Pushed at wr (a free entry), sent at send, retired at ret (a live one): three
             # different entries whenever two of these happen in one cycle.
             # A free entry follows the command being pushed (nothing reads a free entry), so
             # the push only sets the entry's live bit: each entry's enable is its own live
-            # bit (a register), not the push logic routed to a hundred-odd flip-flops.
+            # bit (a register), not the push logic routed to a hundred-odd flip-flops. On an
+            # ECP5 a copy of the live bit per 36 bits of the entry (the next value of the
+            # live bit, kept apart): not one register routed to them all.
+            separate = registered_dsp(platform)
             for i, entry in enumerate(entries):
-                with m.If(~live_bits[i]):
-                    m.d.sync += entry.eq(new)
+                if not separate:
+                    with m.If(~live_bits[i]):
+                        m.d.sync += entry.eq(new)
+                    continue
+                live_next = (live_bits[i] | (push & (wr == i))) & ~(retire & (ret == i))
+                bits, new_bits = Value.cast(entry), Value.cast(new)
+                for j, lo in enumerate(range(0, len(bits), 36)):
+                    live = register(m, live_next, name=f"{name}{i}_live{j}", separate=True)
+                    with m.If(~live):
+                        m.d.sync += bits[lo:lo + 36].eq(new_bits[lo:lo + 36])
             with m.If(push):
                 for i in range(len(entries)):
                     with m.If(wr == i):
@@ -716,10 +729,10 @@ class _Core(Elaboratable):
                              staged_cq.eq(raw_cq), staged_dq.eq(raw_dq)]
                 new_cq, new_dq = staged_cq, staged_dq
             m.d.comb += staging.eq(cq_push | dq_push if two_stage else 0)
-            bookkeeping(cq, cq_wr, cq_send, cq_ret, cq_live, cq_sent_bits, cq_push, new_cq, cq_sent, cq_retire)
+            bookkeeping(cq, cq_wr, cq_send, cq_ret, cq_live, cq_sent_bits, cq_push, new_cq, cq_sent, cq_retire, "cq")
             with m.If(cq_push):
                 m.d.sync += cq_compute_bits.bit_select(cq_wr, 1).eq(new_cq.cmd.op == TileOp.COMPUTE)
-            bookkeeping(dq, dq_wr, dq_send, dq_ret, dq_live, dq_sent_bits, dq_push, new_dq, dq_sent, dq_retire)
+            bookkeeping(dq, dq_wr, dq_send, dq_ret, dq_live, dq_sent_bits, dq_push, new_dq, dq_sent, dq_retire, "dq")
         else:
             # Straight from the decode register to the units.
             go = hz_fresh & ~wait_load      # (the same for every opcode)

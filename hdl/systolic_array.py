@@ -63,13 +63,18 @@ class SystolicArray(wiring.Component):
         activations of a tile reach row k later than that (they are read after the tile's
         last weight row). Each column's chain carries the row number and bank, encoded per
         column, so synthesis keeps the columns' chains apart.
+    row_valid : bool
+        Each row's input register is zeroed by a copy of ``valid`` of its own
+        (``valid_row[k]``, the same value, e.g. kept apart by synthesis), not by ``valid``
+        routed to every row.
     """
 
     def __init__(self, *, rows, cols, data_width, psum_width, group=1, pe_pipeline=1, banks=2, broadcast=False,
-                 weight_chain=False):
+                 weight_chain=False, row_valid=False):
         if rows < 1 or cols < 1:
             raise ValueError(f"array dimensions must be >= 1, not {rows} x {cols}")
         self.weight_chain = weight_chain
+        self.row_valid = row_valid
         self.rows = rows
         self.cols = cols
         self.data_width = data_width
@@ -91,6 +96,8 @@ class SystolicArray(wiring.Component):
             "w_bank":    In(1),
             "w_data":    In(signed(data_width)).array(cols),
         }
+        if row_valid:
+            ports["valid_row"] = In(1).array(rows)
         if group > 1:
             ports["w_idx"] = In(unsigned((group - 1).bit_length())).array(cols)
         super().__init__(ports)
@@ -150,7 +157,7 @@ class SystolicArray(wiring.Component):
             # Zero the operand of empty slots so idle cells compute 0 (deterministic, low power).
             # The input register: a timing cut between the activation buffer and the array.
             a = Signal(self._act_shape, name=f"a_row{k}")
-            m.d.sync += a.eq(Mux(self.valid, self.a_in[k], 0))
+            m.d.sync += a.eq(Mux(self.valid_row[k] if self.row_valid else self.valid, self.a_in[k], 0))
             a_skewed = delay(m, a, k, name=f"skew_a{k}")
             m.d.comb += pes[k][0].a_in.eq(a_skewed)
             if self.banks == 2:         # (one bank: no select travels)

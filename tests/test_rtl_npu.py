@@ -74,3 +74,29 @@ def test_npu_rtl(name, test, seed, waits, stall):
                build_dir=build_dir_for(config, f"npu-{test}-{seed}-{waits.replace(',', '_')}"),
                extra_env={"NPU_SEED": str(seed), "NPU_WAITS": waits, "NPU_STALL": str(stall),
                           **({"NPU_GEMM": "128,64,64"} if seed == 3 else {})})
+
+
+class _ECP5Cells:
+    """Elaborate as for the ECP5: registered MULT18X18D cells, flip-flop instances for the
+    copies kept apart (queue entries' live bits, array rows' valid, parameter banks)."""
+    npu_registered_dsp = True
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("test, seed, waits, stall", [("random_programs", 4, "0,6", 0.2), ("gemm", 5, "0,3", 0.2)])
+def test_npu_rtl_on_ecp5_cells(test, seed, waits, stall):
+    """The whole NPU as built for an ECP5 (two requantiser lanes for four columns, as on the
+    ULX3S-85F), under Icarus with our models of MULT18X18D and TRELLIS_FF: the same results
+    as the golden model, with the ECP5-only copies really in the netlist."""
+    from pathlib import Path
+
+    import npu.sim
+    config = CONFIGS["4x4-bus64"]
+    build = build_dir_for(config, f"npu-ecp5-{test}-{seed}")
+    run_cocotb(config, "npu.sim.tb_npu", testcase=test, build_dir=build, platform=_ECP5Cells(),
+               extra_env={"NPU_SEED": str(seed), "NPU_WAITS": waits, "NPU_STALL": str(stall)},
+               extra_sources=[Path(npu.sim.__file__).parent / name for name in ("MULT18X18D.v", "TRELLIS_FF.v")])
+    verilog = (build / "npu.v").read_text()
+    assert "cq0_live0_ff0" in verilog and "dq0_live0_ff0" in verilog      # queue entries' live-bit copies
+    assert "row_valid_row_copy0_ff0" in verilog                            # array rows' valid copies
+    assert "param_rd_addr1_ff0" in verilog                                 # a second parameter bank
