@@ -15,7 +15,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from . import wishbone
-from .pipeline import step_count
+from .pe import registered_dsp
+from .pipeline import register, step_count
 from .isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, BUFFER_KINDS, Buffer, ErrorCode, row_bytes, row_format, \
     row_kinds, row_words
 from .layouts import act_write_layout, idx_write_layout, output_layout, param_write_layout, wgt_write_layout
@@ -228,6 +229,11 @@ class DMAUnit(wiring.Component):
             requesting = wanting & word_ok
         else:
             requesting = want_issue & word_ok
+        # On an ECP5 the request addresses step on an accept of their own, from a copy of
+        # ``wanting`` (the same value, kept apart): the accept's fan-out split in two.
+        separate = registered_request and registered_dsp(platform)
+        wanting_addr = Signal()
+        accept_addr = (self.gnt & wanting_addr & word_ok & ~self.bus.stall) if separate else accept
         m.d.comb += self.bus_req.eq(requesting | pending)
 
         m.d.comb += [
@@ -276,7 +282,7 @@ class DMAUnit(wiring.Component):
         if c.register_slices:
             # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
             m.d.sync += req_addr_inc.eq(Mux(idle, self.cmd.payload.mem_addr + bb,
-                                            Mux(accept, Mux(row_end, req_row_next + bb, req_addr_inc + bb),
+                                            Mux(accept_addr, Mux(row_end, req_row_next + bb, req_addr_inc + bb),
                                                 req_addr_inc)))
         else:
             m.d.comb += req_addr_inc.eq(req_addr + bb)      # (one adder, no register)
@@ -299,7 +305,7 @@ class DMAUnit(wiring.Component):
         with m.Elif(accept & ~burst_full):
             m.d.sync += [burst.eq(burst + 1), burst_full.eq(burst == MAX_BURST - 1)]
 
-        with m.If(accept):
+        with m.If(accept_addr):
             with m.If(row_end):
                 m.d.sync += [req_word.eq(0), req_row_next.eq(req_row_next + cmd.stride),
                              req_rows_left.eq(req_rows_left - 1)]
@@ -530,8 +536,11 @@ class DMAUnit(wiring.Component):
             stalled_next = self.bus.stb & self.bus.stall
             hold_next = burst_full_next & self.yield_bus & ~stalled_next
             have_data_next = Mux(idle, ~self.cmd.payload.store, ~cmd.store | srow_valid_next)
-            m.d.sync += wanting.eq(running_next & (stalled_next | (~req_done_next & ~stopping_next & ~hold_next
-                                                                   & have_data_next)))
+            wanting_next = running_next & (stalled_next | (~req_done_next & ~stopping_next & ~hold_next
+                                                            & have_data_next))
+            m.d.sync += wanting.eq(wanting_next)
+            if separate:
+                m.d.comb += wanting_addr.eq(register(m, wanting_next, name="wanting_addr_ff", separate=True))
         m.d.comb += [
             self.fault.eq(stopping & ~pending & ~was_stalled),   # no request presented
             self.fault_code.eq(fault_code),

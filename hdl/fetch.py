@@ -17,7 +17,8 @@ from amaranth.utils import exact_log2
 
 from .dma import bus_signature, next_window_check
 from .isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, ErrorCode
-from .pipeline import step_count
+from .pe import registered_dsp
+from .pipeline import register, step_count
 
 __all__ = ["Fetcher", "fetched_layout", "FETCH_DEPTH"]
 
@@ -161,6 +162,7 @@ class Fetcher(wiring.Component):
         # the fetcher may ask for one more instruction after a stop, as it may anyway.)
         if c.register_slices:
             wanting = Signal()
+            wanting_addr = Signal()
         else:
             wanting = self.bus_req & (can_issue | was_stalled) & go
         requesting = wanting & word_ok
@@ -173,6 +175,10 @@ class Fetcher(wiring.Component):
         ]
         m.d.sync += holding.eq(self.bus.cyc)
         accept = self.bus.stb & ~self.bus.stall
+        # On an ECP5 the request addresses step on an accept of their own, from a copy of
+        # ``wanting`` (the same value, kept apart): the accept's fan-out split in two.
+        separate = c.register_slices and registered_dsp(platform)
+        accept_addr = (self.gnt & wanting_addr & word_ok & ~self.bus.stall) if separate else accept
         # Answers come only to requests outstanding (the register, not the combinational cyc).
         answer = pending & (self.bus.ack | self.bus.err)
         # With register slices the counts' next values only pick among sums of registers
@@ -223,7 +229,7 @@ class Fetcher(wiring.Component):
                 m.d[domain] += target.eq(addr_inc)
 
         m.d.sync += slots_left.eq((fetch_slot != self.tail) & ~(accept & (req_word == words - 1)))
-        with m.If(accept):
+        with m.If(accept_addr):
             advance(req_word, fetch_slot, req_addr, req_addr_next, domain="comb", wrap=at_last, addr_inc=req_addr_inc)
         slot_end = req_word == words - 1
         next_window_check(m, c, word_ok, req_addr_next,
@@ -249,7 +255,8 @@ class Fetcher(wiring.Component):
             m.d.sync += at_last.eq(next_at_last)
         # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
         m.d.sync += req_addr_inc.eq(Mux(self.restart, head_addr + bb,
-                                        Mux(accept, Mux(slot_end & at_last, self.ring_base + bb, req_addr_inc + bb),
+                                        Mux(accept_addr, Mux(slot_end & at_last, self.ring_base + bb,
+                                                             req_addr_inc + bb),
                                             req_addr_inc)))
 
         # Faults, in the order the requests would have been made.
@@ -312,8 +319,11 @@ class Fetcher(wiring.Component):
             stalled_next = self.bus.stb & self.bus.stall
             can_issue_next = mid_slot_next | (slots_left_next & self.enable & ~stopped_next & ~bad_ring_next
                                               & ~full_next)
-            m.d.sync += wanting.eq((Mux(restart, 0, want) | stalled_next | pending_next)
-                                   & (can_issue_next | stalled_next) & (~stopped_next | stalled_next))
+            wanting_next = ((Mux(restart, 0, want) | stalled_next | pending_next)
+                            & (can_issue_next | stalled_next) & (~stopped_next | stalled_next))
+            m.d.sync += wanting.eq(wanting_next)
+            if separate:
+                m.d.comb += wanting_addr.eq(register(m, wanting_next, name="wanting_addr_ff", separate=True))
 
         m.d.comb += [
             self.idle.eq(idle),

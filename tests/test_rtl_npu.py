@@ -100,3 +100,4 @@ def test_npu_rtl_on_ecp5_cells(test, seed, waits, stall):
     assert "cq0_live0_ff0" in verilog and "dq0_live0_ff0" in verilog      # queue entries' live-bit copies
     assert "row_valid_row_copy0_ff0" in verilog                            # array rows' valid copies
     assert "param_rd_addr1_ff0" in verilog                                 # a second parameter bank
+    assert verilog.count("wanting_addr_ff_ff0") == 2                       # the DMA's and fetcher's accept copies
