@@ -129,9 +129,22 @@ class Fetcher(wiring.Component):
         slots_left = Signal()
         more = slots_left & self.enable & ~stopped
         # Registered (a cycle late): a bad RING_TAIL written while running faults a cycle later.
+        # With register slices the compares are registered first (two cycles late; the slot's
+        # is set at a restart from the head's), so the registered request's next value
+        # (below) has no compare of the ring registers in front of it.
         bad_ring = Signal()
-        m.d.sync += bad_ring.eq((self.tail >= self.ring_size) | (fetch_slot >= self.ring_size)
-                                | (self.ring_size > (1 << S)))
+        if c.register_slices:
+            ring_bad, slot_bad = Signal(), Signal()
+            m.d.sync += ring_bad.eq((self.tail >= self.ring_size) | (self.ring_size > (1 << S)))
+            with m.If(self.restart):
+                m.d.sync += slot_bad.eq(self.head >= self.ring_size)
+            with m.Else():
+                m.d.sync += slot_bad.eq(fetch_slot >= self.ring_size)
+            bad_ring_value = ring_bad | slot_bad
+        else:
+            bad_ring_value = ((self.tail >= self.ring_size) | (fetch_slot >= self.ring_size)
+                              | (self.ring_size > (1 << S)))
+        m.d.sync += bad_ring.eq(bad_ring_value)
         full = Signal()             # reserved == FETCH_DEPTH, kept as a register of its own
         can_issue = mid_slot | (more & ~bad_ring & ~full)
         word_ok = Signal()
@@ -310,8 +323,7 @@ class Fetcher(wiring.Component):
             mid_slot_next = ~restart & Mux(accept, ~slot_end, mid_slot) if words > 1 else Const(0, 1)
             stopped_next = ~restart & (stopped | (~mid_slot & more & bad_ring) | (can_issue & ~word_ok)
                                        | (err & ~discard))
-            bad_ring_next = ~restart & ((self.tail >= self.ring_size) | (fetch_slot >= self.ring_size)
-                                        | (self.ring_size > (1 << S)))
+            bad_ring_next = ~restart & bad_ring_value
             full_next = ~restart & Mux(first_accept & ~popped & (reserved == FETCH_DEPTH - 1), 1,
                                        Mux(popped & ~first_accept, 0, full))
             slots_left_next = ~restart & (fetch_slot != self.tail) & ~(accept & slot_end)

@@ -529,11 +529,11 @@ class _Core(Elaboratable):
                 v = dq_live[i] & ~e.cmd.store
                 act_hit = (e.cmd.buffer == Buffer.ACT) & _overlap(cp_act, cp_act_hi, e.cmd.buf_addr, e.buf_hi)
                 wgt_hit = (e.cmd.buffer == Buffer.WGT) & _overlap(cp_wgt, cp_wgt_hi, e.cmd.buf_addr, e.buf_hi)
-                par_hit = (e.cmd.buffer == Buffer.PARAM) & _overlap(st_param, st_param + 1, e.cmd.buf_addr, e.buf_hi)
+                # (A one-entry range [a, a + 1) as ``lo <= a``: no adder in front of the compare.)
+                par_hit = (e.cmd.buffer == Buffer.PARAM) & (st_param < e.buf_hi) & (e.cmd.buf_addr <= st_param)
                 idx_hit = 0
                 if cfg.sparse:
-                    idx_hit = (e.cmd.buffer == Buffer.IDX) & cp_sparse & _overlap(cp_idx, cp_idx + 1, e.cmd.buf_addr,
-                                                                                  e.buf_hi)
+                    idx_hit = (e.cmd.buffer == Buffer.IDX) & cp_sparse & (cp_idx < e.buf_hi) & (e.cmd.buf_addr <= cp_idx)
                 compute_hits.append(v & (act_hit | wgt_hit | idx_hit))
                 store_hits.append(v & par_hit)
             for i in range(CQ):
@@ -543,8 +543,7 @@ class _Core(Elaboratable):
                 wgt_hit = (ld_buf == Buffer.WGT) & _overlap(ld_addr, ld_hi, e.cmd.wgt_addr, e.wgt_hi)
                 idx_hit = 0
                 if cfg.sparse:
-                    idx_hit = (ld_buf == Buffer.IDX) & e.cmd.sparse & _overlap(ld_addr, ld_hi, e.cmd.idx_addr,
-                                                                              e.cmd.idx_addr + 1)
+                    idx_hit = (ld_buf == Buffer.IDX) & e.cmd.sparse & (ld_addr <= e.cmd.idx_addr) & (e.cmd.idx_addr < ld_hi)
                 load_hits.append(v & (act_hit | wgt_hit | idx_hit))
             m.d.comb += [hazard_compute.eq(any_hit(compute_hits, "compute_hit")),
                          hazard_store.eq(any_hit(store_hits, "store_hit")),
