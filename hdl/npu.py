@@ -374,18 +374,22 @@ class _Core(Elaboratable):
         # Whether the opcode exists and its reserved bits are zero: worked out from the
         # fetched instruction and loaded with it (the rest of the check follows from the
         # decode register); with two decode stages, from the decode register.
+        def fields_ok(insn, op):
+            """``insn``'s reserved bits and fields are legal for opcode ``op``."""
+            ok = (insn & reserved_mask(op)) == 0
+            if op == Opcode.LOAD and not cfg.sparse:
+                ok = ok & (_field(insn, op, "buffer") != Buffer.IDX)
+            if op == Opcode.COMPUTE and not cfg.sparse:
+                ok = ok & ~_field(insn, op, "sparse") & (_field(insn, op, "part") == 0) \
+                    & (_field(insn, op, "idx_addr") == 0)
+            return ok
+
         def legal_check(insn, name):
             legal = Signal(name=name)
             with m.Switch(insn[:4]):
                 for op in Opcode:
                     with m.Case(op):
-                        ok = (insn & reserved_mask(op)) == 0
-                        if op == Opcode.LOAD and not cfg.sparse:
-                            ok = ok & (_field(insn, op, "buffer") != Buffer.IDX)
-                        if op == Opcode.COMPUTE and not cfg.sparse:
-                            ok = ok & ~_field(insn, op, "sparse") & (_field(insn, op, "part") == 0) \
-                                & (_field(insn, op, "idx_addr") == 0)
-                        m.d.comb += legal.eq(ok)
+                        m.d.comb += legal.eq(fields_ok(insn, op))
             return legal
         two_stage = cfg.register_slices and not sequential
         legal = legal_check(insn, "legal") if not two_stage else None
@@ -423,8 +427,12 @@ class _Core(Elaboratable):
                 # (nothing uses them then) and taking it only sets ``d_valid``: the fields'
                 # enables are copies of ``d_valid`` (registers, one per group of fields), not
                 # the fetcher's output logic routed to 300-odd flip-flops.
+                # Each opcode's check of the reserved bits and fields is loaded with the
+                # instruction too (a flag per opcode; the decode register's opcode picks one).
+                d_fields_ok = {op: Signal(name=f"d_fields_ok_{op.name.lower()}") for op in Opcode}
                 loads = [[d_insn.eq(insn)],
                          [d_slot.eq(slot), *(d_is_op[op].eq(fetched_opcode == op) for op in Opcode)],
+                         [d_fields_ok[op].eq(fields_ok(insn, op)) for op in Opcode],
                          [d_act_hi.eq(cp_act + cp_count), d_wgt_hi.eq(cp_wgt + R), d_ld_hi.eq(ld_addr + ld_rows)],
                          [d_acc_hi.eq(cp_acc + cp_count), d_st_hi.eq(st_acc + st_count)]]
                 d_valid_next = Signal()
@@ -493,7 +501,7 @@ class _Core(Elaboratable):
             # So is the opcode and reserved-bit check, of the decode register.
             operands_ok_1, aligned_1 = Signal(), Signal()
             m.d.sync += [operands_ok_1.eq(operands_ok), aligned_1.eq(aligned),
-                         d_legal.eq(legal_check(insn, "d_insn_legal"))]
+                         d_legal.eq(Cat(*(d_is_op[op] & d_fields_ok[op] for op in Opcode)).any())]
             operands_ok, aligned = operands_ok_1, aligned_1
 
         decode_error = Signal(8)
