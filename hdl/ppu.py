@@ -613,9 +613,9 @@ class PostProcessor(wiring.Component):
                                  name=f"param_wr_en{bank}", separate=separate)),
                 w.data.eq(register(m, Cat(wr.payload.data[n] for n in cols), name=f"param_wr_data{bank}")),
             ]
-            r = mem.read_port(domain="comb")    # and a register: the block RAM's read port
-            m.d.comb += r.addr.eq(register(m, read_addr, name=f"param_rd_addr{bank}", separate=separate))
-            m.d.sync += [read[n].eq(r.data[i]) for i, n in enumerate(cols)]
+            r = CollisionFreeReadPort(m, mem, name=f"param_r{bank}")
+            m.d.comb += [r.addr.eq(register(m, read_addr, name=f"param_rd_addr{bank}", separate=separate)),
+                         r.en.eq(1), *(read[n].eq(r.data[i]) for i, n in enumerate(cols))]
         param_q = Signal.like(read, name="param_q")
         m.d.sync += param_q.eq(read)
         return param_q
