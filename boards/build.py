@@ -226,7 +226,7 @@ PNR_MINUTES = 60
 
 
 def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo=print, program=False,
-                pnr_minutes=PNR_MINUTES, placer=None, router=None, seed=1, seeds=None):
+                pnr_minutes=PNR_MINUTES, placer=None, router=None, seed=1, seeds=None, mapping=None):
     """Build board ``name`` with ``config`` (the board's default when None) into ``out_dir``.
 
     ``clk_hz`` is the NPU clock the PLL makes and nextpnr is constrained to (the board's
@@ -237,19 +237,21 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     and Fmax moves with it). ``seeds`` > 1 places and routes with ``seed`` and the next
     ones, up to ``seeds`` of them, until one meets timing, and keeps the fastest routed
     result (the report's ``nextpnr.tried`` lists each seed's Fmax); None: the board's
-    default (:attr:`Board.seeds`).
+    default (:attr:`Board.seeds`). ``mapping`` is how Yosys maps logic to LUTs, ``"area"``
+    or ``"delay"`` (the board's default when None; :attr:`Board.mapping`).
 
     Returns the report (also written to ``out_dir/report.json``). Raises
     :class:`BuildError` when a tool fails; a design that does not fit the device still
     gets its report (``"fits": false``) before the error.
     """
-    from .platforms import PLACERS, ROUTERS, board_config
+    from .platforms import MAPPINGS, PLACERS, ROUTERS, board_config
     from .top import DEFAULT_BAUD, BoardTop
 
     board = get_board(name)
-    placer, router = placer or board.placer, router or board.router
+    placer, router, mapping = placer or board.placer, router or board.router, mapping or board.mapping
     seeds = board.seeds if seeds is None else seeds
-    for option, value, allowed in (("placer", placer, PLACERS), ("router", router, ROUTERS)):
+    for option, value, allowed in (("placer", placer, PLACERS), ("router", router, ROUTERS),
+                                   ("mapping", mapping, tuple(MAPPINGS))):
         if value not in allowed:
             raise ValueError(f"{option} = {value!r} is invalid: must be one of {', '.join(allowed)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
@@ -273,14 +275,18 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     # re-encode a state machine whose register has one: drop it (the board design is held
     # in reset until its clock is up, and the reset state is the init value), so Yosys
     # extracts the state machines and encodes them one-hot (fewer logic levels).
+    # With mapping = "delay" ABC9 runs the script MAPPINGS gives (through Yosys' scratchpad).
+    after_read = "setattr -unset init w:fsm_state"
+    if MAPPINGS[mapping]:
+        after_read += f"\nscratchpad -set abc9.script {MAPPINGS[mapping]}"
     overrides = {"nextpnr_opts": f"--timing-allow-fail --seed {seed} --placer {placer} --router {router}",
                  "synth_opts": "-run begin:check",
-                 "script_after_read": "setattr -unset init w:fsm_state",
+                 "script_after_read": after_read,
                  "script_after_synth": "hierarchy -check\nstat\ncheck -noinit\nblackbox =A:whitebox"}
     if echo:
         echo(f"{board.name}: {board.device}, NPU {config.rows}x{config.cols} ({config.macs_per_cycle} MACs/cycle), "
              f"{(clk_hz or board.clk_hz) / 1e6:g} MHz clock (board target {board.clk_hz / 1e6:g}), {board.ram_bytes // 1024} KiB {board.ram.upper()}; "
-             f"tools: {', '.join(Path(t).name for t in tools.values())} (nextpnr: {placer} placer, {router})")
+             f"tools: {', '.join(Path(t).name for t in tools.values())} (nextpnr: {placer} placer, {router}; LUT mapping for {mapping})")
     started = time.monotonic()
     plan = platform.build(top, name="top", build_dir=str(out_dir), do_build=False, **overrides)
     plan.extract(str(out_dir))
@@ -294,7 +300,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
         "config": config.to_dict(), "baud": baud or DEFAULT_BAUD, "ram": {"kind": board.ram,
                                                                            "bytes": board.ram_bytes},
         "tools": {var: Path(cmd).name for var, cmd in tools.items()},
-        "nextpnr": {"placer": placer, "router": router, "seed": seed, "seeds": seeds},
+        "nextpnr": {"placer": placer, "router": router, "seed": seed, "seeds": seeds}, "mapping": mapping,
         "clock_hz": top.clk_hz,
     }
     labels = {"YOSYS": "synthesis", "NEXTPNR_ICE40": "place-and-route", "NEXTPNR_ECP5": "place-and-route",

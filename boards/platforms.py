@@ -17,6 +17,15 @@ __all__ = ["Board", "BOARDS", "board", "board_config", "board_names"]
 #: nextpnr's placers and routers a board build may use.
 PLACERS = ("heap", "static")
 ROUTERS = ("router1", "router2")
+#: How Yosys' ABC9 maps logic to LUTs (:attr:`Board.mapping`), and the ABC script of each
+#: (None: Yosys' own). Yosys' script maps for depth, then recovers area with no bound on
+#: the depth (the required times do not hold with ABC9's boxes): on the 85F's NPU ABC's
+#: delay went from 2612 to 3940, control paths 8 LUTs deep. "delay" keeps the
+#: depth-optimal mapping (no area recovery: ``-F 0 -A 0``), in LUTs of up to five inputs
+#: (``-K 5``: one slice each; wider ones are macros of two or four slices, which the
+#: static placer did not settle): about 25% more LUTs.
+MAPPINGS = {"area": None,
+            "delay": "+&scorr;&sweep;&dc2;&dch,-f,-r;&ps;&if,-W,300,-K,5,-q,-F,0,-A,0,-v;&mfs;&ps,-l"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,12 @@ class Board:
     seeds : int
         How many nextpnr seeds a build tries by default until one meets timing (the
         fastest is kept): on the large ECP5 devices Fmax moves by 10-15% from seed to seed.
+    mapping : str
+        How Yosys' ABC9 maps logic to LUTs: ``"area"`` (Yosys' default script: fewest
+        LUTs, paths off ABC's critical one made deeper to save area) or ``"delay"``
+        (depth-optimal mapping kept, no area recovery: about 25% more LUTs, every path as
+        shallow as ABC can make it; for the large devices, which have the room). See
+        :data:`MAPPINGS`.
     global_resets : bool
         On ECP5, put the board's and the NPU core's resets on global networks through a
         DCCA each (see :mod:`npu.boards.top`); off where nextpnr cannot route to the DCCA
@@ -67,6 +82,7 @@ class Board:
     placer: str = "heap"
     router: str = "router1"
     seeds: int = 1
+    mapping: str = "area"
     global_resets: bool = True
 
     def platform_class(self):
@@ -94,8 +110,9 @@ _ECP5_85 = dict(rows=12, cols=12, act_depth=512, wgt_depth=384, acc_depth=512, p
 _ULX3S_LEDS = tuple(("led", i) for i in range(8))
 #: nextpnr's placer and router: the static placer spreads the large arrays over the die
 #: (with HeAP the 85F's 12x12 NPU was packed into 40% of it and never routed).
-_SMALL_PNR = ("heap", "router1", 1)
-_LARGE_PNR = ("static", "router2", 4)
+#: The large devices also map logic for depth (they have the LUTs to spare).
+_SMALL_PNR = ("heap", "router1", 1, "area")
+_LARGE_PNR = ("static", "router2", 4, "delay")
 
 BOARDS = {b.name: b for b in [
     Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 30_000_000, "spram",

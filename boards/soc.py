@@ -215,8 +215,18 @@ class BoardSoC(wiring.Component):
         # block RAM read straight onto the bus, and the decode should not reach the bridge's
         # stall). Without register slices elsewhere, a slice without skid entry: the bridge
         # waits for each answer, so half throughput costs nothing.
-        m.submodules.bridge_out = bridge_out = wishbone.RequestSlice(bridge.bus.signature,
-                                                                       skid=cfg.register_slices)
+        # Its address decode (registers, the info block, RAM) is registered beside the
+        # request, so none sits in front of the stall the slice sees.
+        info = self.info_words
+        info_bits = ceil_log2(len(info))
+
+        def decode(adr):
+            return Cat(adr[CSR_ADDR_WIDTH:] == CSR_BASE >> (2 + CSR_ADDR_WIDTH),
+                       adr[info_bits:] == INFO_ADDR >> (2 + info_bits),
+                       _in_range(adr, MEMORY_BASE // 4, self.ram_bytes // 4))
+
+        m.submodules.bridge_out = bridge_out = wishbone.RequestSlice(
+            bridge.bus.signature, skid=cfg.register_slices, decode=decode, decode_width=3)
         wiring.connect(m, bridge.bus, bridge_out.up)
         b = bridge_out.down
         # The NPU's registers are reached through a register slice too (after the decode; on
@@ -226,11 +236,7 @@ class BoardSoC(wiring.Component):
             skid=cfg.register_slices)
         wiring.connect(m, csr_slice.down, npu.csr)
         csr = csr_slice.up
-        info = self.info_words
-        info_bits = ceil_log2(len(info))
-        hit_csr = b.adr[CSR_ADDR_WIDTH:] == CSR_BASE >> (2 + CSR_ADDR_WIDTH)
-        hit_info = b.adr[info_bits:] == INFO_ADDR >> (2 + info_bits)
-        hit_ram = _in_range(b.adr, MEMORY_BASE // 4, self.ram_bytes // 4)
+        hit_csr, hit_info, hit_ram = bridge_out.hit
         request = b.cyc & b.stb & ~b.stall
         answer_csr, answer_ram = Signal(), Signal()     # where the accepted request went
         info_ack, info_err, info_data, none_err = Signal(), Signal(), Signal(32), Signal()

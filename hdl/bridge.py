@@ -227,9 +227,13 @@ class Bridge(wiring.Component):
         # word received, the last bus access done, the last response word sent) the next
         # word index is idx + 1, and neither idx nor the counts changed in the cycle before
         # (idx moves once per four bytes, or per bus access, which takes at least two
-        # cycles), so the compares are registered, off the state machine's paths.
+        # cycles), so the compares are registered, off the state machine's paths. They
+        # compare idx with the count less one, registered too (no adder in front of the
+        # compare): the counts are set at least two cycles before they are asked about.
         next_is_nwords, next_is_count = Signal(), Signal()
-        m.d.sync += [next_is_nwords.eq((idx + 1)[:k] == nwords[:k]), next_is_count.eq((idx + 1)[:k] == count)]
+        nwords_before, count_before = Signal(k), Signal(k)
+        m.d.sync += [nwords_before.eq(nwords[:k] - 1), count_before.eq(count - 1),
+                     next_is_nwords.eq(idx == nwords_before), next_is_count.eq(idx == count_before)]
 
         with m.If(take_cmd):
             m.d.sync += cmd.eq(rx.payload)
@@ -274,7 +278,6 @@ class Bridge(wiring.Component):
             m.d.sync += crc.eq(CRC_INIT)
         with m.Elif(crc_go):
             m.d.sync += crc.eq(crc16_update(crc, crc_byte))
-        crc_final = crc16_update(crc, crc_byte)     # in CHECK: the remainder over the whole frame
 
         # One timer for byte gaps and bus accesses; timeouts are powers of two.
         a, b = ceil_log2(self.byte_timeout), ceil_log2(self.bus_timeout)
@@ -303,6 +306,24 @@ class Bridge(wiring.Component):
         m.d.comb += [rx.ready.eq(1), rd.addr.eq(idx), wr.addr.eq(idx),
                      wr.data.eq(Mux(from_bus, dat_r, received)), crc_in.eq(Mux(tx.valid, tx.payload, rx.payload)),
                      bus.adr.eq(addr), bus.dat_w.eq(rd.data), bus.sel.eq(0xF), bus.we.eq(writing)]
+
+        # The verdict on a request (the state EXEC acts on it), worked out every cycle from
+        # registers that hold still from the end of its payload on.
+        is_info, is_write, refused, verdict = Signal(), Signal(), Signal(), Signal(4)
+        verdict_value = Signal(4)
+        with m.Switch(cmd):
+            with m.Case(Command.INFO):
+                m.d.comb += verdict_value.eq(Mux(empty, Status.OK, Status.BAD_LENGTH))
+            with m.Case(Command.READ):
+                m.d.comb += verdict_value.eq(Mux(~one_word | ~count_ok, Status.BAD_LENGTH,
+                                                 Mux(misaligned, Status.BAD_ADDRESS, Status.OK)))
+            with m.Case(Command.WRITE):
+                m.d.comb += verdict_value.eq(Mux(empty | no_words, Status.BAD_LENGTH,
+                                                 Mux(misaligned, Status.BAD_ADDRESS, Status.OK)))
+            with m.Default():
+                m.d.comb += verdict_value.eq(Status.UNKNOWN_COMMAND)
+        m.d.sync += [is_info.eq(cmd == Command.INFO), is_write.eq(cmd == Command.WRITE),
+                     verdict.eq(verdict_value), refused.eq(verdict_value != Status.OK)]
 
         def set_status(code):
             m.d.comb += [status_set.eq(1), status_value.eq(code)]
@@ -370,7 +391,11 @@ class Bridge(wiring.Component):
             with m.State("CRC_LO"):
                 receive("CHECK")
             with m.State("CHECK"):
-                with m.If(crc_final.any()):
+                # The last byte's CRC step lands in ``crc`` (off the state machine's paths).
+                m.next = "VERDICT"
+            with m.State("VERDICT"):
+                # ``crc`` is the remainder over the whole frame: zero if it came intact.
+                with m.If(crc.any()):
                     discard(Status.BAD_CRC)
                 with m.Else():
                     m.next = "EXEC"
@@ -382,32 +407,19 @@ class Bridge(wiring.Component):
                     m.next = "R_SYNC"
 
             with m.State("EXEC"):
-                m.d.sync += writing.eq(cmd == Command.WRITE)
+                # The verdict on the request, registered (its terms have been still since
+                # the payload came in, CRC bytes ago): no command decode in front of the
+                # state machine's outputs.
+                m.d.sync += writing.eq(is_write)
                 m.d.comb += pos_clear.eq(1)
-                with m.Switch(cmd):
-                    with m.Case(Command.INFO):
-                        m.d.comb += [addr_info.eq(1), count_set.eq(1), count_value.eq(self.info_words)]
-                        with m.If(~empty):
-                            respond(Status.BAD_LENGTH)
-                        with m.Else():
-                            m.next = "BUS_PREP"
-                    with m.Case(Command.READ):
-                        with m.If(~one_word | ~count_ok):
-                            respond(Status.BAD_LENGTH)
-                        with m.Elif(misaligned):
-                            respond(Status.BAD_ADDRESS)
-                        with m.Else():
-                            m.next = "BUS_PREP"
-                    with m.Case(Command.WRITE):
-                        m.d.comb += [count_set.eq(1), count_value.eq(nwords[:k])]
-                        with m.If(empty | no_words):
-                            respond(Status.BAD_LENGTH)
-                        with m.Elif(misaligned):
-                            respond(Status.BAD_ADDRESS)
-                        with m.Else():
-                            m.next = "BUS_PREP"
-                    with m.Default():
-                        respond(Status.UNKNOWN_COMMAND)
+                with m.If(is_info):
+                    m.d.comb += [addr_info.eq(1), count_set.eq(1), count_value.eq(self.info_words)]
+                with m.If(is_write):
+                    m.d.comb += [count_set.eq(1), count_value.eq(nwords[:k])]
+                with m.If(refused):
+                    respond(verdict)
+                with m.Else():
+                    m.next = "BUS_PREP"
             with m.State("BUS_PREP"):
                 # The buffer's read port shows word ``idx`` from the next cycle on.
                 m.d.comb += [bus.cyc.eq(1), kick.eq(1)]

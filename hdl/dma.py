@@ -287,7 +287,14 @@ class DMAUnit(wiring.Component):
         else:
             m.d.comb += req_addr_inc.eq(req_addr + bb)      # (one adder, no register)
         # "No rows left to request", registered: from the rows left now, not the count's next value.
-        req_done_next = Mux(idle, self.cmd.payload.rows == 0, Mux(accept & row_end, req_rows_left == 1, req_done))
+        # ``req_rows_left == 1`` kept as a register of its own (set with the count, stepped
+        # with it): no compare between the accept and ``req_done``'s next value.
+        rows_one = Signal()
+        with m.If(idle):
+            m.d.sync += rows_one.eq(self.cmd.payload.rows == 1)
+        with m.Elif(accept_addr & row_end):
+            m.d.sync += rows_one.eq(req_rows_left == 2)
+        req_done_next = Mux(idle, self.cmd.payload.rows == 0, Mux(accept & row_end, rows_one, req_done))
         m.d.sync += req_done.eq(req_done_next)
         # Byte selects: a STORE's last word of a row carries only the row's data bytes.
         tail_bytes = row_bytes(c, "out") - (words["out"] - 1) * bb

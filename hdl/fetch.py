@@ -241,7 +241,31 @@ class Fetcher(wiring.Component):
                 m.d.sync += word.eq(word + 1)
                 m.d[domain] += target.eq(addr_inc)
 
-        m.d.sync += slots_left.eq((fetch_slot != self.tail) & ~(accept & (req_word == words - 1)))
+        ahead_of_tail = c.register_slices and words > 1
+        if ahead_of_tail:
+            # ``fetch_slot != tail`` as a register of its own (``differs``), picked from
+            # compares registered a cycle before: the head's (for a restart; the head does
+            # not change in the cycle before one), the next slot's (for a slot's last word:
+            # the slot was the same a cycle before, slots last two words or more) and this
+            # slot's (else; in the cycle after the slot moved, the value stays); the next
+            # slot's against ``tail - 1``, registered (no adder in front of the compare). A
+            # RING_TAIL write is seen up to three cycles later (a hint either way: ``tail``
+            # only moves on, past slots the fetcher has not reached). Compares kept apart,
+            # not one compare behind a multiplexer (which synthesis builds as a LUT chain).
+            differs, moved = Signal(), Signal()
+            head_differs, succ_differs, this_differs = Signal(), Signal(), Signal()
+            tail_before = Signal.like(self.tail)
+            slot_done = accept & (req_word == words - 1)
+            m.d.sync += [tail_before.eq(self.tail - 1),
+                         head_differs.eq(self.head != self.tail),
+                         succ_differs.eq(Mux(at_last, self.tail != 0, fetch_slot != tail_before)),
+                         this_differs.eq(fetch_slot != self.tail),
+                         moved.eq(self.restart | slot_done),
+                         differs.eq(Mux(self.restart, head_differs,
+                                        Mux(slot_done, succ_differs, Mux(moved, differs, this_differs))))]
+            m.d.sync += slots_left.eq(differs & ~slot_done)
+        else:
+            m.d.sync += slots_left.eq((fetch_slot != self.tail) & ~(accept & (req_word == words - 1)))
         with m.If(accept_addr):
             advance(req_word, fetch_slot, req_addr, req_addr_next, domain="comb", wrap=at_last, addr_inc=req_addr_inc)
         slot_end = req_word == words - 1
@@ -303,6 +327,10 @@ class Fetcher(wiring.Component):
             m.d.sync += full.eq(0)
 
         m.d.sync += head_addr.eq(self.ring_base + (self.head << exact_log2(INSTRUCTION_BYTES)))
+        # ``head == last_slot`` for a restart, registered like ``head_addr`` (and for the same
+        # reason; RING_SIZE is written cycles before a START, so ``last_slot`` is settled).
+        head_at_last = Signal()
+        m.d.sync += head_at_last.eq(self.head == last_slot)
         idle = Signal()             # registered: a cycle late
 
         m.d.sync += idle.eq(~pending & ~self.bus.stb)
@@ -311,7 +339,7 @@ class Fetcher(wiring.Component):
             m.d.comb += req_addr_next.eq(head_addr)
             m.d.sync += resp_addr.eq(head_addr)
             m.d.sync += [fetch_slot.eq(self.head), resp_slot.eq(self.head), out_slot.eq(self.head),
-                         at_last.eq(self.head == last_slot), resp_at_last.eq(self.head == last_slot),
+                         at_last.eq(head_at_last), resp_at_last.eq(head_at_last),
                          req_word.eq(0), resp_word.eq(0),
                          reserved.eq(0), full.eq(0), stopped.eq(0), discard.eq(0), bad_ring.eq(0), asking.eq(0),
                          slots_left.eq(0)]
@@ -326,7 +354,7 @@ class Fetcher(wiring.Component):
             bad_ring_next = ~restart & bad_ring_value
             full_next = ~restart & Mux(first_accept & ~popped & (reserved == FETCH_DEPTH - 1), 1,
                                        Mux(popped & ~first_accept, 0, full))
-            slots_left_next = ~restart & (fetch_slot != self.tail) & ~(accept & slot_end)
+            slots_left_next = ~restart & (differs if ahead_of_tail else fetch_slot != self.tail) & ~(accept & slot_end)
             pending_next = Mux(accept, 1, Mux(answer & (outstanding == 1), 0, pending))
             stalled_next = self.bus.stb & self.bus.stall
             can_issue_next = mid_slot_next | (slots_left_next & self.enable & ~stopped_next & ~bad_ring_next
@@ -339,7 +367,7 @@ class Fetcher(wiring.Component):
 
         m.d.comb += [
             self.idle.eq(idle),
-            self.caught_up.eq(fetch_slot == self.tail),
+            self.caught_up.eq(~differs if ahead_of_tail else fetch_slot == self.tail),
             self.fault.eq(stopped & ~pending),
             self.fault_code.eq(fault_code),
             self.fault_addr.eq(fault_addr),

@@ -409,6 +409,9 @@ class PostProcessor(wiring.Component):
 
         lane = Signal(data.ArrayLayout(lane_layout, cfg.cols))
         remaining = Signal.like(cmd.count)
+        # ``remaining == 0`` and ``== 1`` kept as registers of their own (set with the
+        # count, stepped with it): no compare of the count in front of the read issue.
+        rem_zero, rem_one = Signal(), Signal()
         addr = Signal.like(cmd.acc_addr)
         passes = cfg.requant_passes
         # Cycles until the next row may be read: a row occupies the lanes for ``passes`` cycles.
@@ -456,6 +459,7 @@ class PostProcessor(wiring.Component):
                 # while a command may start (no row uses them then), and taking one only
                 # moves the state: the datapath's command logic enables no register here.
                 take = [cmd.eq(self.cmd.payload), remaining.eq(self.cmd.payload.count),
+                        rem_zero.eq(self.cmd.payload.count == 0), rem_one.eq(self.cmd.payload.count == 1),
                         addr.eq(self.cmd.payload.acc_addr)]
                 if slices:
                     with m.If(may_start):
@@ -476,10 +480,11 @@ class PostProcessor(wiring.Component):
                     m.d.sync += lane.eq(param_q)
                 m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += issue.eq((remaining != 0) & has_room & (gap == 0))
+                m.d.comb += issue.eq(~rem_zero & has_room & (gap == 0))
                 with m.If(issue):
-                    m.d.sync += [remaining.eq(remaining - 1), addr.eq(addr + 1)]
-                with m.If((remaining == 0) | (issue & (remaining == 1))):
+                    m.d.sync += [remaining.eq(remaining - 1), addr.eq(addr + 1),
+                                 rem_zero.eq(rem_one), rem_one.eq(remaining == 2)]
+                with m.If(rem_zero | (issue & rem_one)):
                     m.next = "IDLE"
         if cfg.register_slices:
             # Each column's parameter registers load under an enable register of their own

@@ -76,10 +76,12 @@ class RequestSlice(wiring.Component):
         master too, at a cycle more per answer (the master must keep ``cyc`` until its
         answers are in, as ours do).
     decode : function, optional
-        A one-bit function of a request's ``adr`` (an address decode), worked out before
-        the request is registered and registered with it: :attr:`hit` is its value for the
+        A function of a request's ``adr`` (an address decode), worked out before the
+        request is registered and registered with it: :attr:`hit` is its value for the
         request on ``down``, from a register (no decode between the slice and the logic
         that uses it, such as the stall it makes).
+    decode_width : int
+        The bits ``decode`` returns (and :attr:`hit` holds); one by default.
 
     Members
     -------
@@ -90,10 +92,10 @@ class RequestSlice(wiring.Component):
     """
 
     def __init__(self, signature, *, registered=True, skid=True, slave_stalls=True, registered_answers=False,
-                 decode=None):
+                 decode=None, decode_width=1):
         self._sig = signature
         self._decode = decode
-        self.hit = Signal()
+        self.hit = Signal(decode_width)
         self._registered = registered
         self._registered_answers = registered and registered_answers
         self._skid = skid

@@ -214,6 +214,12 @@ def test_seed_sweep_keeps_the_fastest_routed_result_and_stops_once_timing_is_met
     assert board("ulx3s-45f").seeds == 4 and board("ulx3s-25f").seeds == 1
     assert report["nextpnr"]["seeds"] == 4 and report["nextpnr"]["seed"] == 4
     assert list(report["nextpnr"]["tried"]) == ["1", "2", "3", "4"]
+    # They map logic for depth (Yosys' ABC9 script replaced); the small ones keep Yosys' own.
+    assert report["mapping"] == "delay" and board("ulx3s-25f").mapping == "area"
+    assert "scratchpad -set abc9.script +&scorr;" in (tmp_path / "out4" / "top.ys").read_text()
+    assert "scratchpad" not in (tmp_path / "out" / "top.ys").read_text()
+    report = board_build.build_board("ulx3s-45f", config, tmp_path / "out5", echo=None, seeds=1, mapping="area")
+    assert report["mapping"] == "area" and "scratchpad" not in (tmp_path / "out5" / "top.ys").read_text()
 
 
 def test_unknown_placer_or_router_is_one_line(tmp_path):
@@ -223,6 +229,8 @@ def test_unknown_placer_or_router_is_one_line(tmp_path):
         board_build.build_board("ulx3s-85f", None, tmp_path, echo=None, router="router3")
     with pytest.raises(ValueError, match="seed = 0 is invalid: must be a positive integer"):
         board_build.build_board("ulx3s-85f", None, tmp_path, echo=None, seed=0)
+    with pytest.raises(ValueError, match="mapping = 'speed' is invalid: must be one of area, delay"):
+        board_build.build_board("ulx3s-85f", None, tmp_path, echo=None, mapping="speed")
     assert not any(tmp_path.iterdir())      # refused before anything was built
 
 
@@ -294,7 +302,11 @@ def test_ecp5_build_of_a_small_npu(tmp_path):
     """The whole flow on a fresh machine: Yosys, nextpnr-ecp5 and ecppack from PyPI."""
     config = NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4, ppu_lanes=1)
     lines = []
-    report = board_build.build_board("ulx3s-25f", config, tmp_path, echo=lines.append, clk_hz=50_000_000)
+    # Mapped for depth (the large boards' default), so the ABC script it gives runs for real.
+    report = board_build.build_board("ulx3s-25f", config, tmp_path, echo=lines.append, clk_hz=50_000_000,
+                                     mapping="delay")
+    assert report["mapping"] == "delay"
+    assert "&if -W 300 -K 5 -q -F 0 -A 0 -v" in (tmp_path / "top.rpt").read_text()   # ABC ran the script
     assert (tmp_path / "top.bit").stat().st_size > 100_000
     assert report["fits"]
     assert report["resources"]["dsp"]["used"] == 4 + 4     # four PEs + one requantisation lane
