@@ -85,7 +85,11 @@ def next_window_check(m, config, word_ok, addr_next, candidates, nbytes, base, l
     if not config.register_slices:
         m.d.sync += word_ok.eq(in_window(m, addr_next, nbytes, base, limit))
         return
-    oks = in_window(m, [address for _, address in candidates], nbytes, base, limit)
+    # The window registers copied beside the unit (a cycle later: they are written between
+    # programs), so the compares do not start with a route from the register file.
+    local = [Signal.like(base, name=f"{word_ok.name}_base"), Signal.like(limit, name=f"{word_ok.name}_limit")]
+    m.d.sync += [local[0].eq(base), local[1].eq(limit)]
+    oks = in_window(m, [address for _, address in candidates], nbytes, *local)
     verdict = word_ok
     for (condition, _), ok in reversed(list(zip(candidates, oks))):
         verdict = Mux(condition, ok, verdict)

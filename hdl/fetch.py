@@ -199,6 +199,10 @@ class Fetcher(wiring.Component):
         count = step_count if c.register_slices else (lambda n, up, down: n + up - down)
         outstanding_next = count(outstanding, accept, answer)
         m.d.sync += outstanding.eq(outstanding_next)
+        # ``outstanding == 1`` as a register of its own (from compares of the count, the
+        # step picking one).
+        out_one = Signal()
+        m.d.sync += out_one.eq(Mux(accept == answer, out_one, Mux(accept, outstanding == 0, outstanding == 2)))
         with m.If(accept):
             m.d.sync += pending.eq(1)
         with m.Elif(answer & (outstanding == 1)):
@@ -352,10 +356,12 @@ class Fetcher(wiring.Component):
             stopped_next = ~restart & (stopped | (~mid_slot & more & bad_ring) | (can_issue & ~word_ok)
                                        | (err & ~discard))
             bad_ring_next = ~restart & bad_ring_value
-            full_next = ~restart & Mux(first_accept & ~popped & (reserved == FETCH_DEPTH - 1), 1,
-                                       Mux(popped & ~first_accept, 0, full))
+            # (Taken to be full after a slot's first accept as if nothing were popped: the
+            # decode register's pop, from across the device, is not in front of ``wanting``;
+            # a pop then frees the entry for the request a cycle later.)
+            full_next = ~restart & (full | (first_accept & (reserved == FETCH_DEPTH - 1)))
             slots_left_next = ~restart & (differs if ahead_of_tail else fetch_slot != self.tail) & ~(accept & slot_end)
-            pending_next = Mux(accept, 1, Mux(answer & (outstanding == 1), 0, pending))
+            pending_next = Mux(accept, 1, Mux(answer & out_one, 0, pending))
             stalled_next = self.bus.stb & self.bus.stall
             can_issue_next = mid_slot_next | (slots_left_next & self.enable & ~stopped_next & ~bad_ring_next
                                               & ~full_next)
