@@ -302,11 +302,16 @@ def test_ecp5_build_of_a_small_npu(tmp_path):
     """The whole flow on a fresh machine: Yosys, nextpnr-ecp5 and ecppack from PyPI."""
     config = NPUConfig(rows=2, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4, ppu_lanes=1)
     lines = []
-    # Mapped for depth (the large boards' default), so the ABC script it gives runs for real.
+    # Mapped for depth (the large boards' default): the script goes to Yosys. (This small
+    # NPU is one of those the pinned Yosys' ABC9 stops on with an internal assertion, with
+    # Yosys' own script too, so it is mapped by the classic ABC, without the script; the
+    # 85F's NPU runs it.)
     report = board_build.build_board("ulx3s-25f", config, tmp_path, echo=lines.append, clk_hz=50_000_000,
                                      mapping="delay")
     assert report["mapping"] == "delay"
-    assert "&if -W 300 -K 5 -q -F 0 -A 0 -v" in (tmp_path / "top.rpt").read_text()   # ABC ran the script
+    assert "scratchpad -set abc9.script" in (tmp_path / "top.ys").read_text()
+    if report.get("abc9", True):
+        assert "&if -W 300 -K 5 -q -F 0 -A 0 -v" in (tmp_path / "top.rpt").read_text()   # ABC ran the script
     assert (tmp_path / "top.bit").stat().st_size > 100_000
     assert report["fits"]
     assert report["resources"]["dsp"]["used"] == 4 + 4     # four PEs + one requantisation lane
