@@ -23,7 +23,8 @@ ROUTERS = ("router1", "router2")
 #: delay went from 2612 to 3940, control paths 8 LUTs deep. "delay" keeps the
 #: depth-optimal mapping (no area recovery: ``-F 0 -A 0``), in LUTs of up to five inputs
 #: (``-K 5``: one slice each; wider ones are macros of two or four slices, which the
-#: static placer did not settle): about 25% more LUTs.
+#: static placer did not settle): about 25% more LUTs where ABC maps (15% more logic
+#: cells on the 85F).
 MAPPINGS = {"area": None,
             "delay": "+&scorr;&sweep;&dc2;&dch,-f,-r;&ps;&if,-W,300,-K,5,-q,-F,0,-A,0,-v;&mfs;&ps,-l"}
 
@@ -61,7 +62,7 @@ class Board:
     mapping : str
         How Yosys' ABC9 maps logic to LUTs: ``"area"`` (Yosys' default script: fewest
         LUTs, paths off ABC's critical one made deeper to save area) or ``"delay"``
-        (depth-optimal mapping kept, no area recovery: about 25% more LUTs, every path as
+        (depth-optimal mapping kept, no area recovery: 15% more logic cells on the 85F, every path as
         shallow as ABC can make it; for the large devices, which have the room). See
         :data:`MAPPINGS`.
     global_resets : bool

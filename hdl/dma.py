@@ -87,8 +87,7 @@ def next_window_check(m, config, word_ok, addr_next, candidates, nbytes, base, l
         return
     # The window registers copied beside the unit (a cycle later: they are written between
     # programs), so the compares do not start with a route from the register file.
-    local = [Signal.like(base, name=f"{word_ok.name}_base"), Signal.like(limit, name=f"{word_ok.name}_limit")]
-    m.d.sync += [local[0].eq(base), local[1].eq(limit)]
+    local = [register(m, base, name=f"{word_ok.name}_base"), register(m, limit, name=f"{word_ok.name}_limit")]
     oks = in_window(m, [address for _, address in candidates], nbytes, *local)
     verdict = word_ok
     for (condition, _), ok in reversed(list(zip(candidates, oks))):

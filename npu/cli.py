@@ -680,8 +680,8 @@ def boards():
               help="Seeds to try (--seed and the next ones) until one meets timing; the fastest is kept "
                    "[default: the board's, see 'npu boards'].")
 @click.option("--mapping", type=_pnr_choices()[2], default=None,
-              help="How Yosys maps logic to LUTs: fewest LUTs (area) or fewest levels (delay, about 25% "
-                   "more LUTs) [default: the board's, see 'npu boards'].")
+              help="How Yosys maps logic to LUTs: fewest LUTs (area) or fewest levels (delay, 15% "
+                   "more logic cells on the 85F) [default: the board's, see 'npu boards'].")
 @config_options
 def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, seed, seeds, mapping, config_path,
           **overrides):
