@@ -226,7 +226,8 @@ PNR_MINUTES = 60
 
 
 def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo=print, program=False,
-                pnr_minutes=PNR_MINUTES, placer=None, router=None, seed=1, seeds=None, mapping=None):
+                pnr_minutes=PNR_MINUTES, placer=None, router=None, seed=1, seeds=None, mapping=None,
+                dsp_placement=None):
     """Build board ``name`` with ``config`` (the board's default when None) into ``out_dir``.
 
     ``clk_hz`` is the NPU clock the PLL makes and nextpnr is constrained to (the board's
@@ -239,19 +240,24 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     result (the report's ``nextpnr.tried`` lists each seed's Fmax); None: the board's
     default (:attr:`Board.seeds`). ``mapping`` is how Yosys maps logic to LUTs, ``"area"``
     or ``"delay"`` (the board's default when None; :attr:`Board.mapping`).
+    ``dsp_placement``: ``"array"`` pins the array cells' DSP blocks in array order where
+    the device's sites are known, ``"placer"`` leaves them to nextpnr (the board's default
+    when None; :attr:`Board.dsp_placement`).
 
     Returns the report (also written to ``out_dir/report.json``). Raises
     :class:`BuildError` when a tool fails; a design that does not fit the device still
     gets its report (``"fits": false``) before the error.
     """
-    from .platforms import MAPPINGS, PLACERS, ROUTERS, board_config
+    from .platforms import DSP_PLACEMENTS, MAPPINGS, PLACERS, ROUTERS, array_dsp_sites, board_config
     from .top import DEFAULT_BAUD, BoardTop
 
     board = get_board(name)
     placer, router, mapping = placer or board.placer, router or board.router, mapping or board.mapping
+    dsp_placement = dsp_placement or board.dsp_placement
     seeds = board.seeds if seeds is None else seeds
     for option, value, allowed in (("placer", placer, PLACERS), ("router", router, ROUTERS),
-                                   ("mapping", mapping, tuple(MAPPINGS))):
+                                   ("mapping", mapping, tuple(MAPPINGS)),
+                                   ("dsp_placement", dsp_placement, DSP_PLACEMENTS)):
         if value not in allowed:
             raise ValueError(f"{option} = {value!r} is invalid: must be one of {', '.join(allowed)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
@@ -267,6 +273,9 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
         f_in = platform.lookup(platform.default_clk).clock.frequency
         if f_in != clk_hz:
             (ice40_pll if board.family == "ice40" else ecp5_pll)(f_in, clk_hz)
+    sites = array_dsp_sites(board.device, config.rows, config.cols) if dsp_placement == "array" else None
+    if sites:       # (the array reads them from the platform while it is elaborated)
+        platform.npu_dsp_sites = sites
     top = BoardTop(board, config, baud=baud or DEFAULT_BAUD, clk_hz=clk_hz)
     # Yosys' synth script ends with `autoname`, which takes minutes to tens of minutes on
     # Amaranth's netlists under YoWASP and only renames cells: run the script up to its
@@ -301,7 +310,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
                                                                            "bytes": board.ram_bytes},
         "tools": {var: Path(cmd).name for var, cmd in tools.items()},
         "nextpnr": {"placer": placer, "router": router, "seed": seed, "seeds": seeds}, "mapping": mapping,
-        "clock_hz": top.clk_hz,
+        "dsp_placement": "array" if sites else "placer", "clock_hz": top.clk_hz,
     }
     labels = {"YOSYS": "synthesis", "NEXTPNR_ICE40": "place-and-route", "NEXTPNR_ECP5": "place-and-route",
               "ICEPACK": "bitstream", "ECPPACK": "bitstream"}

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ..generators.config import ConfigError, NPUConfig
 
-__all__ = ["Board", "BOARDS", "board", "board_config", "board_names"]
+__all__ = ["Board", "BOARDS", "DSP_PLACEMENTS", "ECP5_DSP_SITES", "array_dsp_sites", "board", "board_config", "board_names"]
 
 
 #: nextpnr's placers and routers a board build may use.
@@ -27,6 +27,45 @@ ROUTERS = ("router1", "router2")
 #: cells on the 85F).
 MAPPINGS = {"area": None,
             "delay": "+&scorr;&sweep;&dc2;&dch,-f,-r;&ps;&if,-W,300,-K,5,-q,-F,0,-A,0,-v;&mfs;&ps,-l"}
+
+#: Where an array cell's DSP block goes (:attr:`Board.dsp_placement`): "placer" (nextpnr
+#: picks) or "array" (each cell's block pinned to a site in array order, see
+#: :func:`array_dsp_sites`).
+DSP_PLACEMENTS = ("placer", "array")
+
+
+def _ecp5_85k_dsp_rows():
+    # Three rows of 13 sysDSP blocks, each with four MULT18X18D sites (X x0, x0+1, x0+4,
+    # x0+5); the device's centre column has none. Read from nextpnr's placement of a design
+    # of 156 MULT18X18D (the same on the LFE5U-85F and the LFE5UM5G-85F).
+    starts = [4 + 9 * i for i in range(7)] + [69 + 9 * i for i in range(6)]
+    return tuple(tuple(f"X{x0 + dx}/Y{y}/MULT18_{dx}" for x0 in starts for dx in (0, 1, 4, 5))
+                 for y in (10, 34, 58))
+
+
+#: The MULT18X18D sites of an ECP5 die by DSP row (top to bottom), each row in X order,
+#: as nextpnr names them.
+ECP5_DSP_SITES = {device: _ecp5_85k_dsp_rows() for device in ("LFE5U-85F", "LFE5UM-85F", "LFE5UM5G-85F")}
+
+
+def array_dsp_sites(device, rows, cols):
+    """``{(row, column): site}`` for an array's MULT18X18D blocks on ``device``, or None
+    when its sites are not known or the array does not fit them as below.
+
+    The array's rows are split into as many bands as the die has DSP rows (four array rows
+    to a DSP row for the 85F's 12x12 array); in its DSP row a column's cells sit side by
+    side, top cell first, and the columns follow each other in order. A partial sum then
+    goes to the next site (or, between bands, straight down to the next DSP row), an
+    activation four sites to the right, and each cell's adder and registers have one place
+    beside their block, where the placer otherwise spread the cells over the die (a 9 ns
+    route from one cell's block to its adder on the 85F)."""
+    dsp_rows = ECP5_DSP_SITES.get(device)
+    if not dsp_rows:
+        return None
+    band = -(-rows // len(dsp_rows))
+    if band * cols > len(dsp_rows[0]):
+        return None
+    return {(k, n): dsp_rows[k // band][n * band + k % band] for k in range(rows) for n in range(cols)}
 
 
 @dataclass(frozen=True)
@@ -65,6 +104,10 @@ class Board:
         (depth-optimal mapping kept, no area recovery: 15% more logic cells on the 85F, every path as
         shallow as ABC can make it; for the large devices, which have the room). See
         :data:`MAPPINGS`.
+    dsp_placement : str
+        Where the array cells' DSP blocks go: ``"placer"`` (nextpnr's choice) or
+        ``"array"`` (pinned in array order where the device's sites are known,
+        :func:`array_dsp_sites`).
     global_resets : bool
         On ECP5, put the board's and the NPU core's resets on global networks through a
         DCCA each (see :mod:`npu.boards.top`); off where nextpnr cannot route to the DCCA
@@ -85,6 +128,7 @@ class Board:
     seeds: int = 1
     mapping: str = "area"
     global_resets: bool = True
+    dsp_placement: str = "placer"
 
     def platform_class(self):
         import importlib
@@ -122,7 +166,7 @@ BOARDS = {b.name: b for b in [
     *(Board(f"ulx3s-{size}", f"amaranth_boards.ulx3s:ULX3S_{size.upper()}_Platform", "ecp5", 100_000_000,
             "bram", ram, npu, "openFPGALoader", _ULX3S_LEDS,
             f"Radiona ULX3S (LFE5U-{size.upper()}-6BG381), 25 MHz oscillator, FT231X UART", *pnr,
-            global_resets=size != "45f")
+            global_resets=size != "45f", dsp_placement="array" if size == "85f" else "placer")
       for size, ram, npu, pnr in (("12f", 32 * 1024, _ECP5_12_25, _SMALL_PNR),
                                   ("25f", 64 * 1024, _ECP5_12_25, _SMALL_PNR),
                                   ("45f", 128 * 1024, _ECP5_45, _LARGE_PNR),
@@ -130,7 +174,7 @@ BOARDS = {b.name: b for b in [
     *(Board(f"ecpix5-{size}", f"amaranth_boards.ecpix5:ECPIX5{size[:2]}Platform", "ecp5", 100_000_000,
             "bram", ram, npu, "openFPGALoader", (("rgb_led", 0), ("rgb_led", 1), ("rgb_led", 2), ("rgb_led", 3)),
             f"LambdaConcept ECPIX-5 (LFE5UM5G-{size.upper()}-8BG554), 100 MHz oscillator, FT2232 UART", *_LARGE_PNR,
-            global_resets=size != "45f")
+            global_resets=size != "45f", dsp_placement="array" if size == "85f" else "placer")
       for size, ram, npu in (("45f", 128 * 1024, _ECP5_45), ("85f", 256 * 1024, _ECP5_85))),
 ]}
 

@@ -49,10 +49,10 @@ class ProcessingElement(wiring.Component):
         see the same select, and synthesis would otherwise drive them all from one register.
     external_stages : int
         With ``external_multiplier``: the registers the array's multiplier has from the
-        operands to ``mul_p``. 1 (the product register), or ``pipeline``: the multiplier
-        holds all of the cell's multiply registers (an ECP5 MULT18X18D with its input,
-        pipeline and output registers, :func:`mult18x18d_registered`), and the cell has
-        none of its own there.
+        operands to ``mul_p``. 1 (the product register), or ``pipeline``: the array's
+        multiplier holds all of the cell's multiply registers (on the ECP5 a MULT18X18D's
+        input and output registers, :func:`mult18x18d_registered`, and the product once
+        more in a logic cell), and the cell has none of its own there.
     pipeline : int
         Registers from the cell's inputs to the product it adds: 1 (the product
         register), 3 (also the multiplier's operands, and the product once more) or 5
@@ -178,7 +178,7 @@ def registered_dsp(platform):
     return str(getattr(platform, "device", "")).startswith(("LFE5U", "LFE5UM"))
 
 
-def mult18x18d_registered(a, w, p, *, pipeline=True):
+def mult18x18d_registered(a, w, p, *, pipeline=True, site=None):
     """An ECP5 MULT18X18D with its input, pipeline and output registers on: ``p`` is
     ``a * w`` (signed) of three cycles before (two with ``pipeline=False``: input and output
     registers only), and no logic-cell register sits between the
@@ -189,7 +189,8 @@ def mult18x18d_registered(a, w, p, *, pipeline=True):
     below (``a * 2**(18 - len(a))``), not sign-extended: the zeros are constants the block's
     input muxes provide, so an int8 operand is 8 routed pins, not 18 (the ULX3S-85F's array
     fills the DSP rows, where routing is scarce). ``p`` takes the product's bits above the
-    zeros' (sign-extended when it is wider)."""
+    zeros' (sign-extended when it is wider). ``site``: the block's place, as nextpnr names it
+    (``"X4/Y10/MULT18_0"``, the cell's ``BEL`` attribute), or None for the placer's choice."""
     from amaranth.hdl import Cat, ClockSignal, Const, Instance
 
     def top_aligned(v, prefix):
@@ -199,6 +200,7 @@ def mult18x18d_registered(a, w, p, *, pipeline=True):
     product = Signal(36)
     instance = Instance(
         "MULT18X18D",
+        **({"a_BEL": site} if site is not None else {}),
         p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_PIPELINE_CLK="CLK0" if pipeline else "NONE",
         p_REG_OUTPUT_CLK="CLK0",
         p_GSR="DISABLED", p_RESETMODE="SYNC",

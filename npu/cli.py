@@ -644,9 +644,9 @@ def _board_choice():
 
 
 def _pnr_choices():
-    """click choices of nextpnr's placers and routers, and of Yosys' LUT mappings."""
-    from .boards.platforms import MAPPINGS, PLACERS, ROUTERS
-    return click.Choice(PLACERS), click.Choice(ROUTERS), click.Choice(tuple(MAPPINGS))
+    """click choices of nextpnr's placers and routers, Yosys' LUT mappings and DSP placements."""
+    from .boards.platforms import DSP_PLACEMENTS, MAPPINGS, PLACERS, ROUTERS
+    return click.Choice(PLACERS), click.Choice(ROUTERS), click.Choice(tuple(MAPPINGS)), click.Choice(DSP_PLACEMENTS)
 
 
 @main.command()
@@ -657,7 +657,8 @@ def boards():
         c = board_config(b.name)
         click.echo(f"{b.name:12} {b.device:14} NPU {c.rows}x{c.cols} ({c.macs_per_cycle} MACs/cycle) at "
                    f"{b.clk_hz / 1e6:g} MHz, {b.ram_bytes // 1024} KiB {b.ram}, nextpnr {b.placer}/{b.router}"
-                   f"{f' (up to {b.seeds} seeds)' if b.seeds > 1 else ''}, LUT mapping for {b.mapping}  "
+                   f"{f' (up to {b.seeds} seeds)' if b.seeds > 1 else ''}, LUT mapping for {b.mapping}, "
+                   f"DSP placement: {b.dsp_placement}  "
                    f"{b.description}")
 
 
@@ -682,9 +683,12 @@ def boards():
 @click.option("--mapping", type=_pnr_choices()[2], default=None,
               help="How Yosys maps logic to LUTs: fewest LUTs (area) or fewest levels (delay, 15% "
                    "more logic cells on the 85F) [default: the board's, see 'npu boards'].")
+@click.option("--dsp-placement", type=_pnr_choices()[3], default=None,
+              help="Where the array's DSP blocks go: pinned in array order (array; devices whose sites "
+                   "are known) or the placer's choice (placer) [default: the board's, see 'npu boards'].")
 @config_options
-def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, seed, seeds, mapping, config_path,
-          **overrides):
+def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, seed, seeds, mapping, dsp_placement,
+          config_path, **overrides):
     """Build a bitstream for a dev board (Yosys + nextpnr) and write report.json.
 
     Without --config the board's default NPU (sized to its device) is built.
@@ -697,7 +701,8 @@ def build(board_name, out_dir, baud, clock_mhz, pnr_minutes, placer, router, see
         report = build_board(board_name, config, out_dir, baud=baud, echo=lambda line: click.echo(line, err=True),
                              clk_hz=None if clock_mhz is None else round(clock_mhz * 1e6),
                              pnr_minutes=PNR_MINUTES if pnr_minutes is None else pnr_minutes,
-                             placer=placer, router=router, seed=seed, seeds=seeds, mapping=mapping)
+                             placer=placer, router=router, seed=seed, seeds=seeds, mapping=mapping,
+                             dsp_placement=dsp_placement)
     except (BuildError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"bitstream: {report['bitstream']}\nreport: {Path(out_dir) / 'report.json'}")

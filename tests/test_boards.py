@@ -2,12 +2,13 @@
 synthesis + place-and-route + bitstream of a small NPU through the pip-installed tools."""
 
 import json
+import re
 
 import pytest
 
 from npu.boards import build as board_build
 from npu.boards.clocking import ecp5_pll, ice40_pll
-from npu.boards.platforms import BOARDS, board, board_config
+from npu.boards.platforms import BOARDS, ECP5_DSP_SITES, array_dsp_sites, board, board_config
 from npu.generators.config import ConfigError, NPUConfig
 
 
@@ -231,7 +232,53 @@ def test_unknown_placer_or_router_is_one_line(tmp_path):
         board_build.build_board("ulx3s-85f", None, tmp_path, echo=None, seed=0)
     with pytest.raises(ValueError, match="mapping = 'speed' is invalid: must be one of area, delay"):
         board_build.build_board("ulx3s-85f", None, tmp_path, echo=None, mapping="speed")
+    with pytest.raises(ValueError, match="dsp_placement = 'grid' is invalid: must be one of placer, array"):
+        board_build.build_board("ulx3s-85f", None, tmp_path, echo=None, dsp_placement="grid")
     assert not any(tmp_path.iterdir())      # refused before anything was built
+
+
+def test_array_dsp_sites_follow_the_array_on_the_85f():
+    sites = array_dsp_sites("LFE5U-85F", 12, 12)
+    rows = ECP5_DSP_SITES["LFE5U-85F"]
+    assert len(rows) == 3 and all(len(row) == 52 for row in rows)
+    assert len(set(sites.values())) == 144 and set(sites.values()) <= {s for row in rows for s in row}
+
+    def xy(site):
+        x, y, _ = site.split("/")
+        return int(x[1:]), int(y[1:])
+    for n in range(12):
+        # A column's four cells of a band side by side in one DSP row, the next band's
+        # straight below (the same sites of the next DSP row).
+        for band in range(3):
+            cells = [sites[(4 * band + j, n)] for j in range(4)]
+            assert cells == list(rows[band][4 * n:4 * n + 4])
+        assert {xy(sites[(k, n)])[0] for k in (0, 4, 8)} == {xy(sites[(0, n)])[0]}
+        assert [xy(sites[(k, n)])[1] for k in (0, 4, 8)] == [10, 34, 58]
+    # Columns left to right; an unknown die or an array too wide for a DSP row: no pinning.
+    assert xy(sites[(0, 0)])[0] < xy(sites[(0, 1)])[0] < xy(sites[(0, 11)])[0]
+    assert array_dsp_sites("LFE5UM5G-85F", 12, 12) == sites
+    assert array_dsp_sites("LFE5U-25F", 4, 6) is None
+    assert array_dsp_sites("LFE5U-85F", 12, 14) is None
+
+
+def test_build_pins_the_array_dsp_blocks_where_the_board_says(tmp_path, monkeypatch):
+    _stand_in_tools(tmp_path, monkeypatch, {
+        "YOSYS": "exit 0\n",
+        "ECPPACK": "while [ \"$1\" != --bit ]; do shift; done\ntouch \"$2\"\n",
+        "NEXTPNR_ECP5": "while [ \"$1\" != --log ]; do shift; done\n"
+                        "echo \"Info: Routing complete.\" > \"$2\"\n"
+                        "echo \"Info: Max frequency for clock 'clk': 101.00 MHz (PASS at 100.00 MHz)\" >> \"$2\"\n"})
+    config = NPUConfig(rows=3, cols=2, act_depth=64, wgt_depth=16, acc_depth=64, param_depth=4, register_slices=True)
+    report = board_build.build_board("ulx3s-85f", config, tmp_path / "pinned", echo=None, seeds=1)
+    netlist = (tmp_path / "pinned" / "top.il").read_text()
+    assert board("ulx3s-85f").dsp_placement == "array" and report["dsp_placement"] == "array"
+    expected = array_dsp_sites("LFE5U-85F", 3, 2)
+    assert sorted(re.findall(r'attribute \\BEL "([^"]+)"', netlist)) == sorted(expected.values())
+    report = board_build.build_board("ulx3s-85f", config, tmp_path / "free", echo=None, seeds=1,
+                                     dsp_placement="placer")
+    assert report["dsp_placement"] == "placer" and "BEL" not in (tmp_path / "free" / "top.il").read_text()
+    report = board_build.build_board("ulx3s-25f", config, tmp_path / "25f", echo=None)
+    assert report["dsp_placement"] == "placer" and "BEL" not in (tmp_path / "25f" / "top.il").read_text()
 
 
 def test_flash_without_bitstream_or_tool_is_one_line(tmp_path, monkeypatch):
