@@ -241,8 +241,9 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     default (:attr:`Board.seeds`). ``mapping`` is how Yosys maps logic to LUTs, ``"area"``
     or ``"delay"`` (the board's default when None; :attr:`Board.mapping`).
     ``dsp_placement``: ``"array"`` pins the array cells' DSP blocks in array order where
-    the device's sites are known, ``"placer"`` leaves them to nextpnr (the board's default
-    when None; :attr:`Board.dsp_placement`).
+    the device's sites are known (placed with HeAP: the static placer does not settle around
+    them), ``"placer"`` leaves them to nextpnr (the board's default when None;
+    :attr:`Board.dsp_placement`).
 
     Returns the report (also written to ``out_dir/report.json``). Raises
     :class:`BuildError` when a tool fails; a design that does not fit the device still
@@ -252,8 +253,13 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     from .top import DEFAULT_BAUD, BoardTop
 
     board = get_board(name)
-    placer, router, mapping = placer or board.placer, router or board.router, mapping or board.mapping
     dsp_placement = dsp_placement or board.dsp_placement
+    if dsp_placement == "array" and placer == "static":
+        raise ValueError("placer = 'static' does not go with dsp_placement = 'array': nextpnr's static placer "
+                         "does not settle around fixed DSP blocks (the 85F's placement diverged); use the heap placer")
+    if dsp_placement == "array" and placer is None:
+        placer = "heap"
+    placer, router, mapping = placer or board.placer, router or board.router, mapping or board.mapping
     seeds = board.seeds if seeds is None else seeds
     for option, value, allowed in (("placer", placer, PLACERS), ("router", router, ROUTERS),
                                    ("mapping", mapping, tuple(MAPPINGS)),

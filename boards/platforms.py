@@ -107,7 +107,8 @@ class Board:
     dsp_placement : str
         Where the array cells' DSP blocks go: ``"placer"`` (nextpnr's choice) or
         ``"array"`` (pinned in array order where the device's sites are known,
-        :func:`array_dsp_sites`).
+        :func:`array_dsp_sites`; placed with HeAP, as nextpnr's static placer does not
+        settle around fixed blocks).
     global_resets : bool
         On ECP5, put the board's and the NPU core's resets on global networks through a
         DCCA each (see :mod:`npu.boards.top`); off where nextpnr cannot route to the DCCA
@@ -166,7 +167,7 @@ BOARDS = {b.name: b for b in [
     *(Board(f"ulx3s-{size}", f"amaranth_boards.ulx3s:ULX3S_{size.upper()}_Platform", "ecp5", 100_000_000,
             "bram", ram, npu, "openFPGALoader", _ULX3S_LEDS,
             f"Radiona ULX3S (LFE5U-{size.upper()}-6BG381), 25 MHz oscillator, FT231X UART", *pnr,
-            global_resets=size != "45f", dsp_placement="array" if size == "85f" else "placer")
+            global_resets=size != "45f")
       for size, ram, npu, pnr in (("12f", 32 * 1024, _ECP5_12_25, _SMALL_PNR),
                                   ("25f", 64 * 1024, _ECP5_12_25, _SMALL_PNR),
                                   ("45f", 128 * 1024, _ECP5_45, _LARGE_PNR),
@@ -174,7 +175,7 @@ BOARDS = {b.name: b for b in [
     *(Board(f"ecpix5-{size}", f"amaranth_boards.ecpix5:ECPIX5{size[:2]}Platform", "ecp5", 100_000_000,
             "bram", ram, npu, "openFPGALoader", (("rgb_led", 0), ("rgb_led", 1), ("rgb_led", 2), ("rgb_led", 3)),
             f"LambdaConcept ECPIX-5 (LFE5UM5G-{size.upper()}-8BG554), 100 MHz oscillator, FT2232 UART", *_LARGE_PNR,
-            global_resets=size != "45f", dsp_placement="array" if size == "85f" else "placer")
+            global_resets=size != "45f")
       for size, ram, npu in (("45f", 128 * 1024, _ECP5_45), ("85f", 256 * 1024, _ECP5_85))),
 ]}
 
