@@ -635,9 +635,25 @@ class _Core(Elaboratable):
 
         d_ok = Signal()             # d_error == 0, as a register of its own (short dispatch path)
         m.d.sync += d_ok.eq(d_legal & operands_ok & aligned)    # (no error code to pick)
+        # With register slices, the pending fault's code, address and slot follow the decode
+        # register's (or, while it is empty, the fetcher's fault) until a stop, which keeps
+        # them: they are read only after a stop that set ``pend_drain``, and their enables are
+        # ``~stopping`` (a register), not the dispatch logic (d_valid -> two LUTs -> the
+        # enables of 50-odd flip-flops was the 85F's critical path).
+        follow_pend = not sequential and cfg.register_slices
+        decode_fault = [pend_code.eq(d_error), pend_cmd.eq(slot),
+                        pend_addr.eq(Mux(d_error == ErrorCode.MISALIGNED, mem_addr, 0))]
+        if follow_pend:
+            with m.If(~stopping):
+                with m.If(d_valid):
+                    m.d.sync += decode_fault
+                with m.Else():
+                    m.d.sync += [pend_code.eq(fetcher.fault_code), pend_addr.eq(fetcher.fault_addr),
+                                 pend_cmd.eq(fetcher.fault_slot)]
         with m.If(valid & hz_fresh & ~d_ok):
-            m.d.sync += [stopping.eq(1), pend_code.eq(d_error), pend_cmd.eq(slot),
-                         pend_addr.eq(Mux(d_error == ErrorCode.MISALIGNED, mem_addr, 0)), pend_drain.eq(1)]
+            m.d.sync += [stopping.eq(1), pend_drain.eq(1)]
+            if not follow_pend:
+                m.d.sync += decode_fault
         with m.Elif(valid):
             with m.If(d_is_op[Opcode.LOAD]):
                 m.d.comb += [blocked_dep.eq(hz_fresh & wait_load), blocked_room.eq(~dq_room),
@@ -778,8 +794,10 @@ class _Core(Elaboratable):
                          fetcher.ring_size.eq(ring_size)]
             # A fetch fault surfaces once everything fetched before it has been dispatched.
             with m.If(busy & ~stopping & ~d_valid & ~fetcher.insn.valid & fetcher.fault & ~fetcher_restart):
-                m.d.sync += [stopping.eq(1), pend_code.eq(fetcher.fault_code), pend_addr.eq(fetcher.fault_addr),
-                             pend_cmd.eq(fetcher.fault_slot), pend_drain.eq(1)]
+                m.d.sync += [stopping.eq(1), pend_drain.eq(1)]
+                if not follow_pend:
+                    m.d.sync += [pend_code.eq(fetcher.fault_code), pend_addr.eq(fetcher.fault_addr),
+                                 pend_cmd.eq(fetcher.fault_slot)]
         else:
             # Fetching: the slot at ``head`` is read by the DMA unit once it is free, nothing is
             # in the decode register and ``head`` has not caught up with ``tail`` (a RING_TAIL

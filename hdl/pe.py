@@ -49,10 +49,10 @@ class ProcessingElement(wiring.Component):
         see the same select, and synthesis would otherwise drive them all from one register.
     external_stages : int
         With ``external_multiplier``: the registers the array's multiplier has from the
-        operands to ``mul_p``. 1 (the product register), or ``pipeline``: the array's
-        multiplier holds all of the cell's multiply registers (on the ECP5 a MULT18X18D's
-        input and output registers, :func:`mult18x18d_registered`, and the product once
-        more in a logic cell), and the cell has none of its own there.
+        operands to ``mul_p``. 1 (the product register), or ``pipeline``: the multiplier
+        holds all of the cell's multiply registers (an ECP5 MULT18X18D with its input,
+        pipeline and output registers, :func:`mult18x18d_registered`), and the cell has
+        none of its own there.
     pipeline : int
         Registers from the cell's inputs to the product it adds: 1 (the product
         register), 3 (also the multiplier's operands, and the product once more) or 5

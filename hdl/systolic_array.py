@@ -117,7 +117,7 @@ class SystolicArray(wiring.Component):
         R, C = self.rows, self.cols
         # On the iCE40UP two cells share one SB_MAC16 (two int8 multiplies per block).
         paired = dual_int8_dsp(platform) and self.data_width <= 8
-        # On the ECP5 a cell's operand and first product registers are the MULT18X18D's own (pipeline 3).
+        # On the ECP5 each cell's multiply registers are the MULT18X18D's own (pipeline 3).
         in_dsp = not paired and registered_dsp(platform) and self.pe_pipeline == 3 and self.data_width <= 18
         # With one weight bank, a block's B register holds its two cells' weights (a pair in
         # one array row, so loaded together: every pair is when the row has an even length).
@@ -139,17 +139,10 @@ class SystolicArray(wiring.Component):
             for n in range(C):
                 m.submodules[f"pe_{k}_{n}"] = pes[k][n]
                 if in_dsp:
-                    # The block's input and output registers, then the product once more in a
-                    # logic cell: the placer can put that register between the block and the
-                    # cell's adder, which may be across the device (every DSP block is used on
-                    # the ULX3S-85F), so the product's route takes two cycles, not one.
                     pe = pes[k][n]
-                    product = Signal.like(pe.mul_p, name=f"product_{k}_{n}")
-                    instance, connect = mult18x18d_registered(pe.mul_a, pe.mul_w, product, pipeline=False,
-                                                              site=sites.get((k, n)))
+                    instance, connect = mult18x18d_registered(pe.mul_a, pe.mul_w, pe.mul_p, site=sites.get((k, n)))
                     m.submodules[f"mult_{k}_{n}"] = instance
                     m.d.comb += connect
-                    m.d.sync += pe.mul_p.eq(product)
         if paired:
             cells = [pe for row in pes for pe in row]
             for i in range(0, len(cells), 2):
