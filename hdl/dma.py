@@ -163,7 +163,7 @@ class DMAUnit(wiring.Component):
         # --- Request side -----------------------------------------------------------
         req_addr = Signal(32)          # byte address of the next request
         req_row_next = Signal(32)      # byte address of the next row's first request
-        req_addr_inc = Signal(32)      # req_addr + bus_bytes (a register)
+        req_addr_inc = Signal(32)      # req_addr + bus_bytes (a register with register slices)
         req_word = Signal(range(max_words))
         req_rows_left = Signal(17)     # rows with requests still to issue
         burst = Signal(range(MAX_BURST + 1))
@@ -288,10 +288,7 @@ class DMAUnit(wiring.Component):
                                             Mux(accept_addr, Mux(row_end, req_row_next + bb, req_addr_inc + bb),
                                                 req_addr_inc)))
         else:
-            # One adder, after the next address: ``req_addr + bus_bytes`` as a register, so the
-            # window check of the next word's address is a compare of registers (on the
-            # iCE40 the adder's chain in front of the compare's was the critical path).
-            m.d.sync += req_addr_inc.eq(req_addr_next + bb)
+            m.d.comb += req_addr_inc.eq(req_addr + bb)      # (one adder, no register)
         # "No rows left to request", registered: from the rows left now, not the count's next value.
         # ``req_rows_left == 1`` kept as a register of its own (set with the count, stepped
         # with it): no compare between the accept and ``req_done``'s next value.
