@@ -165,12 +165,8 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     sync += y.eq(q_sat + round_up + zero_point)
     # min(max(y, lo), hi), with the two compares side by side: max(y, lo) > hi is
     # lo > hi when y < lo, else y > hi.
-    # ``clamp_lo > clamp_hi`` registered: the clamps hold still for a command, whose first
-    # result is stages after it starts (no compare of the command's fields in this stage).
-    lo_above_hi = Signal(name=f"{name}_lo_above_hi")
-    sync += lo_above_hi.eq(clamp_lo > clamp_hi)
     below_lo = y < clamp_lo
-    above_hi = Mux(below_lo, lo_above_hi, y > clamp_hi)
+    above_hi = Mux(below_lo, clamp_lo > clamp_hi, y > clamp_hi)
     result = Signal(signed(data_width))
     sync += result.eq(Mux(above_hi, clamp_hi, Mux(below_lo, clamp_lo, y)))
     return result
