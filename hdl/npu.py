@@ -643,13 +643,13 @@ class _Core(Elaboratable):
         follow_pend = not sequential and cfg.register_slices
         decode_fault = [pend_code.eq(d_error), pend_cmd.eq(slot),
                         pend_addr.eq(Mux(d_error == ErrorCode.MISALIGNED, mem_addr, 0))]
+        fetch_fault = [] if sequential else [pend_code.eq(fetcher.fault_code), pend_addr.eq(fetcher.fault_addr),
+                                             pend_cmd.eq(fetcher.fault_slot)]
         if follow_pend:
             with m.If(~stopping):
+                m.d.sync += fetch_fault
                 with m.If(d_valid):
                     m.d.sync += decode_fault
-                with m.Else():
-                    m.d.sync += [pend_code.eq(fetcher.fault_code), pend_addr.eq(fetcher.fault_addr),
-                                 pend_cmd.eq(fetcher.fault_slot)]
         with m.If(valid & hz_fresh & ~d_ok):
             m.d.sync += [stopping.eq(1), pend_drain.eq(1)]
             if not follow_pend:
@@ -796,8 +796,7 @@ class _Core(Elaboratable):
             with m.If(busy & ~stopping & ~d_valid & ~fetcher.insn.valid & fetcher.fault & ~fetcher_restart):
                 m.d.sync += [stopping.eq(1), pend_drain.eq(1)]
                 if not follow_pend:
-                    m.d.sync += [pend_code.eq(fetcher.fault_code), pend_addr.eq(fetcher.fault_addr),
-                                 pend_cmd.eq(fetcher.fault_slot)]
+                    m.d.sync += fetch_fault
         else:
             # Fetching: the slot at ``head`` is read by the DMA unit once it is free, nothing is
             # in the decode register and ``head`` has not caught up with ``tail`` (a RING_TAIL

@@ -198,8 +198,9 @@ class WishboneRAM(wiring.Component):
             m.d.sync += registered.eq(answer & bus.cyc)
             answer = registered
         # (The word is picked from the banks' read registers: with groups a cycle earlier.)
-        bank = delay(m, bus.adr[bits:], self.latency - (2 if groups > 1 else 1), name="bank")
-        if groups > 1:
+        if groups == 1:
+            bank = delay(m, bus.adr[bits:], self.latency - 1, name="bank")
+        else:
             picked = []
             for g in range(groups):
                 # Each group picks with a copy of its own (kept apart on the ECP5): the
@@ -210,7 +211,7 @@ class WishboneRAM(wiring.Component):
                 word = Signal(self.data_width, name=f"group{g}_q")
                 m.d.sync += word.eq(Array(held[g * per_group:(g + 1) * per_group])[pick])
                 picked.append(word)
-            held, bank = picked, delay(m, bank[group_bits:], 1, name="group")
+            held, bank = picked, delay(m, bus.adr[bits + group_bits:], self.latency - 1, name="group")
         data = Signal(self.data_width)
         m.d.sync += data.eq(Array(held)[bank])
         m.d.comb += [bus.dat_r.eq(data), bus.ack.eq(answer), bus.stall.eq(0)]
