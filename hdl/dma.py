@@ -275,13 +275,20 @@ class DMAUnit(wiring.Component):
                               [(idle, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
                                (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
         else:
-            # Two checks: a new command's address, and the address after an accept (the next
-            # row's or the next word's, which registers pick); the accept only picks the
+            # Checks of a new command's address and of the address after an accept (the next
+            # row's or the next word's, which ``row_end`` picks); the accept only picks the
             # verdict, so the bus's stall does not run through a compare. (A command is
-            # taken only while no request is.)
-            ok_cmd, ok_step = in_window(m, [self.cmd.payload.mem_addr, Mux(row_end, req_row_next, req_addr_inc)],
-                                        bb, self.window_base, self.window_limit)
-            m.d.sync += word_ok.eq(Mux(idle, ok_cmd, Mux(accept, ok_step, word_ok)))
+            # taken only while no request is.) The next word's check is of ``req_addr``
+            # against the window moved down a word: ``req_addr + bus_bytes`` lies in
+            # ``[base, limit - bus_bytes]`` when ``req_addr`` lies in ``[base - bus_bytes,
+            # limit - 2 * bus_bytes]`` (an accepted address is in the window, so the sum does
+            # not wrap), and the moved bounds are registers: no adder in front of a compare.
+            ok_cmd, ok_row = in_window(m, [self.cmd.payload.mem_addr, req_row_next],
+                                       bb, self.window_base, self.window_limit)
+            word_low, word_last = Signal(signed(34)), Signal(signed(34))
+            m.d.sync += [word_low.eq(self.window_base - bb), word_last.eq(self.window_limit - 2 * bb)]
+            ok_word = ~(req_addr - word_low)[-1] & ~(word_last - req_addr)[-1]
+            m.d.sync += word_ok.eq(Mux(idle, ok_cmd, Mux(accept, Mux(row_end, ok_row, ok_word), word_ok)))
         if c.register_slices:
             # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
             m.d.sync += req_addr_inc.eq(Mux(idle, self.cmd.payload.mem_addr + bb,

@@ -365,6 +365,11 @@ async def errors_and_recovery(dut):
     outside = [Load(Buffer.ACT, 4, 0, window[1] - act, act),            # row 1 leaves the window
                Store(3, 0, 0, window[1] - 2 * out, out),                  # row 2 leaves the window
                Load(Buffer.WGT, 2, 0, window[0] - 64, act)]               # below the window
+    # A row whose first word is the window's last: its second word leaves it.
+    if row_words(c, "act") > 1:
+        outside.append(Load(Buffer.ACT, 2, 0, window[1] - act - bb, act))
+    if row_words(c, "out") > 1:
+        outside.append(Store(2, 0, 0, window[1] - out - bb, out))
     cases = [("illegal", [w]) for w in illegal] + [("program", [i]) for i in bad + misaligned + outside]
     for kind, body in cases:
         await h.setup(16)
