@@ -42,7 +42,7 @@ def _limbs(value, *, signed_top):
 
 
 def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, acc_width, data_width,
-                    param_per_row=False, dsp=False, name="lane"):
+                    param_per_row=False, dsp=False, local_bounds=False, name="lane"):
     """Build the ``LANE_STAGES``-register requantisation pipeline of one lane; return its result.
 
     Semantics (``docs/architecture.md``, "Requantisation"), all integer and exact:
@@ -66,6 +66,13 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
     ULX3S-85F.) Same stages, same results. There, the shift amounts of stages (5) and (6) are
     registers per 16 bits of the result (``name`` names them): not one register routed to the
     selects of the whole 64-bit shifter.
+
+    ``local_bounds``: the lane takes ``zero_point`` and the clamps into registers of its own
+    (separate ones with ``dsp``) and registers ``clamp_lo > clamp_hi`` from them, so stages
+    (8) and (9) start from registers beside the lane, not from one command register routed
+    to every lane. The caller must then hold the three still from two cycles before a
+    value enters stage (8) until the last has left (9): a command's fields, which change
+    only while no row is in the pipeline.
     """
     sync = m.d[domain]
     mult_width = param.mult.shape().width
@@ -160,13 +167,20 @@ def requantize_lane(m, domain, acc, param, zero_point, clamp_lo, clamp_hi, *, ac
              round_up.eq(~no_shift & q1[0] & (sticky | q1[1]))]
     # (8) Saturation (from registers: one select) and zero point; (9) clamp, the upper
     # bound winning if clamp_lo > clamp_hi.
+    if local_bounds:
+        zero_point, clamp_lo, clamp_hi = (register(m, value, name=f"{name}_{field}", separate=dsp, domain=domain)
+                                          for field, value in (("zero_point", zero_point), ("clamp_lo", clamp_lo),
+                                                               ("clamp_hi", clamp_hi)))
+        lo_above_hi = register(m, clamp_lo > clamp_hi, name=f"{name}_lo_above_hi", domain=domain)
+    else:
+        lo_above_hi = clamp_lo > clamp_hi
     y = Signal(signed(W + 2))
     q_sat = Mux(fits, q_low, Mux(negative, -(1 << (W - 1)), (1 << (W - 1)) - 1))
     sync += y.eq(q_sat + round_up + zero_point)
     # min(max(y, lo), hi), with the two compares side by side: max(y, lo) > hi is
     # lo > hi when y < lo, else y > hi.
     below_lo = y < clamp_lo
-    above_hi = Mux(below_lo, clamp_lo > clamp_hi, y > clamp_hi)
+    above_hi = Mux(below_lo, lo_above_hi, y > clamp_hi)
     result = Signal(signed(data_width))
     sync += result.eq(Mux(above_hi, clamp_hi, Mux(below_lo, clamp_lo, y)))
     return result
@@ -513,7 +527,8 @@ class PostProcessor(wiring.Component):
             for n in range(cfg.cols):
                 result = requantize_lane(
                     m, "sync", self.acc_rd_data[n], lane[n], cmd.zero_point, cmd.clamp_lo, cmd.clamp_hi,
-                    acc_width=cfg.acc_width, data_width=cfg.data_width, dsp=dsp, name=f"lane{n}")
+                    acc_width=cfg.acc_width, data_width=cfg.data_width, dsp=dsp,
+                    local_bounds=cfg.register_slices, name=f"lane{n}")
                 m.d.comb += row[n].eq(result)
         else:
             self._lane_passes(m, cfg, lane, cmd, issue, row, fifo_write, pipeline_empty, dsp)
@@ -573,7 +588,7 @@ class PostProcessor(wiring.Component):
             results.append(requantize_lane(
                 m, "sync", row_buf[lane_no], lane[lane_no], cmd.zero_point, cmd.clamp_lo, cmd.clamp_hi,
                 acc_width=cfg.acc_width, data_width=cfg.data_width, param_per_row=True, dsp=dsp,
-                name=f"lane{lane_no}"))
+                local_bounds=cfg.register_slices, name=f"lane{lane_no}"))
         # Each pass's (valid, index) travels beside its results through the LANE_STAGES lane stages.
         tag_valid = Signal(LANE_STAGES)
         tag_index = [Signal(range(P), name=f"tag_index{i}") for i in range(LANE_STAGES)]
