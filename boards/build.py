@@ -271,6 +271,14 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds = {seeds!r} is invalid: must be a positive integer (how many seeds to try)")
     config = config or board_config(name)
+    sites = array_dsp_sites(board.device, config.rows, config.cols) if dsp_placement == "array" else None
+    if dsp_placement == "array" and not sites:
+        from .platforms import ECP5_DSP_SITES
+        if board.device not in ECP5_DSP_SITES:
+            raise ValueError(f"dsp_placement = 'array' is not available on the {board.device}: its DSP sites are "
+                             f"known only for {', '.join(ECP5_DSP_SITES)}; use 'placer'")
+        raise ValueError(f"dsp_placement = 'array' cannot place a {config.rows}x{config.cols} array on the "
+                         f"{board.device}'s DSP rows; use 'placer'")
     out_dir = Path(out_dir or Path("build") / "boards" / name).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     tools = toolchain(board.family)
@@ -279,7 +287,6 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
         f_in = platform.lookup(platform.default_clk).clock.frequency
         if f_in != clk_hz:
             (ice40_pll if board.family == "ice40" else ecp5_pll)(f_in, clk_hz)
-    sites = array_dsp_sites(board.device, config.rows, config.cols) if dsp_placement == "array" else None
     if sites:       # (the array reads them from the platform while it is elaborated)
         platform.npu_dsp_sites = sites
     top = BoardTop(board, config, baud=baud or DEFAULT_BAUD, clk_hz=clk_hz)

@@ -282,6 +282,13 @@ def test_build_pins_the_array_dsp_blocks_where_the_board_says(tmp_path, monkeypa
     with pytest.raises(ValueError, match="placer = 'static' does not go with dsp_placement = 'array'"):
         board_build.build_board("ulx3s-85f", config, tmp_path / "refused", echo=None, placer="static",
                                 dsp_placement="array")
+    with pytest.raises(ValueError, match="dsp_placement = 'array' is not available on the LFE5U-25F: its DSP "
+                                         "sites are known only for LFE5U-85F"):
+        board_build.build_board("ulx3s-25f", config, tmp_path / "refused", echo=None, dsp_placement="array")
+    wide = NPUConfig(rows=12, cols=14, act_depth=64, wgt_depth=24, acc_depth=64, param_depth=4)
+    with pytest.raises(ValueError, match="cannot place a 12x14 array on the LFE5U-85F's DSP rows"):
+        board_build.build_board("ulx3s-85f", wide, tmp_path / "refused", echo=None, dsp_placement="array")
+    assert not (tmp_path / "refused").exists()
     report = board_build.build_board("ulx3s-25f", config, tmp_path / "25f", echo=None)
     assert report["dsp_placement"] == "placer" and "BEL" not in (tmp_path / "25f" / "top.il").read_text()
 
