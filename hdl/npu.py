@@ -658,22 +658,29 @@ class _Core(Elaboratable):
             with m.If(d_is_op[Opcode.LOAD]):
                 m.d.comb += [blocked_dep.eq(hz_fresh & wait_load), blocked_room.eq(~dq_room),
                              dispatch.eq(hz_fresh & ~wait_load & dq_room), push_dq.eq(1)]
-                m.d.comb += entry_fields(Opcode.LOAD, new_cq, new_dq)
             with m.Elif(d_is_op[Opcode.COMPUTE]):
                 m.d.comb += [blocked_dep.eq(hz_fresh & wait_compute), blocked_room.eq(~cq_room),
                              dispatch.eq(hz_fresh & ~wait_compute & cq_room), push_cq.eq(1)]
-                m.d.comb += entry_fields(Opcode.COMPUTE, new_cq, new_dq)
             with m.Elif(d_is_op[Opcode.STORE]):
                 m.d.comb += [blocked_dep.eq(hz_fresh & wait_store), blocked_room.eq(~(cq_room & dq_room)),
                              dispatch.eq(hz_fresh & ~wait_store & cq_room & dq_room), push_cq.eq(1),
                              push_dq.eq(1)]
-                m.d.comb += entry_fields(Opcode.STORE, new_cq, new_dq)
             with m.Elif(d_is_op[Opcode.FENCE]):
                 m.d.comb += [blocked_room.eq(~all_idle), dispatch.eq(hz_fresh & all_idle)]
             with m.Elif(d_is_op[Opcode.END]):
                 m.d.comb += dispatch.eq(hz_fresh)
                 with m.If(hz_fresh):
                     m.d.sync += [stopping.eq(1), stop_end.eq(1)]
+        # The queue entries' fields follow the decode register's opcode alone (they are read
+        # only with a dispatch): the dispatch conditions are not in front of the fields, nor
+        # of the command logic that follows them without register slices.
+        with m.If(d_is_op[Opcode.LOAD]):
+            m.d.comb += entry_fields(Opcode.LOAD, new_cq, new_dq)
+        with m.Elif(d_is_op[Opcode.COMPUTE]):
+            m.d.comb += entry_fields(Opcode.COMPUTE, new_cq, new_dq)
+        with m.Elif(d_is_op[Opcode.STORE]):
+            m.d.comb += entry_fields(Opcode.STORE, new_cq, new_dq)
+
         def dq_common(dq_entry):
             """The DMA queue entry's fields every instruction gives (a LOAD's or a STORE's)."""
             return [dq_entry.cmd.mem_addr.eq(mem_addr), dq_entry.cmd.stride.eq(stride), dq_entry.slot.eq(slot)]
@@ -821,7 +828,7 @@ class _Core(Elaboratable):
                          dq_slice.i.payload.fetch.eq(fetch_cmd)]
             with m.If(fetch_cmd):
                 m.d.comb += [dq_slice.i.payload.rows.eq(1), dq_slice.i.payload.mem_addr.eq(ring_addr),
-                             dq_slice.i.payload.stride.eq(0)]
+                             dq_slice.i.payload.stride.eq(0), dq_slice.i.payload.store.eq(0)]
             with m.If(fetch_now & dq_sent):
                 m.d.sync += fetching.eq(1)
             with m.If(fetching & dma.done):
