@@ -438,22 +438,20 @@ class DMAUnit(wiring.Component):
         # With register slices an answer's word goes into the row register a cycle later,
         # from registers: the word, and one enable register per word of the row (not the
         # bus's ack decoded into the enables of hundreds of flip-flops spread over the
-        # device, beside the buffers they feed). On an ECP5 each word of the row register has
-        # a copy of the word of its own (kept apart): the row register spreads with the
-        # buffers it feeds, and one word register routed to all of it was a 13.9 ns route.
+        # device, beside the buffers they feed).
         staged = c.register_slices and not held and not streamed
         if staged:
-            word_data = [register(m, self.bus.dat_r, name=f"word_data{k}", separate=registered_dsp(platform))
-                         for k in range(row_reg_words if registered_dsp(platform) else 1)]
+            word_data = Signal(bw)
             word_en = Signal(row_reg_words)
             row_staged = Signal()       # a row's last word is on its way into the row register
             staged_addr = Signal.like(row_write_addr)
-            m.d.sync += [word_en.eq(Cat(*(ack & ~cmd.store & (resp_word == k) for k in range(row_reg_words)))),
+            m.d.sync += [word_data.eq(self.bus.dat_r),
+                         word_en.eq(Cat(*(ack & ~cmd.store & (resp_word == k) for k in range(row_reg_words)))),
                          row_staged.eq(ack & ~cmd.store & resp_end & ~stopping & ~err),
                          staged_addr.eq(cmd.buf_addr + resp_row)]
             for k in range(row_reg_words):
                 with m.If(word_en[k]):
-                    m.d.sync += row_reg.word_select(k, bw).eq(word_data[min(k, len(word_data) - 1)])
+                    m.d.sync += row_reg.word_select(k, bw).eq(word_data)
             with m.If(row_staged):
                 m.d.sync += [row_write.eq(1), row_write_addr.eq(staged_addr)]
         else:
