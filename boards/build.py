@@ -249,7 +249,7 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     :class:`BuildError` when a tool fails; a design that does not fit the device still
     gets its report (``"fits": false``) before the error.
     """
-    from .platforms import DSP_PLACEMENTS, MAPPINGS, PLACERS, ROUTERS, array_dsp_sites, board_config
+    from .platforms import DSP_PLACEMENTS, ECP5_DSP_SITES, MAPPINGS, PLACERS, ROUTERS, array_dsp_sites, board_config
     from .top import DEFAULT_BAUD, BoardTop
 
     board = get_board(name)
@@ -273,7 +273,6 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     config = config or board_config(name)
     sites = array_dsp_sites(board.device, config.rows, config.cols) if dsp_placement == "array" else None
     if dsp_placement == "array" and not sites:
-        from .platforms import ECP5_DSP_SITES
         if board.device not in ECP5_DSP_SITES:
             raise ValueError(f"dsp_placement = 'array' is not available on the {board.device}: its DSP sites are "
                              f"known only for {', '.join(ECP5_DSP_SITES)}; use 'placer'")

@@ -285,9 +285,9 @@ class DMAUnit(wiring.Component):
             # not wrap), and the moved bounds are registers: no adder in front of a compare.
             ok_cmd, ok_row = in_window(m, [self.cmd.payload.mem_addr, req_row_next],
                                        bb, self.window_base, self.window_limit)
-            word_low, word_last = Signal(signed(34)), Signal(signed(34))
-            m.d.sync += [word_low.eq(self.window_base - bb), word_last.eq(self.window_limit - 2 * bb)]
-            ok_word = ~(req_addr - word_low)[-1] & ~(word_last - req_addr)[-1]
+            word_base = Signal(signed(34))
+            m.d.sync += word_base.eq(self.window_base - bb)
+            ok_word = in_window(m, req_addr, 2 * bb, word_base, self.window_limit)
             m.d.sync += word_ok.eq(Mux(idle, ok_cmd, Mux(accept, Mux(row_end, ok_row, ok_word), word_ok)))
         if c.register_slices:
             # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
