@@ -21,8 +21,8 @@ from .isa import INSTRUCTION_BITS, INSTRUCTION_BYTES, BUFFER_KINDS, Buffer, Erro
     row_kinds, row_words
 from .layouts import act_write_layout, idx_write_layout, output_layout, param_write_layout, wgt_write_layout
 
-__all__ = ["DMAUnit", "dma_command_layout", "side_param_layout", "in_window", "next_window_check", "bus_signature",
-           "MAX_BURST"]
+__all__ = ["DMAUnit", "dma_command_layout", "side_param_layout", "in_window", "below_limit", "next_window_check",
+           "bus_signature", "MAX_BURST"]
 
 #: Requests issued back to back before the unit offers the bus to the instruction
 #: fetcher (only when the fetcher is waiting for it).
@@ -65,11 +65,18 @@ def in_window(m, addr, nbytes, base, limit):
     with no adder in front of them. ``addr`` may be a list: then a list of checks, which
     share that register.
     """
+    addrs = addr if isinstance(addr, list) else [addr]
+    # Written as subtractions tested by their sign, which map to carry chains.
+    checks = [~(a - base)[-1] & below for a, below in zip(addrs, below_limit(m, addrs, nbytes, limit))]
+    return checks if isinstance(addr, list) else checks[0]
+
+
+def below_limit(m, addrs, nbytes, limit):
+    """For each address of the list ``addrs``: true when bytes ``addr .. addr+nbytes-1`` lie
+    below ``limit`` (the upper half of :func:`in_window`, ``limit - nbytes`` a register)."""
     last = Signal(signed(34))       # the last address a request may start at; negative: none
     m.d.sync += last.eq(limit - nbytes)
-    # Written as subtractions tested by their sign, which map to carry chains.
-    checks = [~(a - base)[-1] & ~(last - a)[-1] for a in (addr if isinstance(addr, list) else [addr])]
-    return checks if isinstance(addr, list) else checks[0]
+    return [~(last - a)[-1] for a in addrs]
 
 
 def next_window_check(m, config, word_ok, addr_next, candidates, nbytes, base, limit):
@@ -190,8 +197,9 @@ class DMAUnit(wiring.Component):
         running = Signal()
         m.d.comb += self.busy.eq(running)
         # The request address is worked out a cycle ahead (``req_addr_next``), and the window
-        # check of the address presented and "no rows left" are registers: no compare sits
-        # between the accept logic and the bus request.
+        # check of the address presented (or, without register slices, its pick from
+        # registers) and "no rows left" are registers: no compare sits between the accept
+        # logic and the bus request.
         req_addr_next = Signal(32)
         m.d.comb += req_addr_next.eq(req_addr)
         m.d.sync += req_addr.eq(req_addr_next)
@@ -275,20 +283,29 @@ class DMAUnit(wiring.Component):
                               [(idle, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
                                (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
         else:
-            # Checks of a new command's address and of the address after an accept (the next
-            # row's or the next word's, which ``row_end`` picks); the accept only picks the
-            # verdict, so the bus's stall does not run through a compare. (A command is
-            # taken only while no request is.) The next word's check is of ``req_addr``
-            # against the window moved down a word: ``req_addr + bus_bytes`` lies in
-            # ``[base, limit - bus_bytes]`` when ``req_addr`` lies in ``[base - bus_bytes,
-            # limit - 2 * bus_bytes]`` (an accepted address is in the window, so the sum does
-            # not wrap), and the moved bounds are registers: no adder in front of a compare.
+            # Without register slices (the iCE40) ``word_ok`` is picked from registers: each
+            # compare's carry chain ends in a register of its own, a verdict on the value an
+            # address register had the cycle before, and what became of the request address
+            # since (taken from the command, moved to the next row, stepped a word, kept)
+            # picks the verdict that applies to it now. These are the values the register
+            # ``word_ok`` would take (the compares a cycle earlier, their pick a cycle
+            # later), with no carry chain between the accept logic and a register.
+            # The next word's check is of its upper bound only: ``req_addr`` was accepted, so
+            # it lies in the window, and ``req_addr + bus_bytes`` is not below the base
+            # and does not wrap.
             ok_cmd, ok_row = in_window(m, [self.cmd.payload.mem_addr, req_row_next],
                                        bb, self.window_base, self.window_limit)
-            word_base = Signal(signed(34))
-            m.d.sync += word_base.eq(self.window_base - bb)
-            ok_word = in_window(m, req_addr, 2 * bb, word_base, self.window_limit)
-            m.d.sync += word_ok.eq(Mux(idle, ok_cmd, Mux(accept, Mux(row_end, ok_row, ok_word), word_ok)))
+            ok_step, = below_limit(m, [req_addr], 2 * bb, self.window_limit)
+            verdicts = {name: Signal(name=f"word_ok_{name}") for name in ("cmd", "row", "step", "kept")}
+            came = {name: Signal(name=f"req_addr_{name}") for name in verdicts}
+            m.d.sync += [
+                verdicts["cmd"].eq(ok_cmd), verdicts["row"].eq(ok_row), verdicts["step"].eq(ok_step),
+                verdicts["kept"].eq(word_ok),
+                # (A command is taken only while no request is: no accept while idle.)
+                came["cmd"].eq(idle), came["row"].eq(accept & row_end), came["step"].eq(accept & ~row_end),
+                came["kept"].eq(~idle & ~accept),
+            ]
+            m.d.comb += word_ok.eq(Cat(*(came[n] & verdicts[n] for n in verdicts)).any())
         if c.register_slices:
             # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
             m.d.sync += req_addr_inc.eq(Mux(idle, self.cmd.payload.mem_addr + bb,
