@@ -44,7 +44,8 @@ class Datapath(wiring.Component):
       COMPUTE has written its results; a later COMPUTE starts once this command has
       read its last accumulator row.
 
-    ``idle`` is high when every accepted command has finished and its output has left.
+    ``idle`` is high when every accepted command has finished and its output has left
+    (with register slices a cycle later, and low in the cycle after a command is offered).
 
     On an N:M configuration (the sparse front end) an activation entry holds
     ``act_lanes`` elements and an index buffer is written through ``idx_wr``. A
@@ -406,7 +407,13 @@ class Datapath(wiring.Component):
 
         # --- Status and performance counters ------------------------------------------
         idle = loader.ongoing("WAIT") & ~q_valid & ~s_active & drained & ppu.idle
-        m.d.comb += self.idle.eq(idle)
+        if cfg.register_slices:
+            # Registered (the requantiser's counts -> ``idle`` -> the command processor's
+            # "all idle", across the device, was the 85F's critical path): a cycle late, and
+            # low from the cycle after a command is offered (it may be taken that cycle).
+            m.d.sync += self.idle.eq(idle & ~self.cmd.valid)
+        else:
+            m.d.comb += self.idle.eq(idle)
         events = {
             "active_cycles": ~idle,
             "rows_issued": issue,

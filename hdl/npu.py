@@ -249,9 +249,12 @@ class _Core(Elaboratable):
         for name in ("act_wr", "wgt_wr", "param_wr", *(("idx_wr",) if cfg.sparse else ())):
             wiring.connect(m, getattr(dma, name), getattr(dp, name))
         # Output rows reach the DMA unit through two register slices (timing cuts; the
-        # first beside the post-processor's FIFO, whose level the ``ready`` steps).
-        m.submodules.rows_slice = rows_slice = StreamSlice(dp.out.payload.shape(), registered=cfg.register_slices,
-                                                           stages=2)
+        # first beside the post-processor's FIFO, whose level the ``ready`` steps). At half
+        # rate when the requantiser makes a row in two cycles or more (its FIFO still empties
+        # faster than it fills).
+        m.submodules.rows_slice = rows_slice = StreamSlice(
+            dp.out.payload.shape(), registered=cfg.register_slices, stages=2,
+            half_rate=cfg.requantiser == "serial" or cfg.requant_passes >= 2)
         wiring.connect(m, dp.out, rows_slice.i)
         wiring.connect(m, rows_slice.o, dma.rows_in)
         m.submodules.side = side = Memory(shape=side_param_layout(cfg), depth=cfg.param_depth, init=[],
@@ -279,9 +282,13 @@ class _Core(Elaboratable):
         # sent; "all idle" below also waits for the slices to be empty.
         # With register slices and queues, the array's commands pass two slices: the queue's
         # head multiplexer and the datapath's command logic are far apart on a large device.
+        # The slices take a command every other cycle at most (an instruction dispatches every
+        # other cycle at most, and a command keeps its unit busy longer): each stage's output
+        # register is enabled by its own ``valid``, not by the unit's ``ready``.
         m.submodules.cq_slice = cq_slice = StreamSlice(command_layout(cfg), registered=cfg.register_slices,
-                                                       stages=2 if not sequential else 1)
-        m.submodules.dq_slice = dq_slice = StreamSlice(dma_command_layout(cfg), registered=cfg.register_slices)
+                                                       stages=2 if not sequential else 1, half_rate=True)
+        m.submodules.dq_slice = dq_slice = StreamSlice(dma_command_layout(cfg), registered=cfg.register_slices,
+                                                       half_rate=True)
         wiring.connect(m, cq_slice.o, dp.cmd)
         wiring.connect(m, dq_slice.o, dma.cmd)
         cq_sent = cq_slice.i.valid & cq_slice.i.ready
@@ -307,10 +314,22 @@ class _Core(Elaboratable):
             # Sending queue heads to the units.
             cq_head = Signal(cq_layout)
             m.d.comb += cq_head.eq(Cat(*cq).word_select(cq_send, cq_layout.size))
-            m.d.comb += [cq_slice.i.valid.eq(unsent(cq_live, cq_sent_bits, cq_send)), cq_slice.i.payload.eq(cq_head.cmd)]
             dq_head = Signal(dq_layout)
             m.d.comb += dq_head.eq(Cat(*dq).word_select(dq_send, dq_layout.size))
-            m.d.comb += [dq_slice.i.valid.eq(unsent(dq_live, dq_sent_bits, dq_send)), dq_slice.i.payload.eq(dq_head.cmd)]
+            heads = [("cq", cq_slice, unsent(cq_live, cq_sent_bits, cq_send), cq_head.cmd, cq_sent),
+                     ("dq", dq_slice, unsent(dq_live, dq_sent_bits, dq_send), dq_head.cmd, dq_sent)]
+            for name, slice_, ready_to_send, head_cmd, sent in heads:
+                if cfg.register_slices:
+                    # The head and its "unsent" verdict registered beside the queue (the
+                    # head multiplexer -> the slice, across the device, was the 85F's
+                    # critical path): a snapshot of the cycle before. It still holds then,
+                    # except after a send (the pointer moved), so none is offered in the
+                    # cycle after one. A pushed entry shows in the next snapshot; a live
+                    # unsent entry is neither rewritten nor retired.
+                    offer, offer_cmd = Signal(name=f"{name}_offer"), Signal.like(head_cmd, name=f"{name}_offer_cmd")
+                    m.d.sync += [offer.eq(ready_to_send & ~sent), offer_cmd.eq(head_cmd)]
+                    ready_to_send, head_cmd = offer, offer_cmd
+                m.d.comb += [slice_.i.valid.eq(ready_to_send), slice_.i.payload.eq(head_cmd)]
             dq_oldest = Signal(dq_layout)
             m.d.comb += dq_oldest.eq(Cat(*dq).word_select(dq_ret, dq_layout.size))
             m.d.comb += dma_slot.eq(dq_oldest.slot)

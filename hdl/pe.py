@@ -47,6 +47,9 @@ class ProcessingElement(wiring.Component):
         The bank select's register is kept apart from every other cell's
         (:func:`~npu.hdl.pipeline.register`): the cells on an anti-diagonal of the array
         see the same select, and synthesis would otherwise drive them all from one register.
+    bank_loads : bool
+        With two banks: ``w_load`` loads bank 0 and ``w_load1`` bank 1 (``w_bank`` unused),
+        so each bank's register enable is an input as it comes, with no logic in front.
     external_stages : int
         With ``external_multiplier``: the registers the array's multiplier has from the
         operands to ``mul_p``. 1 (the product register), or ``pipeline``: the multiplier
@@ -66,7 +69,10 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, *, data_width, psum_width, group=1, external_multiplier=False, pipeline=1,
-                 external_stages=1, banks=2, weight_in_multiplier=False, separate_select=False):
+                 external_stages=1, banks=2, weight_in_multiplier=False, separate_select=False, bank_loads=False):
+        if bank_loads and (banks != 2 or weight_in_multiplier):
+            raise ValueError("bank_loads needs two banks and no weight_in_multiplier")
+        self._bank_loads = bank_loads
         if banks not in (1, 2):
             raise ValueError(f"banks must be 1 or 2, not {banks}")
         if weight_in_multiplier and not (external_multiplier and banks == 1 and pipeline == 1 and group == 1):
@@ -108,6 +114,8 @@ class ProcessingElement(wiring.Component):
             ports["mul_p"] = In(signed(2 * data_width))
         if weight_in_multiplier:
             ports["mul_w_load"] = Out(1)
+        if bank_loads:
+            ports["w_load1"] = In(1)
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -115,11 +123,17 @@ class ProcessingElement(wiring.Component):
         two = self._banks == 2
         w0 = Signal(signed(self._data_width))
         w1 = Signal(signed(self._data_width))
-        with m.If(self.w_load):
-            with m.If(self.w_bank & two):
-                m.d.sync += w1.eq(self.w_data)
-            with m.Else():
+        if self._bank_loads:
+            with m.If(self.w_load):
                 m.d.sync += w0.eq(self.w_data)
+            with m.If(self.w_load1):
+                m.d.sync += w1.eq(self.w_data)
+        else:
+            with m.If(self.w_load):
+                with m.If(self.w_bank & two):
+                    m.d.sync += w1.eq(self.w_data)
+                with m.Else():
+                    m.d.sync += w0.eq(self.w_data)
         weight = Mux(self.sel_in, w1, w0) if two else w0
         if self._weight_in_multiplier:
             # The multiplier's operand register is the weight register: it takes ``mul_w``
@@ -131,11 +145,17 @@ class ProcessingElement(wiring.Component):
         else:
             i0 = Signal(self._idx_bits)
             i1 = Signal(self._idx_bits)
-            with m.If(self.w_load):
-                with m.If(self.w_bank & two):
-                    m.d.sync += i1.eq(self.w_idx)
-                with m.Else():
+            if self._bank_loads:
+                with m.If(self.w_load):
                     m.d.sync += i0.eq(self.w_idx)
+                with m.If(self.w_load1):
+                    m.d.sync += i1.eq(self.w_idx)
+            else:
+                with m.If(self.w_load):
+                    with m.If(self.w_bank & two):
+                        m.d.sync += i1.eq(self.w_idx)
+                    with m.Else():
+                        m.d.sync += i0.eq(self.w_idx)
             a = self.a_in[Mux(self.sel_in, i1, i0) if two else i0]
         # The product is registered before it is added (the multiplier's output register):
         # every cell adds a cycle late, and so does the cell above it, so the column's

@@ -65,12 +65,19 @@ class StreamSlice(wiring.Component):
     ``registered=False`` makes it a plain connection (``register_slices = false``).
     ``stages`` slices in a row: a cycle of latency each, and routes across a large device
     split into shorter ones. ``holding`` is high while some stage holds an entry.
+
+    ``half_rate``: one entry per stage, taken only while the stage is empty, so a transfer
+    every other cycle at most (for streams that are never faster, e.g. commands). The
+    output register's enable is then the stage's own ``valid`` register, not the
+    consumer's ``ready``: on a large device the consumer's ``ready`` -> the enables of a
+    wide register spread far was the critical path.
     """
 
-    def __init__(self, shape, *, registered=True, stages=1):
+    def __init__(self, shape, *, registered=True, stages=1, half_rate=False):
         self._registered = registered
         self._shape = shape
         self._stages = stages
+        self._half_rate = half_rate
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
         self.holding = Signal()
 
@@ -81,7 +88,7 @@ class StreamSlice(wiring.Component):
             m.d.comb += self.holding.eq(self.o.valid)
             return m
         if self._stages > 1:
-            chain = [StreamSlice(self._shape) for _ in range(self._stages)]
+            chain = [StreamSlice(self._shape, half_rate=self._half_rate) for _ in range(self._stages)]
             for n, stage in enumerate(chain):
                 m.submodules[f"stage{n}"] = stage
             wiring.connect(m, wiring.flipped(self.i), chain[0].i)
@@ -91,6 +98,13 @@ class StreamSlice(wiring.Component):
             m.d.comb += self.holding.eq(Cat(*(stage.o.valid for stage in chain)).any())
             return m
         m.d.comb += self.holding.eq(self.o.valid)
+        if self._half_rate:
+            m.d.comb += self.i.ready.eq(~self.o.valid)
+            with m.If(~self.o.valid):
+                m.d.sync += [self.o.valid.eq(self.i.valid), self.o.payload.eq(self.i.payload)]
+            with m.Elif(self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+            return m
         skid = Signal.like(self.i.payload)
         skid_valid = Signal()
         m.d.comb += self.i.ready.eq(~skid_valid)

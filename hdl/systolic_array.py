@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .pe import ProcessingElement, dual_int8_dsp, mult18x18d_registered, registered_dsp, sb_mac16_pair
-from .pipeline import delay
+from .pipeline import delay, register
 
 __all__ = ["SystolicArray"]
 
@@ -62,7 +62,8 @@ class SystolicArray(wiring.Component):
         is written ``k + 2`` cycles after it is presented (at most ``rows + 1``); the
         activations of a tile reach row k later than that (they are read after the tile's
         last weight row). Each column's chain carries the row number and bank, encoded per
-        column, so synthesis keeps the columns' chains apart.
+        column, so synthesis keeps the columns' chains apart; with two banks, instead, a bit
+        per bank and row below (one-hot), so each cell's bank loads are chain registers.
     row_valid : bool
         Each row's input register is zeroed by a copy of ``valid`` of its own
         (``valid_row[k]``, the same value, e.g. kept apart by synthesis), not by ``valid``
@@ -130,10 +131,12 @@ class SystolicArray(wiring.Component):
         # Where the board build pins each cell's DSP block ((row, column) -> nextpnr's name
         # of the site; none: the placer's choice).
         sites = (getattr(platform, "npu_dsp_sites", None) or {}) if in_dsp else {}
+        # The weight chain of two banks gives each cell a load per bank (``bank_loads``).
+        one_hot = self.weight_chain and self.banks == 2
         pes = [[ProcessingElement(data_width=self.data_width, psum_width=self.psum_width, group=self.group,
                                   external_multiplier=paired or in_dsp, pipeline=self.pe_pipeline,
                                   external_stages=3 if in_dsp else 1, banks=self.banks, weight_in_multiplier=held,
-                                  separate_select=separate and not self.broadcast)
+                                  separate_select=separate and not self.broadcast, bank_loads=one_hot)
                 for _ in range(C)] for _ in range(R)]
         for k in range(R):
             for n in range(C):
@@ -155,7 +158,7 @@ class SystolicArray(wiring.Component):
                 m.submodules[f"mac16_{i // 2}"] = instance
                 m.d.comb += connect
 
-        weights = self._weight_rows(m)
+        weights = self._weight_rows(m, separate)
         for k in range(R):
             # Zero the operand of empty slots so idle cells compute 0 (deterministic, low power).
             # The input register: a timing cut between the activation buffer and the array.
@@ -174,7 +177,7 @@ class SystolicArray(wiring.Component):
                 w_load, w_bank, w_data, w_idx = weights[k][n]
                 m.d.comb += [
                     pes[k][n].w_load.eq(w_load),
-                    pes[k][n].w_bank.eq(w_bank),
+                    (pes[k][n].w_load1 if one_hot else pes[k][n].w_bank).eq(w_bank),
                     pes[k][n].w_data.eq(w_data),
                     *([pes[k][n].w_idx.eq(w_idx)] if self.group > 1 else []),
                     pes[k][n].psum_in.eq(pes[k - 1][n].psum_out if k > 0 else 0),
@@ -186,13 +189,15 @@ class SystolicArray(wiring.Component):
         m.d.comb += self.valid_out.eq(delay(m, self.valid, self.latency, name="valid"))
         return m
 
-    def _weight_rows(self, m):
+    def _weight_rows(self, m, separate=False):
         """``[k][n]``: (load, bank, data, idx) of the weight load as cell (k, n) sees it."""
         R, C = self.rows, self.cols
         idx = list(self.w_idx) if self.group > 1 else [None] * C
         if not self.weight_chain:
             return [[(self.w_load & (self.w_row == k), self.w_bank, self.w_data[n], idx[n]) for n in range(C)]
                     for k in range(R)]
+        if self.banks == 2:
+            return self._weight_rows_one_hot(m, idx, separate)
         # The chain's tag: 0, or (row + 1, bank) of a load; XORed with the column number so
         # that no two columns' tag registers are the same function of the inputs.
         row_bits = R.bit_length()
@@ -212,4 +217,32 @@ class SystolicArray(wiring.Component):
                 raw = tag_k ^ n
                 cells[k][n] = (raw[:row_bits] == k + 1, raw[row_bits], data_k, idx_k)
                 tag, data_, idx_ = tag_k, data_k, idx_k
+        return cells
+
+    def _weight_rows_one_hot(self, m, idx, separate):
+        """The weight chain with two banks: per column, stage k of the chain holds a bit per
+        bank for each row k .. R-1 ("load this row's bank b"), each stage the bits of the
+        rows below it from the stage above. Cell (k, n) gets its two bank loads
+        (``[k][n]`` = (load bank 0, load bank 1, data, idx)) straight from stage k's first
+        bits, registers with no other users beside it: no decode between the chain and
+        the weight registers' enables (a tag's decode -> a long route -> the enables was a
+        critical path on the ULX3S-85F). The first stage's bits are kept apart per column
+        (``separate``), as they are the same function of the inputs."""
+        R, C = self.rows, self.cols
+        first = [[self.w_load & (self.w_row == j) & (self.w_bank == b) for j in range(R)] for b in range(2)]
+        cells = [[None] * C for _ in range(R)]
+        for n in range(C):
+            hot, data_, idx_ = first, self.w_data[n], idx[n]
+            for k in range(R):
+                hot = [[register(m, bit, name=f"w_hot{b}_{k}_{n}_{k + j}", separate=separate and k == 0)
+                        for j, bit in enumerate(bits)] for b, bits in enumerate(hot)]
+                data_k = Signal.like(self.w_data[n], name=f"w_data_{k}_{n}")
+                m.d.sync += data_k.eq(data_)
+                idx_k = None
+                if idx_ is not None:
+                    idx_k = Signal.like(idx_, name=f"w_idx_{k}_{n}")
+                    m.d.sync += idx_k.eq(idx_)
+                cells[k][n] = (hot[0][0], hot[1][0], data_k, idx_k)
+                hot = [bits[1:] for bits in hot]
+                data_, idx_ = data_k, idx_k
         return cells
