@@ -266,23 +266,11 @@ class DMAUnit(wiring.Component):
         else:
             store_word = srow.word_select(req_word, bw) if words["out"] > 1 else srow
         m.d.comb += self.bus.dat_w.eq(store_word if c.register_slices else Mux(cmd.store, store_word, 0))
+        take_cmd = self.cmd.valid & self.cmd.ready
         # While the unit waits for a command, its registers follow the command presented (none
         # of them is used meanwhile); taking it only sets ``running``. So ``valid``, the end
         # of the dispatch logic, enables one register, not all of them.
-        idle = ~running & ~stopping
-        # With register slices a command is taken only in the cycle after it was first
-        # presented to the idle unit (``settled``; a command presented stays, unchanged,
-        # until taken): its registers then hold it already, so the request logic's next
-        # values are worked out from them, not from the command slice's registers across the
-        # device (they were eight LUT levels from ``wanting`` on the ULX3S-85F).
-        settled = Signal()
-        if c.register_slices:
-            m.d.sync += settled.eq(self.cmd.valid & idle)
-            m.d.comb += self.cmd.ready.eq(idle & settled)
-            take_cmd = idle & settled
-        else:
-            m.d.comb += self.cmd.ready.eq(idle)
-            take_cmd = self.cmd.valid & idle
+        idle = self.cmd.ready
         # ``req_word == last_word_index``, kept as a register of its own (it picks the next
         # request address, in front of the window check).
         row_end = Signal()
@@ -291,10 +279,8 @@ class DMAUnit(wiring.Component):
         with m.Elif(accept):
             m.d.sync += row_end.eq(Mux(row_end, last_word_index == 0, req_word + 1 == last_word_index))
         if c.register_slices:
-            # (While idle, the check is of ``req_addr``, the command's address of the cycle
-            # before: the same as the command's when it is taken, ``settled``.)
             next_window_check(m, c, word_ok, req_addr_next,
-                              [(idle, req_addr), (accept & row_end, req_row_next),
+                              [(idle, self.cmd.payload.mem_addr), (accept & row_end, req_row_next),
                                (accept, req_addr_inc)], bb, self.window_base, self.window_limit)
         else:
             # Without register slices (the iCE40) ``word_ok`` is picked from registers: each
@@ -322,7 +308,7 @@ class DMAUnit(wiring.Component):
             m.d.comb += word_ok.eq(Cat(*(came[n] & verdicts[n] for n in verdicts)).any())
         if c.register_slices:
             # req_addr + bus_bytes for the next request address, each candidate's sum from registers.
-            m.d.sync += req_addr_inc.eq(Mux(idle, req_addr + bb,
+            m.d.sync += req_addr_inc.eq(Mux(idle, self.cmd.payload.mem_addr + bb,
                                             Mux(accept_addr, Mux(row_end, req_row_next + bb, req_addr_inc + bb),
                                                 req_addr_inc)))
         else:
@@ -557,6 +543,7 @@ class DMAUnit(wiring.Component):
         finished = running & req_done & ~pending & ~row_write & ~stopping
         if staged:
             finished = finished & ~row_staged
+        m.d.comb += self.cmd.ready.eq(~running & ~stopping)
         with m.If(take_cmd):
             m.d.sync += running.eq(1)
         with m.If(idle):
@@ -582,10 +569,8 @@ class DMAUnit(wiring.Component):
             running_next = Mux(take_cmd, 1, running & ~finished)
             stalled_next = self.bus.stb & self.bus.stall
             hold_next = burst_full_next & self.yield_bus & ~stalled_next
-            # (Taken when ``settled``: ``cmd`` and ``req_done`` hold the command's values then.)
-            have_data_next = Mux(idle, ~cmd.store, ~cmd.store | srow_valid_next)
-            req_done_kept = Mux(~idle & accept & row_end, rows_one, req_done)
-            wanting_next = running_next & (stalled_next | (~req_done_kept & ~stopping_next & ~hold_next
+            have_data_next = Mux(idle, ~self.cmd.payload.store, ~cmd.store | srow_valid_next)
+            wanting_next = running_next & (stalled_next | (~req_done_next & ~stopping_next & ~hold_next
                                                             & have_data_next))
             m.d.sync += wanting.eq(wanting_next)
             if separate:
