@@ -123,17 +123,21 @@ class ProcessingElement(wiring.Component):
         two = self._banks == 2
         w0 = Signal(signed(self._data_width))
         w1 = Signal(signed(self._data_width))
-        if self._bank_loads:
-            with m.If(self.w_load):
-                m.d.sync += w0.eq(self.w_data)
-            with m.If(self.w_load1):
-                m.d.sync += w1.eq(self.w_data)
-        else:
+
+        def load_banks(r0, r1, value):
+            """Load ``value`` into bank register ``r0`` or ``r1`` as the weight load says."""
+            if self._bank_loads:
+                with m.If(self.w_load):
+                    m.d.sync += r0.eq(value)
+                with m.If(self.w_load1):
+                    m.d.sync += r1.eq(value)
+                return
             with m.If(self.w_load):
                 with m.If(self.w_bank & two):
-                    m.d.sync += w1.eq(self.w_data)
+                    m.d.sync += r1.eq(value)
                 with m.Else():
-                    m.d.sync += w0.eq(self.w_data)
+                    m.d.sync += r0.eq(value)
+        load_banks(w0, w1, self.w_data)
         weight = Mux(self.sel_in, w1, w0) if two else w0
         if self._weight_in_multiplier:
             # The multiplier's operand register is the weight register: it takes ``mul_w``
@@ -145,17 +149,7 @@ class ProcessingElement(wiring.Component):
         else:
             i0 = Signal(self._idx_bits)
             i1 = Signal(self._idx_bits)
-            if self._bank_loads:
-                with m.If(self.w_load):
-                    m.d.sync += i0.eq(self.w_idx)
-                with m.If(self.w_load1):
-                    m.d.sync += i1.eq(self.w_idx)
-            else:
-                with m.If(self.w_load):
-                    with m.If(self.w_bank & two):
-                        m.d.sync += i1.eq(self.w_idx)
-                    with m.Else():
-                        m.d.sync += i0.eq(self.w_idx)
+            load_banks(i0, i1, self.w_idx)
             a = self.a_in[Mux(self.sel_in, i1, i0) if two else i0]
         # The product is registered before it is added (the multiplier's output register):
         # every cell adds a cycle late, and so does the cell above it, so the column's

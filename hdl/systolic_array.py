@@ -196,8 +196,9 @@ class SystolicArray(wiring.Component):
         if not self.weight_chain:
             return [[(self.w_load & (self.w_row == k), self.w_bank, self.w_data[n], idx[n]) for n in range(C)]
                     for k in range(R)]
+        chains = [self._data_chain(m, n, idx[n]) for n in range(C)]
         if self.banks == 2:
-            return self._weight_rows_one_hot(m, idx, separate)
+            return self._weight_rows_one_hot(m, chains, separate)
         # The chain's tag: 0, or (row + 1, bank) of a load; XORed with the column number so
         # that no two columns' tag registers are the same function of the inputs.
         row_bits = R.bit_length()
@@ -205,21 +206,31 @@ class SystolicArray(wiring.Component):
         tag_in = Mux(self.w_load, Cat((self.w_row + 1)[:row_bits], self.w_bank), 0)
         cells = [[None] * C for _ in range(R)]
         for n in range(C):
-            tag, data_, idx_ = tag_in ^ n, self.w_data[n], idx[n]
-            for k in range(R):
+            tag = tag_in ^ n
+            for k, (data_k, idx_k) in enumerate(chains[n]):
                 tag_k = Signal(width, name=f"w_tag_{k}_{n}")
-                data_k = Signal.like(self.w_data[n], name=f"w_data_{k}_{n}")
-                m.d.sync += [tag_k.eq(tag), data_k.eq(data_)]
-                idx_k = None
-                if idx_ is not None:
-                    idx_k = Signal.like(idx_, name=f"w_idx_{k}_{n}")
-                    m.d.sync += idx_k.eq(idx_)
+                m.d.sync += tag_k.eq(tag)
                 raw = tag_k ^ n
                 cells[k][n] = (raw[:row_bits] == k + 1, raw[row_bits], data_k, idx_k)
-                tag, data_, idx_ = tag_k, data_k, idx_k
+                tag = tag_k
         return cells
 
-    def _weight_rows_one_hot(self, m, idx, separate):
+    def _data_chain(self, m, n, idx):
+        """Column ``n``'s weight chain of data (and index) registers: ``[k]`` = (data, idx)
+        as stage k holds them, a register per row."""
+        stages, data_, idx_ = [], self.w_data[n], idx
+        for k in range(self.rows):
+            data_k = Signal.like(self.w_data[n], name=f"w_data_{k}_{n}")
+            m.d.sync += data_k.eq(data_)
+            idx_k = None
+            if idx_ is not None:
+                idx_k = Signal.like(idx_, name=f"w_idx_{k}_{n}")
+                m.d.sync += idx_k.eq(idx_)
+            stages.append((data_k, idx_k))
+            data_, idx_ = data_k, idx_k
+        return stages
+
+    def _weight_rows_one_hot(self, m, chains, separate):
         """The weight chain with two banks: per column, stage k of the chain holds a bit per
         bank for each row k .. R-1 ("load this row's bank b"), each stage the bits of the
         rows below it from the stage above. Cell (k, n) gets its two bank loads
@@ -232,17 +243,10 @@ class SystolicArray(wiring.Component):
         first = [[self.w_load & (self.w_row == j) & (self.w_bank == b) for j in range(R)] for b in range(2)]
         cells = [[None] * C for _ in range(R)]
         for n in range(C):
-            hot, data_, idx_ = first, self.w_data[n], idx[n]
-            for k in range(R):
+            hot = first
+            for k, (data_k, idx_k) in enumerate(chains[n]):
                 hot = [[register(m, bit, name=f"w_hot{b}_{k}_{n}_{k + j}", separate=separate and k == 0)
                         for j, bit in enumerate(bits)] for b, bits in enumerate(hot)]
-                data_k = Signal.like(self.w_data[n], name=f"w_data_{k}_{n}")
-                m.d.sync += data_k.eq(data_)
-                idx_k = None
-                if idx_ is not None:
-                    idx_k = Signal.like(idx_, name=f"w_idx_{k}_{n}")
-                    m.d.sync += idx_k.eq(idx_)
                 cells[k][n] = (hot[0][0], hot[1][0], data_k, idx_k)
                 hot = [bits[1:] for bits in hot]
-                data_, idx_ = data_k, idx_k
         return cells
