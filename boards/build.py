@@ -300,10 +300,19 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
     after_read = "setattr -unset init w:fsm_state"
     if MAPPINGS[mapping]:
         after_read += f"\nscratchpad -set abc9.script {MAPPINGS[mapping]}"
+    # On ECP5 the script stops before its LUT mapping for `splitnets`: the pinned Yosys'
+    # ABC9 can stop on an internal assertion (``count_id(wire->name) == 0``, Yosys issue
+    # 4349) when it puts back a multi-bit wire by its bits' names, which one-bit wires make
+    # unambiguous (the 85F's NPU trips it without).
+    after_synth = "hierarchy -check\nstat\ncheck -noinit\nblackbox =A:whitebox"
+    synth_opts = "-run begin:check"
+    if board.family == "ecp5":
+        synth_opts = "-run begin:map_luts"
+        after_synth = "splitnets\nsynth_ecp5 -run map_luts:check -top top\n" + after_synth
     overrides = {"nextpnr_opts": f"--timing-allow-fail --seed {seed} --placer {placer} --router {router}",
-                 "synth_opts": "-run begin:check",
+                 "synth_opts": synth_opts,
                  "script_after_read": after_read,
-                 "script_after_synth": "hierarchy -check\nstat\ncheck -noinit\nblackbox =A:whitebox"}
+                 "script_after_synth": after_synth}
     if echo:
         echo(f"{board.name}: {board.device}, NPU {config.rows}x{config.cols} ({config.macs_per_cycle} MACs/cycle), "
              f"{(clk_hz or board.clk_hz) / 1e6:g} MHz clock (board target {board.clk_hz / 1e6:g}), {board.ram_bytes // 1024} KiB {board.ram.upper()}; "
@@ -335,12 +344,13 @@ def build_board(name, config=None, out_dir=None, *, baud=None, clk_hz=None, echo
         limit = pnr_minutes * 60 if pnr_minutes and label == "place-and-route" else None
         code, secs = _run(cmd, out_dir, out_dir / logs.get(var, f"{label}.out"), echo, label, env, limit)
         if code and var == "YOSYS" and board.family == "ecp5" and _abc9_failed(out_dir):
-            # The pinned Yosys' ABC9 fails an internal assertion on some NPUs (the sparse
-            # ones, the 12x12 of the 85F): map those with the classic ABC (slower logic).
+            # Should the pinned Yosys' ABC9 still fail an internal assertion (it did on the
+            # sparse NPUs and the 85F's before `splitnets`), map with the classic ABC
+            # (slower logic).
             if echo:
                 echo("  synthesis: Yosys' ABC9 mapping failed; again with the classic ABC (-noabc9) ...")
             script = out_dir / "top.ys"
-            script.write_text(script.read_text().replace("synth_ecp5 ", "synth_ecp5 -noabc9 ", 1))
+            script.write_text(script.read_text().replace("synth_ecp5 ", "synth_ecp5 -noabc9 "))
             report["abc9"] = False
             code, more = _run(cmd, out_dir, out_dir / logs["YOSYS"], echo, label, env)
             secs += more
