@@ -42,7 +42,7 @@ def yosys_command():
 def synthesise(verilog, top, work_dir, *, family="ecp5"):
     """Synthesise ``verilog`` (path) for ``family``; ``{figure: count, "seconds": s}``.
 
-    Runs ``synth_<family> -noabc9`` on the whole design and counts the mapped cells from Yosys'
+    Runs ``synth_<family> -noabc9`` (with ``splitnets`` before the LUT mapping) on the whole design and counts the mapped cells from Yosys'
     ``stat``; the log is ``work_dir/yosys.log``.
     """
     if family not in _CELLS:
@@ -54,16 +54,24 @@ def synthesise(verilog, top, work_dir, *, family="ecp5"):
     source = Path(verilog).resolve()
     if source.parent != work_dir.resolve():
         shutil.copyfile(source, work_dir / source.name)
-    # -noabc9: the ABC9 flow of the pinned Yosys (0.64) fails an internal assertion on
-    # the sparse NPU; the classic ABC mapping works for every configuration.
-    script = f"read_verilog {source.name}; synth_{family} -noabc9 -top {top}; stat"
+    # -noabc9: the classic ABC mapping (the ABC9 flow of Yosys 0.64 failed an internal
+    # assertion on the sparse NPU). The script stops before its LUT mapping for
+    # `splitnets`, as the board builds do: Yosys 0.70 stops on that assertion
+    # (``count_id(wire->name) == 0``, Yosys issue 4349) with either mapping when it puts
+    # back a multi-bit wire by its bits' names, which one-bit wires make unambiguous.
+    synth = f"synth_{family} -noabc9 -top {top}"
+    script = (f"read_verilog {source.name}; {synth} -run begin:map_luts; splitnets; "
+              f"{synth} -run map_luts:check; stat")
+    # -q -l: the log goes to the file, nothing to stdout. The WebAssembly Yosys' linked ABC
+    # prints to stdout unless Yosys is quiet, and with stdout a file or a pipe that stops
+    # the whole run (exit status 0) in the middle of the mapping.
     started = time.monotonic()
-    with log.open("w") as out:
-        done = subprocess.run([*yosys_command(), "-p", script], stdout=out, stderr=subprocess.STDOUT,
-                              cwd=work_dir)
+    log.unlink(missing_ok=True)
+    done = subprocess.run([*yosys_command(), "-q", "-l", log.name, "-p", script], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, cwd=work_dir, text=True)
     if done.returncode:
         raise SynthesisError(f"Yosys failed (exit {done.returncode}); see {log}")
-    text = log.read_text()
+    text = log.read_text() if log.exists() else done.stdout
     if "Printing statistics" not in text:
         last = [line for line in text.splitlines() if line.strip()][-1:] or ["(empty log)"]
         raise SynthesisError(f"Yosys stopped before its statistics (last line: {last[0].strip()!r}); see {log}")

@@ -3,6 +3,7 @@ synthesis + place-and-route + bitstream of a small NPU through the pip-installed
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -223,6 +224,14 @@ def test_seed_sweep_keeps_the_fastest_routed_result_and_stops_once_timing_is_met
     assert report["mapping"] == "area" and "scratchpad" not in (tmp_path / "out5" / "top.ys").read_text()
 
 
+def _mapped_cells(rpt, cell):
+    """How many ``cell`` the last statistics of a Yosys log count (0 when none)."""
+    text = Path(rpt).read_text()
+    stat = text[text.rfind("Printing statistics"):]
+    match = re.search(rf"^\s+(\d+)\s+[\d.]*\s*{cell}\s*$", stat, re.M) or re.search(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
+    return int(match[1]) if match else 0
+
+
 def test_unknown_placer_or_router_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="placer = 'sa' is invalid: must be one of heap, static"):
         board_build.build_board("icebreaker", None, tmp_path, echo=None, placer="sa")
@@ -370,7 +379,11 @@ def test_ecp5_build_of_a_small_npu(tmp_path):
     script = (tmp_path / "top.ys").read_text()
     assert "scratchpad -set abc9.script" in script and "splitnets\nsynth_ecp5 -run map_luts:check" in script
     assert report.get("abc9", True), "ABC9 failed; mapped with the classic ABC"
-    assert "&if -W 300 -K 5 -q -F 0 -A 0 -v" in (tmp_path / "top.rpt").read_text()     # ABC ran the script
+    # ABC ran the script: it maps to LUTs of at most five inputs (-K 5), so no LUT6/LUT7
+    # (a two-level L6MUX21); Yosys' own script ("area") makes 9 on this NPU (Yosys 0.70).
+    # (Yosys 0.70 no longer logs ABC's own output, which showed the script.)
+    assert _mapped_cells(tmp_path / "top.rpt", "L6MUX21") == 0
+    assert _mapped_cells(tmp_path / "top.rpt", "LUT4") > 100
     assert (tmp_path / "top.bit").stat().st_size > 100_000
     assert report["fits"]
     assert report["resources"]["dsp"]["used"] == 4 + 4     # four PEs + one requantisation lane
