@@ -56,9 +56,10 @@ def synthesise(verilog, top, work_dir, *, family="ecp5"):
         shutil.copyfile(source, work_dir / source.name)
     # -noabc9: the classic ABC mapping (the ABC9 flow of Yosys 0.64 failed an internal
     # assertion on the sparse NPU). The script stops before its LUT mapping for
-    # `splitnets`, as the board builds do: Yosys 0.70 stops on that assertion
-    # (``count_id(wire->name) == 0``, Yosys issue 4349) with either mapping when it puts
-    # back a multi-bit wire by its bits' names, which one-bit wires make unambiguous.
+    # `splitnets`, as the board builds do: Yosys 0.70 (tried; 0.64 is pinned) stops on
+    # that assertion (``count_id(wire->name) == 0``, Yosys issue 4349) with either mapping
+    # when it puts back a multi-bit wire by its bits' names, which one-bit wires make
+    # unambiguous.
     synth = f"synth_{family} -noabc9 -top {top}"
     script = (f"read_verilog {source.name}; {synth} -run begin:map_luts; splitnets; "
               f"{synth} -run map_luts:check; stat")
