@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["SynthesisError", "yosys_command", "synthesise"]
+__all__ = ["SynthesisError", "mapped_cells", "yosys_command", "synthesise"]
 
 #: Cells counted in the figures, per family: Yosys cell name -> figure name.
 _CELLS = {
@@ -42,8 +42,9 @@ def yosys_command():
 def synthesise(verilog, top, work_dir, *, family="ecp5"):
     """Synthesise ``verilog`` (path) for ``family``; ``{figure: count, "seconds": s}``.
 
-    Runs ``synth_<family> -noabc9`` (with ``splitnets`` before the LUT mapping) on the whole design and counts the mapped cells from Yosys'
-    ``stat``; the log is ``work_dir/yosys.log``.
+    Runs ``synth_<family> -noabc9`` (with ``splitnets`` before the LUT mapping) on the
+    whole design and counts the mapped cells from Yosys' ``stat``; the log is
+    ``work_dir/yosys.log``.
     """
     if family not in _CELLS:
         raise SynthesisError(f"family {family!r} is not supported; allowed: {', '.join(_CELLS)}")
@@ -76,12 +77,16 @@ def synthesise(verilog, top, work_dir, *, family="ecp5"):
     if "Printing statistics" not in text:
         last = [line for line in text.splitlines() if line.strip()][-1:] or ["(empty log)"]
         raise SynthesisError(f"Yosys stopped before its statistics (last line: {last[0].strip()!r}); see {log}")
-    stat = text[text.rfind("Printing statistics"):]
     figures = {name: 0 for name in _CELLS[family].values()}
     for cell, name in _CELLS[family].items():
-        match = re.search(rf"^\s+(\d+)\s+[\d.]*\s*{cell}\s*$", stat, re.M) or \
-            re.search(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
-        if match:
-            figures[name] += int(match[1])
+        figures[name] += mapped_cells(text, cell)
     figures["seconds"] = round(time.monotonic() - started, 1)
     return figures
+
+
+def mapped_cells(log_text, cell):
+    """How many ``cell`` the last statistics (``stat``) of a Yosys log count; 0 when none."""
+    stat = log_text[log_text.rfind("Printing statistics"):]
+    match = re.search(rf"^\s+(\d+)\s+[\d.]*\s*{cell}\s*$", stat, re.M) or \
+        re.search(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
+    return int(match[1]) if match else 0

@@ -4,7 +4,6 @@ synthesis + place-and-route + bitstream of a small NPU through the pip-installed
 import json
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +11,7 @@ from npu.boards import build as board_build
 from npu.boards.clocking import ecp5_pll, ice40_pll
 from npu.boards.platforms import BOARDS, ECP5_DSP_SITES, array_dsp_sites, board, board_config
 from npu.generators.config import ConfigError, NPUConfig
-from npu.generators.synth import yosys_command
+from npu.generators.synth import mapped_cells, yosys_command
 
 
 def test_every_board_has_a_valid_default_npu_and_platform():
@@ -226,14 +225,6 @@ def test_seed_sweep_keeps_the_fastest_routed_result_and_stops_once_timing_is_met
     assert report["mapping"] == "area" and "scratchpad" not in (tmp_path / "out5" / "top.ys").read_text()
 
 
-def _mapped_cells(rpt, cell):
-    """How many ``cell`` the last statistics of a Yosys log count (0 when none)."""
-    text = Path(rpt).read_text()
-    stat = text[text.rfind("Printing statistics"):]
-    match = re.search(rf"^\s+(\d+)\s+[\d.]*\s*{cell}\s*$", stat, re.M) or re.search(rf"^\s+{cell}\s+(\d+)\s*$", stat, re.M)
-    return int(match[1]) if match else 0
-
-
 def test_unknown_placer_or_router_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="placer = 'sa' is invalid: must be one of heap, static"):
         board_build.build_board("icebreaker", None, tmp_path, echo=None, placer="sa")
@@ -383,12 +374,12 @@ def test_ecp5_build_of_a_small_npu(tmp_path):
     assert report.get("abc9", True), "ABC9 failed; mapped with the classic ABC"
     # ABC ran the script (its own output, which would show it, is not logged: Yosys runs
     # with -q): without area recovery it takes more LUTs than Yosys' own script on the
-    # same netlist (7862 against 5958 LUT4 on this NPU).
+    # same netlist (7862 against 5911 LUT4 on this NPU).
     area_script = script.replace("scratchpad -set abc9.script", "# ").replace("write_json top.json", "")
     (tmp_path / "area.ys").write_text(area_script)
     subprocess.run([*yosys_command(), "-q", "-l", "area.rpt", "area.ys"], cwd=tmp_path, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    delay_luts, area_luts = (_mapped_cells(tmp_path / log, "LUT4") for log in ("top.rpt", "area.rpt"))
+    delay_luts, area_luts = (mapped_cells((tmp_path / log).read_text(), "LUT4") for log in ("top.rpt", "area.rpt"))
     assert area_luts > 1000 and delay_luts > 1.15 * area_luts, (delay_luts, area_luts)
     assert (tmp_path / "top.bit").stat().st_size > 100_000
     assert report["fits"]
