@@ -157,12 +157,11 @@ _ULX3S_LEDS = tuple(("led", i) for i in range(8))
 #: nextpnr's placer and router: the static placer spreads the large arrays over the die
 #: (with HeAP the 85F's 12x12 NPU was packed into 40% of it and never routed).
 #: The large devices also map logic for depth (they have the LUTs to spare).
-#: The 85F routes with router1: nextpnr 0.11's router2 did not converge on four of five
-#: placements of its NPU (overused wires rising again after 40 iterations), where router1
-#: routed seed 1 in 9.5 minutes at 111.5 MHz.
+#: They route with router1: nextpnr 0.11's router2 did not converge on four of five
+#: placements of the 85F's NPU (overused wires rising again after 40 iterations), where
+#: router1 routed seed 1 in 9.5 minutes at 111.5 MHz (the 45F: 106.1 MHz, seed 1).
 _SMALL_PNR = ("heap", "router1", 1, "area")
-_LARGE_PNR = ("static", "router2", 4, "delay")
-_ECP5_85_PNR = ("static", "router1", 4, "delay")
+_LARGE_PNR = ("static", "router1", 4, "delay")
 
 BOARDS = {b.name: b for b in [
     Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40", 30_000_000, "spram",
@@ -175,13 +174,13 @@ BOARDS = {b.name: b for b in [
       for size, ram, npu, pnr in (("12f", 32 * 1024, _ECP5_12_25, _SMALL_PNR),
                                   ("25f", 64 * 1024, _ECP5_12_25, _SMALL_PNR),
                                   ("45f", 128 * 1024, _ECP5_45, _LARGE_PNR),
-                                  ("85f", 256 * 1024, _ECP5_85, _ECP5_85_PNR))),
+                                  ("85f", 256 * 1024, _ECP5_85, _LARGE_PNR))),
     *(Board(f"ecpix5-{size}", f"amaranth_boards.ecpix5:ECPIX5{size[:2]}Platform", "ecp5", 100_000_000,
             "bram", ram, npu, "openFPGALoader", (("rgb_led", 0), ("rgb_led", 1), ("rgb_led", 2), ("rgb_led", 3)),
             f"LambdaConcept ECPIX-5 (LFE5UM5G-{size.upper()}-8BG554), 100 MHz oscillator, FT2232 UART", *pnr,
             global_resets=size != "45f")
       for size, ram, npu, pnr in (("45f", 128 * 1024, _ECP5_45, _LARGE_PNR),
-                                  ("85f", 256 * 1024, _ECP5_85, _ECP5_85_PNR))),
+                                  ("85f", 256 * 1024, _ECP5_85, _LARGE_PNR))),
 ]}
 
 
