@@ -112,7 +112,7 @@ class Board:
     global_resets : bool
         On ECP5, put the board's and the NPU core's resets on global networks through a
         DCCA each (see :mod:`npu.boards.top`); off where nextpnr cannot route to the DCCA
-        it picks (router2 on the 45F: "Failed to route arc ... to G_CLKI_TDCC0").
+        it picks (nextpnr 0.10's router2 on the 45F: "Failed to route arc ... to G_CLKI_TDCC0").
     """
     name: str
     platform: str
@@ -177,10 +177,9 @@ BOARDS = {b.name: b for b in [
                                   ("85f", 256 * 1024, _ECP5_85, _LARGE_PNR))),
     *(Board(f"ecpix5-{size}", f"amaranth_boards.ecpix5:ECPIX5{size[:2]}Platform", "ecp5", 100_000_000,
             "bram", ram, npu, "openFPGALoader", (("rgb_led", 0), ("rgb_led", 1), ("rgb_led", 2), ("rgb_led", 3)),
-            f"LambdaConcept ECPIX-5 (LFE5UM5G-{size.upper()}-8BG554), 100 MHz oscillator, FT2232 UART", *pnr,
+            f"LambdaConcept ECPIX-5 (LFE5UM5G-{size.upper()}-8BG554), 100 MHz oscillator, FT2232 UART", *_LARGE_PNR,
             global_resets=size != "45f")
-      for size, ram, npu, pnr in (("45f", 128 * 1024, _ECP5_45, _LARGE_PNR),
-                                  ("85f", 256 * 1024, _ECP5_85, _LARGE_PNR))),
+      for size, ram, npu in (("45f", 128 * 1024, _ECP5_45), ("85f", 256 * 1024, _ECP5_85))),
 ]}
 
 
